@@ -1,0 +1,51 @@
+# bastion-edge: `make demo` and `make test` work on a fresh checkout.
+# The Dockerfile runs `make install`, so the image is built the way tests run.
+
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+
+# A Python >= 3.12 (mitmproxy 12 needs it): PATH first, then pyenv's versions folder.
+define FIND_PYTHON
+for c in python3.14 python3.13 python3.12 python3 python \
+         $$(ls -d "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV); do \
+  if command -v "$$c" >/dev/null 2>&1 && "$$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then \
+    command -v "$$c"; exit 0; \
+  fi; \
+done; exit 1
+endef
+export FIND_PYTHON
+
+.PHONY: install install-test test lint demo bench clean
+
+$(BIN)/python:
+	@py=$$(bash -c "$$FIND_PYTHON") || { \
+	  echo "error: bastion-edge needs Python >= 3.12 (mitmproxy 12 requires it)." >&2; \
+	  echo "Install one, e.g. 'apt-get install python3.12 python3.12-venv' or 'pyenv install 3.12'." >&2; \
+	  exit 1; }; \
+	echo "using $$py"; "$$py" -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[demo]"
+
+install-test: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test]"
+
+test: install-test
+	$(BIN)/ruff check addon tests bench sidecar
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+lint: install-test
+	$(BIN)/ruff check addon tests bench sidecar
+	$(BIN)/mypy
+
+demo: install
+	$(BIN)/bastion-edge demo
+
+bench: install-test
+	$(BIN)/python bench/run.py --readme README.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info addon/*.egg-info

@@ -1,0 +1,134 @@
+"""What the rules may look at when they decide: plain values taken from a request.
+
+`classify_endpoint` names the OpenAI endpoint of a path; `facts_from_json` reads the
+content-dependent facts (image input, estimated prompt size) out of a parsed body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Endpoint names as the OpenAI SDKs call them.
+CHAT = "chat.completions"
+COMPLETIONS = "completions"
+EMBEDDINGS = "embeddings"
+IMAGES_GENERATIONS = "images.generations"
+IMAGES_EDITS = "images.edits"
+IMAGES_VARIATIONS = "images.variations"
+TRANSCRIPTIONS = "audio.transcriptions"
+TRANSLATIONS = "audio.translations"
+SPEECH = "audio.speech"
+RESPONSES = "responses"
+MODELS = "models"
+OTHER = "other"
+
+ENDPOINTS = (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    IMAGES_GENERATIONS,
+    IMAGES_EDITS,
+    IMAGES_VARIATIONS,
+    TRANSCRIPTIONS,
+    TRANSLATIONS,
+    SPEECH,
+    RESPONSES,
+    MODELS,
+    OTHER,
+)
+
+_PATHS = {
+    "/v1/chat/completions": CHAT,
+    "/v1/completions": COMPLETIONS,
+    "/v1/embeddings": EMBEDDINGS,
+    "/v1/images/generations": IMAGES_GENERATIONS,
+    "/v1/images/edits": IMAGES_EDITS,
+    "/v1/images/variations": IMAGES_VARIATIONS,
+    "/v1/audio/transcriptions": TRANSCRIPTIONS,
+    "/v1/audio/translations": TRANSLATIONS,
+    "/v1/audio/speech": SPEECH,
+    "/v1/responses": RESPONSES,
+    "/v1/models": MODELS,
+}
+
+# A rough, tokenizer-free estimate: English text averages ~4 characters per token.
+CHARS_PER_TOKEN = 4
+
+
+def classify_endpoint(path: str) -> str:
+    """The endpoint name for a request path (query string ignored)."""
+    bare = path.split("?", 1)[0].rstrip("/")
+    if bare in _PATHS:
+        return _PATHS[bare]
+    if bare.startswith("/v1/models/"):
+        return MODELS
+    if bare.startswith("/v1/responses/"):
+        return RESPONSES
+    return OTHER
+
+
+def key_sha256(authorization: str | None) -> str | None:
+    """sha256 hex of the bearer token in an Authorization header, or None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else authorization.strip()
+    if not token:
+        return None
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """Everything a rule condition can test, for one request."""
+
+    endpoint: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    app_key_sha256: str | None = None
+    client_ip: str | None = None
+    has_image: bool = False
+    prompt_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BodyFacts:
+    has_image: bool
+    prompt_tokens: int
+
+
+def facts_from_json(body: Mapping[str, Any]) -> BodyFacts:
+    """Image input and estimated prompt tokens of a chat/completions/responses body."""
+    scan = _Scan()
+    for key in ("messages", "input", "prompt", "instructions", "system"):
+        if key in body:
+            scan.visit(body[key])
+    return BodyFacts(has_image=scan.has_image, prompt_tokens=scan.chars // CHARS_PER_TOKEN)
+
+
+_IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
+_TEXT_KEYS = ("text", "content", "input", "output", "arguments")
+
+
+class _Scan:
+    """Walks messages/input content once, counting text and spotting image parts."""
+
+    def __init__(self) -> None:
+        self.has_image = False
+        self.chars = 0
+
+    def visit(self, value: object) -> None:
+        if isinstance(value, str):
+            self.chars += len(value)
+        elif isinstance(value, list):
+            for item in value:
+                self.visit(item)
+        elif isinstance(value, dict):
+            if value.get("type") in _IMAGE_PART_TYPES or "image_url" in value:
+                self.has_image = True
+                return
+            for key in _TEXT_KEYS:
+                if key in value:
+                    self.visit(value[key])
