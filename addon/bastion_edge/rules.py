@@ -29,7 +29,6 @@ MIN_KEY_HASH_PREFIX = 8
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 UnmappedPolicy = Literal["reject", "pass_through"]
 ReplyModel = Literal["upstream", "original"]
-CutoverMode = Literal["rewrite", "observe"]
 
 
 class RulesError(ValueError):
@@ -152,7 +151,6 @@ class Rules:
     models: tuple[ModelRule, ...] = ()
     unmapped_models: UnmappedPolicy = "reject"
     reply_model: ReplyModel = "upstream"
-    mode: CutoverMode = "rewrite"
     key_env: str = DEFAULT_KEY_ENV
     key_rules: tuple[KeyRule, ...] = ()
     tts: TtsRules = TtsRules()
@@ -257,7 +255,8 @@ class _Parser:
     def only_keys(self, value: Mapping[str, Any], path: Path_, allowed: Sequence[str]) -> None:
         for key in value:
             if key not in allowed:
-                raise self.fail((*path, str(key)), f"unknown key; expected one of {', '.join(allowed)}")
+                raise self.fail((*path, str(key)),
+                                f"unknown key; expected one of {', '.join(allowed)}")
 
     def string(self, value: object, path: Path_, what: str = "a string") -> str:
         if not isinstance(value, str) or not value:
@@ -287,7 +286,7 @@ class _Parser:
         top = self.mapping(tree, ())
         self.only_keys(top, (), (
             "upstream", "intercept", "keys", "models", "unmapped_models", "reply_model",
-            "mode", "tts",
+            "tts",
         ))
         rules = Rules()
         if "upstream" in top:
@@ -307,14 +306,13 @@ class _Parser:
         if top.get("models") is not None:
             rules = replace(rules, models=self.models(top["models"], ("models",)))
         if "unmapped_models" in top:
-            policy = self.choice(top["unmapped_models"], ("unmapped_models",),
-                                 ("reject", "pass_through"))
+            policy: UnmappedPolicy = self.choice(
+                top["unmapped_models"], ("unmapped_models",), ("reject", "pass_through"))
             rules = replace(rules, unmapped_models=policy)
         if "reply_model" in top:
-            reply = self.choice(top["reply_model"], ("reply_model",), ("upstream", "original"))
+            reply: ReplyModel = self.choice(
+                top["reply_model"], ("reply_model",), ("upstream", "original"))
             rules = replace(rules, reply_model=reply)
-        if "mode" in top:
-            rules = replace(rules, mode=self.choice(top["mode"], ("mode",), ("rewrite", "observe")))
         if "tts" in top:
             rules = replace(rules, tts=self.tts(top["tts"], ("tts",)))
         return rules
@@ -329,7 +327,8 @@ class _Parser:
                             self.lines.get((*path, "base_url")))
             upstream = replace(upstream, base_url=url)
         if section.get("ca_file") is not None:
-            upstream = replace(upstream, ca_file=self.string(section["ca_file"], (*path, "ca_file")))
+            ca_file = self.string(section["ca_file"], (*path, "ca_file"))
+            upstream = replace(upstream, ca_file=ca_file)
         if "response_timeout_seconds" in section:
             timeout = self.number(section["response_timeout_seconds"],
                                   (*path, "response_timeout_seconds"))
@@ -457,9 +456,9 @@ class _Parser:
             "no_ssml_voices": lambda v, p: frozenset(self.strings(v, p)),
             "sample_rate_hz": lambda v, p: int(self.number(v, p)),
         }
-        for key, parse in parsers.items():
-            if key in section:
-                tts = replace(tts, **{key: parse(section[key], (*path, key))})
+        parsed = {key: parse(section[key], (*path, key))
+                  for key, parse in parsers.items() if key in section}
+        tts = replace(tts, **parsed)  # type: ignore[arg-type]
         if not tts.path.startswith("/"):
             raise self.fail((*path, "path"), "expected a path starting with /")
         return tts

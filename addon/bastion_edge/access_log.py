@@ -1,0 +1,65 @@
+"""JSON access log: one object per exchange, secrets never included.
+
+Records are built from plain values (`AccessRecord`); headers are never copied
+wholesale, so `Authorization` and keys cannot leak into the log by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import IO
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    time: str
+    request_id: str
+    client: str | None
+    method: str
+    path: str
+    endpoint: str
+    original_host: str
+    upstream_host: str | None
+    original_model: str | None
+    upstream_model: str | None
+    destination: str
+    decision: str
+    status: int | None
+    duration_ms: float | None
+    ttfb_ms: float | None
+    bytes_in: int
+    bytes_out: int
+    stream: bool
+    rewrites: list[str] = field(default_factory=list)
+    key_env: str | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+class AccessLog:
+    """Appends JSON lines to a file, or stdout for `-`."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._lock = threading.Lock()
+        self._stream: IO[str]
+        if target == "-":
+            self._stream = sys.stdout
+        else:
+            self._stream = open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+
+    def write(self, record: AccessRecord) -> None:
+        line = record.to_json() + "\n"
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self._stream is not sys.stdout:
+            self._stream.close()

@@ -1,0 +1,501 @@
+"""The mitmproxy addon: turns flows into plain values, calls the core, writes back.
+
+Hook order for one request: `requestheaders` (destination, keys, request streaming:
+the upstream connection may open right after it), `request` (body rewriting),
+`responseheaders` (SSE streaming, model header), `response` / `error` (logging,
+metrics, envelopes for gateway errors).
+
+Fail closed: the first thing done to an OpenAI-bound flow is pointing it at Bastion
+and removing the app's credentials, so no later failure can leak it to OpenAI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from . import gateway_errors
+from .access_log import AccessLog
+from .admin_server import AdminServer
+from .errors import SERVER_ERROR, ApiError, bad_gateway, gateway_timeout
+from .exchange import METADATA_KEY, Exchange
+from .keys import select_key
+from .metrics import Metrics
+from .model_map import ModelMap
+from .multipart import FormFieldRewriter, boundary_from_content_type, replace_form_field
+from .reload import RulesWatcher
+from .reply_model import restore_model
+from .request_facts import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    IMAGES_GENERATIONS,
+    MODELS,
+    RESPONSES,
+    RequestFacts,
+    classify_endpoint,
+    key_sha256,
+)
+from .request_rewrite import (
+    REWRITE_HOST,
+    REWRITE_HTTPS,
+    REWRITE_KEY,
+    REWRITE_MODEL,
+    decide_model,
+    rewrite_json_body,
+    rewrite_model_path,
+)
+from .routing import HostKind, bastion_destination, classify_host
+from .rules import Rules, RulesError, apply_environment, load_rules
+from .sse import SseRewriter
+from .tls_bundles import upstream_bundle
+
+log = logging.getLogger("bastion_edge")
+
+JSON_ENDPOINTS = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, IMAGES_GENERATIONS, RESPONSES})
+# Multipart uploads larger than this are streamed through, not buffered.
+STREAM_UPLOADS_OVER = 1024 * 1024
+APP_CREDENTIAL_HEADERS = ("authorization", "openai-organization", "openai-project")
+UPSTREAM_MODEL_HEADER = "x-bastion-edge-upstream-model"
+REWRITES_HEADER = "x-bastion-edge-rewrites"
+REDACTED = "Bearer [redacted by bastion-edge]"
+
+
+class BastionEdge:
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        self.environ = environ if environ is not None else os.environ
+        self.rules = Rules()
+        self.models = ModelMap(self.rules)
+        self.metrics = Metrics()
+        self.rules_path: Path | None = None
+        self.rules_loaded = False
+        self.access_log: AccessLog | None = None
+        self.watcher: RulesWatcher | None = None
+        self.admin: AdminServer | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "bastion_rules", str, "",
+            "Rules file. Default: $BASTION_RULES, else ./rules.yaml. Hot-reloaded.")
+        loader.add_option(
+            "bastion_metrics_host", str, "127.0.0.1", "Address of /metrics, /healthz, /readyz.")
+        loader.add_option(
+            "bastion_metrics_port", int, 9090,
+            "Port of /metrics, /healthz, /readyz; 0 disables them.")
+        loader.add_option(
+            "bastion_access_log", str, "",
+            "JSON access log: a file path, '-' for stdout, empty for none.")
+        gateway_errors.install()
+
+    def configure(self, updated: set[str]) -> None:
+        if "bastion_rules" in updated:
+            path = Path(ctx.options.bastion_rules or self.environ.get("BASTION_RULES")
+                        or "rules.yaml")
+            try:
+                rules = apply_environment(load_rules(path), self.environ)
+            except (RulesError, OSError) as e:
+                self.metrics.reloads.labels("failure").inc()
+                raise exceptions.OptionsError(f"bastion-edge rules {path}: {e}") from e
+            self.rules_path = path
+            self._install(rules)
+        if "bastion_access_log" in updated:
+            if self.access_log is not None:
+                self.access_log.close()
+            target = ctx.options.bastion_access_log
+            self.access_log = AccessLog(target) if target else None
+
+    async def running(self) -> None:
+        if self.rules_path is not None:
+            self.watcher = RulesWatcher(
+                self.rules_path, self.rules.sha256, self._reloaded, self._reload_failed)
+            self.watcher.start()
+        if ctx.options.bastion_metrics_port:
+            self.admin = AdminServer(self.metrics.registry, self.readiness)
+            await self.admin.start(ctx.options.bastion_metrics_host,
+                                   ctx.options.bastion_metrics_port)
+            log.info("bastion-edge metrics on http://%s:%s/metrics",
+                     ctx.options.bastion_metrics_host, self.admin.port)
+
+    async def done(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
+        if self.admin is not None:
+            await self.admin.stop()
+        if self.access_log is not None:
+            self.access_log.close()
+        for timer in self._timers.values():
+            timer.cancel()
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.rules_loaded:
+            return False, "rules not loaded"
+        server = ctx.master.addons.get("proxyserver")
+        if server is None or not server.is_running or not server.listen_addrs():
+            return False, "proxy not listening"
+        return True, f"rules {self.rules.sha256[:12]}"
+
+    def _install(self, rules: Rules) -> None:
+        self.rules = rules
+        self.models = ModelMap(rules)
+        self.rules_loaded = True
+        self.metrics.rules_loaded(rules, time.time())
+        self._apply_mitmproxy_options()
+        log.info("bastion-edge rules loaded from %s (sha256 %s)", rules.source, rules.sha256[:12])
+
+    def _reloaded(self, rules: Rules) -> None:
+        try:
+            self._install(apply_environment(rules, self.environ))
+        except (RulesError, exceptions.OptionsError) as e:
+            self._reload_failed(e)
+
+    def _reload_failed(self, error: Exception) -> None:
+        self.metrics.reloads.labels("failure").inc()
+        log.error("bastion-edge: rejected rules change, still serving the last good rules: %s",
+                  error)
+
+    def _apply_mitmproxy_options(self) -> None:
+        """Interception scope, lazy upstream connections and upstream trust follow the rules."""
+        wanted: dict[str, Any] = {
+            "allow_hosts": [self.rules.allow_hosts_regex()],
+            "connection_strategy": "lazy",
+            # SDKs speak HTTP/1.1; keeping the intercepted hop on HTTP/1.1 gives every
+            # client the same error envelopes and streamed, re-framed uploads.
+            "http2": False,
+        }
+        if self.rules.upstream.ca_file:
+            confdir = Path(os.path.expanduser(ctx.options.confdir))
+            wanted["ssl_verify_upstream_trusted_ca"] = str(
+                upstream_bundle(confdir, self.rules.upstream.ca_file))
+        changes = {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}
+        if changes:
+            ctx.options.update(**changes)
+
+    # ------------------------------------------------------------------ request side
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        kind = classify_host(self.rules, flow.request.pretty_host)
+        if kind is None:
+            return  # not ours: untouched
+        request = flow.request
+        exchange = Exchange(
+            request_id=uuid.uuid4().hex[:16],
+            kind=kind,
+            endpoint=classify_endpoint(request.path),
+            method=request.method,
+            path=request.path.split("?", 1)[0],
+            original_host=request.pretty_host,
+            client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+        )
+        flow.metadata[METADATA_KEY] = exchange
+        scheme_in = request.scheme
+        # Fail closed, before anything that could raise: Bastion over https, no app creds.
+        destination = bastion_destination(self.rules.upstream, kind, request.path)
+        app_authorization = request.headers.get("authorization")
+        if kind is HostKind.OPENAI:
+            for name in APP_CREDENTIAL_HEADERS:
+                request.headers.pop(name, None)
+        request.scheme, request.host, request.port = "https", destination.host, destination.port
+        request.path = destination.path
+        request.host_header = destination.host_header
+        exchange.upstream_host = destination.host_header
+        if scheme_in == "http":
+            exchange.add_rewrite(REWRITE_HTTPS)
+        try:
+            if kind is HostKind.OPENAI:
+                self._openai_headers(flow, exchange, app_authorization)
+        except ApiError as e:
+            exchange.error = e
+        except Exception as e:  # never crash, never fall through to OpenAI
+            log.exception("bastion-edge: requestheaders failed")
+            exchange.error = ApiError(500, f"bastion-edge internal error: {e}", "proxy_error",
+                                      SERVER_ERROR)
+
+    def _openai_headers(
+        self, flow: http.HTTPFlow, exchange: Exchange, app_authorization: str | None
+    ) -> None:
+        request = flow.request
+        exchange.add_rewrite(REWRITE_HOST)
+        facts = RequestFacts(
+            endpoint=exchange.endpoint,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            app_key_sha256=key_sha256(app_authorization),
+            client_ip=exchange.client,
+        )
+        choice = select_key(self.rules, facts, self.environ)
+        request.headers["authorization"] = f"Bearer {choice.key}"
+        exchange.key_env = choice.env
+        exchange.add_rewrite(REWRITE_KEY)
+        self._maybe_stream_upload(flow, exchange, facts)
+
+    def _maybe_stream_upload(
+        self, flow: http.HTTPFlow, exchange: Exchange, facts: RequestFacts
+    ) -> None:
+        """Large multipart uploads are streamed with the `model` part replaced on the fly."""
+        request = flow.request
+        boundary = boundary_from_content_type(request.headers.get("content-type", ""))
+        if boundary is None or request.http_version not in ("HTTP/1.1", "HTTP/1.0"):
+            return
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) <= STREAM_UPLOADS_OVER:
+            return
+        rewriter = FormFieldRewriter(boundary, b"model",
+                                     lambda old: self._replace_form_model(exchange, facts, old))
+        request.stream = rewriter.feed
+        # The replaced value may change the length: re-frame the body as chunked.
+        request.headers.pop("content-length", None)
+        request.headers["transfer-encoding"] = "chunked"
+        exchange.streamed_request = True
+        exchange.bytes_in = int(length) if length and length.isdigit() else 0
+
+    def _replace_form_model(self, exchange: Exchange, facts: RequestFacts, old: bytes) -> bytes:
+        requested = old.decode("utf-8", "replace")
+        exchange.original_model = requested
+        try:
+            resolution = decide_model(requested, facts, self.rules, self.models)
+        except ApiError as e:
+            # Too late for a 400 (the upload is already streaming): let upstream reject it.
+            exchange.notes.append(f"streamed upload kept unmapped model: {e.code}")
+            exchange.upstream_model = requested
+            return old
+        if resolution is None or not resolution.changed:
+            exchange.upstream_model = requested
+            return old
+        exchange.resolution = resolution
+        exchange.upstream_model = resolution.upstream
+        exchange.add_rewrite(REWRITE_MODEL)
+        return resolution.upstream.encode()
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        exchange = _exchange(flow)
+        if exchange is None or flow.response:
+            return
+        if exchange.error is None and exchange.kind is HostKind.OPENAI:
+            try:
+                self._rewrite_body(flow, exchange)
+            except ApiError as e:
+                exchange.error = e
+            except Exception as e:
+                log.exception("bastion-edge: request rewrite failed")
+                exchange.error = ApiError(500, f"bastion-edge internal error: {e}",
+                                          "proxy_error", SERVER_ERROR)
+        if exchange.error is not None:
+            self.metrics.proxy_errors.labels(exchange.error.code).inc()
+            flow.response = http.Response.make(
+                exchange.error.status, exchange.error.body(),
+                {"content-type": "application/json", "x-bastion-edge-error": exchange.error.code})
+            return
+        self._start_timeout(flow, exchange)
+
+    def _rewrite_body(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        request = flow.request
+        if exchange.streamed_request:
+            return
+        raw = request.raw_content or b""
+        exchange.bytes_in = len(raw)
+        facts = RequestFacts(
+            endpoint=exchange.endpoint,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            app_key_sha256=None,
+            client_ip=exchange.client,
+        )
+        content_type = request.headers.get("content-type", "").lower()
+        if exchange.endpoint == MODELS and request.method == "GET":
+            path, resolution = rewrite_model_path(request.path, facts, self.rules, self.models)
+            if resolution is not None:
+                self._record_resolution(exchange, resolution.requested, resolution.upstream)
+                request.path = path
+            return
+        boundary = boundary_from_content_type(content_type)
+        if boundary is not None and raw:
+            new_raw, _ = replace_form_field(
+                request.get_content() or b"", boundary, b"model",
+                lambda old: self._replace_form_model(exchange, facts, old))
+            request.content = new_raw
+            return
+        if (exchange.endpoint in JSON_ENDPOINTS and request.method == "POST"
+                and "multipart" not in content_type):
+            rewrite = rewrite_json_body(
+                request.get_content() or b"", facts, self.rules, self.models,
+                is_create=request.path.split("?")[0].rstrip("/").endswith("/responses"))
+            exchange.stream = rewrite.stream
+            if rewrite.resolution is not None:
+                self._record_resolution(exchange, rewrite.resolution.requested,
+                                        rewrite.resolution.upstream)
+                exchange.resolution = rewrite.resolution
+            for kind in rewrite.rewrites:
+                exchange.add_rewrite(kind)
+            if rewrite.body is not None:
+                request.content = rewrite.body
+
+    @staticmethod
+    def _record_resolution(exchange: Exchange, requested: str, upstream: str) -> None:
+        exchange.original_model = requested
+        exchange.upstream_model = upstream
+        if requested != upstream:
+            exchange.add_rewrite(REWRITE_MODEL)
+
+    # ------------------------------------------------------------------ timeouts
+
+    def _start_timeout(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        loop = asyncio.get_running_loop()
+        seconds = self.rules.upstream.response_timeout_seconds
+        self._timers[flow.id] = loop.call_later(seconds, self._timed_out, flow, exchange)
+
+    def _stop_timeout(self, flow: http.HTTPFlow) -> None:
+        timer = self._timers.pop(flow.id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _timed_out(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """No response headers in time: close the upstream connection; `error` answers 504."""
+        self._timers.pop(flow.id, None)
+        if flow.response is not None or flow.error is not None:
+            return
+        exchange.timed_out = True
+        server = ctx.master.addons.get("proxyserver")
+        handler = server.connections.get(flow.client_conn.id) if server else None
+        if handler is not None and flow.server_conn in handler.transports:
+            handler.close_connection(flow.server_conn)
+
+    # ------------------------------------------------------------------ response side
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        exchange = _exchange(flow)
+        if exchange is None or flow.response is None:
+            return
+        self._stop_timeout(flow)
+        exchange.response_headers_at = time.time()
+        response = flow.response
+        if exchange.upstream_model:
+            response.headers[UPSTREAM_MODEL_HEADER] = exchange.upstream_model
+        if exchange.rewrites:
+            response.headers[REWRITES_HEADER] = ",".join(exchange.rewrites)
+        if "authorization" in flow.request.headers:
+            flow.request.headers["authorization"] = REDACTED  # sent already; keep it off screens
+        content_type = response.headers.get("content-type", "")
+        restore = self._restores_model(exchange)
+        if content_type.startswith("text/event-stream"):
+            exchange.stream = True
+            original = exchange.original_model or ""
+            response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
+                if restore else _ByteCounter(exchange)
+        elif not (restore and content_type.startswith("application/json")):
+            response.stream = _ByteCounter(exchange)
+
+    def _restores_model(self, exchange: Exchange) -> bool:
+        return (self.rules.reply_model == "original" and exchange.resolution is not None
+                and exchange.resolution.changed)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        exchange = _exchange(flow)
+        if exchange is None or flow.response is None:
+            return
+        self._stop_timeout(flow)
+        response = flow.response
+        if not response.stream and response.raw_content is not None:
+            if self._restores_model(exchange) and exchange.original_model:
+                _restore_json_model(response, exchange.original_model)
+            exchange.bytes_out = len(response.raw_content or b"")
+        self._finish(flow, exchange, response.status_code)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        exchange = _exchange(flow)
+        if exchange is None or flow.error is None:
+            return
+        self._stop_timeout(flow)
+        envelope = self._gateway_error(exchange, flow.error.msg)
+        if envelope is not None:
+            exchange.upstream_error = envelope.code
+            self.metrics.upstream_errors.labels(envelope.code).inc()
+            if flow.response is None:
+                gateway_errors.register(flow.error.msg, envelope)
+        self._finish(flow, exchange, envelope.status if envelope else None)
+
+    def _gateway_error(self, exchange: Exchange, message: str) -> ApiError | None:
+        where = exchange.upstream_host or "upstream"
+        lowered = message.lower()
+        if exchange.timed_out:
+            seconds = self.rules.upstream.response_timeout_seconds
+            return gateway_timeout(
+                f"bastion-edge: {where} did not answer within {seconds:g} s.")
+        if "client disconnected" in lowered or "killed" in lowered:
+            return None
+        if any(word in lowered for word in ("tls", "ssl", "certificate")):
+            return bad_gateway(f"bastion-edge: TLS with {where} failed: {message}",
+                               "upstream_tls_error")
+        if any(word in lowered for word in ("connect", "refused", "resolve", "getaddrinfo",
+                                            "unreachable", "name or service")):
+            return bad_gateway(f"bastion-edge: cannot reach {where}: {message}",
+                               "upstream_unreachable")
+        return bad_gateway(f"bastion-edge: connection to {where} failed: {message}",
+                           "upstream_connection_error")
+
+    def _finish(self, flow: http.HTTPFlow, exchange: Exchange, status: int | None) -> None:
+        finished = time.time()
+        m = self.metrics
+        status_class = f"{status // 100}xx" if status else "error"
+        m.requests.labels(
+            exchange.endpoint, m.model_label(exchange.original_model),
+            m.model_label(exchange.upstream_model), exchange.destination, status_class,
+            str(exchange.stream).lower()).inc()
+        m.duration.labels(exchange.endpoint, exchange.destination).observe(
+            finished - exchange.started)
+        if exchange.response_headers_at is not None:
+            m.ttfb.labels(exchange.endpoint, exchange.destination).observe(
+                exchange.response_headers_at - exchange.started)
+        for kind in exchange.rewrites:
+            m.rewrites.labels(kind).inc()
+        if self.access_log is not None:
+            self.access_log.write(exchange.record(status, finished))
+        _annotate(flow, exchange)
+
+
+class _ByteCounter:
+    """A pass-through `response.stream` that counts bytes for the access log."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self._exchange = exchange
+
+    def __call__(self, chunk: bytes) -> bytes:
+        self._exchange.bytes_out += len(chunk)
+        return chunk
+
+
+def _exchange(flow: http.HTTPFlow) -> Exchange | None:
+    found = flow.metadata.get(METADATA_KEY)
+    return found if isinstance(found, Exchange) else None
+
+
+def _restore_json_model(response: http.Response, original: str) -> None:
+    try:
+        body = json.loads(response.get_content() or b"")
+    except ValueError:
+        return
+    if isinstance(body, dict) and restore_model(body, original):
+        response.content = json.dumps(body, separators=(",", ":")).encode()
+
+
+def _annotate(flow: http.HTTPFlow, exchange: Exchange) -> None:
+    """What was changed, shown as the flow's comment and marker in mitmweb."""
+    parts: Sequence[str] = exchange.rewrites
+    summary = ", ".join(parts) or "observed"
+    if exchange.original_model and exchange.upstream_model:
+        summary += f"; model {exchange.original_model} -> {exchange.upstream_model}"
+    if exchange.error:
+        summary += f"; refused: {exchange.error.code}"
+    flow.comment = f"bastion-edge: {summary}"
+    flow.marked = ":arrows_counterclockwise:" if exchange.rewrites else ":eye:"

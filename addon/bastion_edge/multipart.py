@@ -1,0 +1,124 @@
+"""Replace one form field of a multipart/form-data body at byte level, streaming.
+
+mitmproxy's `multipart_form` re-encodes parts lossily, so this never parses the file
+part: it forwards every byte it does not own unchanged and holds back only what a
+delimiter could still start with (len(delimiter) - 1 bytes), the headers of the
+part being looked at, and the value of the field it replaces. Memory is O(window),
+whatever the body size and wherever the field sits.
+
+    rewriter = FormFieldRewriter(boundary, b"model", replace_model)
+    out = rewriter.feed(chunk)      # for each chunk
+    out = rewriter.feed(b"")        # at the end: flushes what was held back
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+MAX_PART_HEADERS = 16 * 1024
+MAX_FIELD_VALUE = 64 * 1024
+
+_NAME = re.compile(rb'(?i)content-disposition:[^\r\n]*?;\s*name="([^"]*)"')
+_BOUNDARY = re.compile(r'(?i)boundary="?([^";]+)"?')
+
+
+def boundary_from_content_type(content_type: str) -> bytes | None:
+    """The multipart boundary of a Content-Type header, or None if not multipart."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return None
+    found = _BOUNDARY.search(content_type)
+    return found.group(1).strip().encode() if found else None
+
+
+class FormFieldRewriter:
+    """Feeds chunks through, replacing the value of the first part named `field`.
+
+    `replace(old_value) -> new_value` is called once, when that part is complete.
+    `found` holds the original value afterwards (None if the field never came).
+    """
+
+    def __init__(self, boundary: bytes, field: bytes, replace: Callable[[bytes], bytes]) -> None:
+        self._delimiter = b"\r\n--" + boundary
+        self._field = field
+        self._replace = replace
+        # A virtual CRLF in front makes the first boundary look like every other one.
+        self._buf = bytearray(b"\r\n")
+        self._virtual_left = 2
+        self._state = self._scan
+        self.found: bytes | None = None
+        self.done = False  # the field was replaced (or can no longer be): pure passthrough
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.done and not self._virtual_left:
+            return chunk
+        self._buf += chunk
+        out = bytearray()
+        while not self.done and self._state(out, chunk == b""):
+            pass
+        if self.done or chunk == b"":
+            out += self._buf
+            self._buf.clear()
+        if self._virtual_left:
+            strip = min(self._virtual_left, len(out))
+            del out[:strip]
+            self._virtual_left -= strip
+        return bytes(out)
+
+    # Each state consumes from self._buf into out; returns True to run again.
+
+    def _scan(self, out: bytearray, end: bool) -> bool:
+        at = self._buf.find(self._delimiter)
+        if at < 0:
+            keep = 0 if end else len(self._delimiter) - 1
+            cut = max(0, len(self._buf) - keep)
+            out += self._buf[:cut]
+            del self._buf[:cut]
+            return False
+        cut = at + len(self._delimiter)
+        out += self._buf[:cut]
+        del self._buf[:cut]
+        self._state = self._headers
+        return True
+
+    def _headers(self, out: bytearray, end: bool) -> bool:
+        if self._buf[:2] == b"--":  # closing delimiter: nothing more to find
+            self._finish()
+            return False
+        stop = self._buf.find(b"\r\n\r\n")
+        if stop < 0:
+            if len(self._buf) > MAX_PART_HEADERS or end:
+                self._finish()
+            return False
+        stop += 4
+        headers = bytes(self._buf[:stop])
+        out += headers
+        del self._buf[:stop]
+        name = _NAME.search(headers)
+        self._state = self._value if name and name.group(1) == self._field else self._scan
+        return True
+
+    def _value(self, out: bytearray, end: bool) -> bool:
+        at = self._buf.find(self._delimiter)
+        if at < 0:
+            if len(self._buf) > MAX_FIELD_VALUE or end:
+                self._finish()
+            return False
+        self.found = bytes(self._buf[:at])
+        out += self._replace(self.found)
+        del self._buf[:at]
+        self._finish()
+        return False
+
+    def _finish(self) -> None:
+        self.done = True
+        self._state = self._scan
+
+
+def replace_form_field(
+    body: bytes, boundary: bytes, field: bytes, replace: Callable[[bytes], bytes]
+) -> tuple[bytes, bytes | None]:
+    """Whole-body form of the rewriter: (new body, original value or None)."""
+    rewriter = FormFieldRewriter(boundary, field, replace)
+    out = rewriter.feed(body) + rewriter.feed(b"")
+    return out, rewriter.found

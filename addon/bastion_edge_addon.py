@@ -1,0 +1,9 @@
+"""Entry point for a plain mitmproxy: `mitmdump -s addon/bastion_edge_addon.py`.
+
+Settings are mitmproxy options (`--set bastion_rules=rules.yaml`,
+`--set bastion_metrics_port=9090`, `--set bastion_access_log=-`).
+"""
+
+from bastion_edge.hooks import BastionEdge
+
+addons = [BastionEdge()]
