@@ -1,0 +1,55 @@
+"""Bearer-key checks, as Bastion makes them (and one it makes for the proxy's sake).
+
+A key starting with `sk-` looks like an OpenAI key: the proxy must never forward one,
+so it is refused with 401 `openai_key_received`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from ..errors import AUTHENTICATION, ApiError
+from .config import OPENAI_KEY_PREFIX
+from .state import is_sandbox_path
+
+
+def mask_key(key: str) -> str:
+    return f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "***"
+
+
+def check_authorization(header: str | None, api_keys: frozenset[str]) -> str:
+    """The bearer key of an Authorization header if Bastion would accept it."""
+    scheme, _, key = (header or "").strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise ApiError(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            "invalid_api_key",
+            AUTHENTICATION,
+        )
+    if key.startswith(OPENAI_KEY_PREFIX):
+        raise ApiError(
+            401,
+            f"Incorrect API key provided: {mask_key(key)}. This is an OpenAI key; "
+            "Bastion needs a Bastion API key.",
+            "openai_key_received",
+            AUTHENTICATION,
+        )
+    if api_keys and key not in api_keys:
+        raise ApiError(
+            401, f"Incorrect API key provided: {mask_key(key)}.", "invalid_api_key", AUTHENTICATION
+        )
+    return key
+
+
+def auth_middleware(api_keys: frozenset[str]) -> Middleware:
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not is_sandbox_path(request.path):
+            check_authorization(request.headers.get("Authorization"), api_keys)
+        return await handler(request)
+
+    return authenticate

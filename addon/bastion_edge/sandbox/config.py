@@ -1,0 +1,55 @@
+"""SandboxConfig: everything `start_sandbox` needs to know."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+from aiohttp import web
+
+RivaAudioMode = Literal["wav", "wav-placeholder-sizes", "pcm"]
+RIVA_AUDIO_MODES: tuple[str, ...] = get_args(RivaAudioMode)
+
+OPENAI_KEY_PREFIX = "sk-"
+
+
+def default_tls_dir() -> Path:
+    return Path.home() / ".bastion-edge" / "sandbox"
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """How to run the sandbox.
+
+    `port` 0 picks a free port (read it back from `RunningSandbox.port`). `http_port`
+    (None = off) runs a plain-HTTP listener that redirects everything to HTTPS with 301,
+    as Bastion does. `api_keys` empty accepts any non-empty key not starting with `sk-`.
+    `riva_audio` is how the Riva endpoint frames LINEAR_PCM (a request may override it
+    with the `x-sandbox-riva-audio` header). The journal keeps the last `journal_size`
+    requests and their bodies' text when at most `journal_body_limit` bytes.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls_dir: Path = field(default_factory=default_tls_dir)
+    http_port: int | None = None
+    api_keys: frozenset[str] = frozenset()
+    riva_audio: RivaAudioMode = "wav"
+    journal_size: int = 1000
+    journal_body_limit: int = 16_384
+
+    def __post_init__(self) -> None:
+        if self.riva_audio not in RIVA_AUDIO_MODES:
+            raise ValueError(f"riva_audio must be one of {', '.join(RIVA_AUDIO_MODES)}")
+        if self.journal_size < 0 or self.journal_body_limit < 0:
+            raise ValueError("journal_size and journal_body_limit must be >= 0")
+        if not 0 <= self.port <= 65535 or not (
+            self.http_port is None or 0 <= self.http_port <= 65535
+        ):
+            raise ValueError("ports must be in 0..65535")
+        if any(not key or key.startswith(OPENAI_KEY_PREFIX) for key in self.api_keys):
+            raise ValueError("api_keys must be non-empty and must not start with 'sk-'")
+
+
+CONFIG_KEY = web.AppKey("bastion_edge.sandbox.config", SandboxConfig)
