@@ -27,7 +27,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[demo]"
+	$(BIN)/pip install --quiet -e .
 
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
@@ -42,6 +42,7 @@ lint: install-test
 	$(BIN)/mypy
 
 demo: install
+	$(BIN)/pip install --quiet -e ".[demo]"
 	$(BIN)/bastion-edge demo
 
 bench: install-test

@@ -417,7 +417,7 @@ class BastionEdge:
         if exchange is None or flow.error is None:
             return
         self._stop_timeout(flow)
-        envelope = self._gateway_error(exchange, flow.error.msg)
+        envelope = self._gateway_error(flow, exchange)
         if envelope is not None:
             exchange.upstream_error = envelope.code
             self.metrics.upstream_errors.labels(envelope.code).inc()
@@ -425,20 +425,20 @@ class BastionEdge:
                 gateway_errors.register(flow.error.msg, envelope)
         self._finish(flow, exchange, envelope.status if envelope else None)
 
-    def _gateway_error(self, exchange: Exchange, message: str) -> ApiError | None:
+    def _gateway_error(self, flow: http.HTTPFlow, exchange: Exchange) -> ApiError | None:
+        assert flow.error is not None
+        message = flow.error.msg
         where = exchange.upstream_host or "upstream"
-        lowered = message.lower()
         if exchange.timed_out:
             seconds = self.rules.upstream.response_timeout_seconds
-            return gateway_timeout(
-                f"bastion-edge: {where} did not answer within {seconds:g} s.")
-        if "client disconnected" in lowered or "killed" in lowered:
+            return gateway_timeout(f"bastion-edge: {where} did not answer within {seconds:g} s.")
+        if message == flow.error.KILLED_MESSAGE or "client disconnected" in message.lower():
             return None
-        if any(word in lowered for word in ("tls", "ssl", "certificate")):
-            return bad_gateway(f"bastion-edge: TLS with {where} failed: {message}",
-                               "upstream_tls_error")
-        if any(word in lowered for word in ("connect", "refused", "resolve", "getaddrinfo",
-                                            "unreachable", "name or service")):
+        # A connection that failed to open is never assigned to the flow.
+        if flow.server_conn.timestamp_tcp_setup is None:
+            if any(word in message.lower() for word in ("tls", "ssl", "certificate")):
+                return bad_gateway(f"bastion-edge: TLS with {where} failed: {message}",
+                                   "upstream_tls_error")
             return bad_gateway(f"bastion-edge: cannot reach {where}: {message}",
                                "upstream_unreachable")
         return bad_gateway(f"bastion-edge: connection to {where} failed: {message}",

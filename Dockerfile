@@ -1,0 +1,26 @@
+# bastion-edge sidecar image. Built with the same `make install` the tests use.
+FROM python:3.12-slim
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml README.md Makefile rules.yaml ./
+COPY addon ./addon
+COPY sidecar ./sidecar
+RUN make install
+
+RUN useradd --uid 10001 --create-home bastion \
+ && mkdir -p /data \
+ && chown bastion /data
+USER bastion
+ENV PATH=/app/.venv/bin:$PATH
+
+# 8080: the proxy; 9090: /metrics, /healthz, /readyz
+EXPOSE 8080 9090
+HEALTHCHECK --interval=10s --timeout=3s \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9090/healthz')"
+
+ENTRYPOINT ["bastion-edge", "run", "--listen-host", "0.0.0.0", "--metrics-host", "0.0.0.0", \
+            "--confdir", "/data", "--rules", "/app/rules.yaml"]

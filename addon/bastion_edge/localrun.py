@@ -1,0 +1,192 @@
+"""The sandbox and `bastion-edge run` as child processes on free loopback ports.
+
+Used by `bastion-edge demo`, the benchmark and the end-to-end tests: everything
+binds 127.0.0.1, each process's output goes to a file, `stop()` sends SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BIN = Path(sys.executable).parent
+BASTION_EDGE = str(BIN / "bastion-edge")
+DEMO_BASTION_KEY = "bastion-sandbox-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, httpx.HTTPError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Process:
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+def start(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Process:
+    log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+    popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return Process(popen, log_path)
+
+
+@dataclass
+class Sandbox:
+    process: Process
+    port: int
+    http_port: int
+    tls_dir: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/v1"
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(verify=ssl.create_default_context(cafile=str(self.ca)), timeout=10)
+
+    def journal(self) -> list[dict[str, Any]]:
+        with self.client() as c:
+            entries: list[dict[str, Any]] = c.get(
+                f"https://127.0.0.1:{self.port}/sandbox/journal").json()
+            return entries
+
+    def clear_journal(self) -> None:
+        with self.client() as c:
+            c.delete(f"https://127.0.0.1:{self.port}/sandbox/journal")
+
+    def last(self, path: str) -> dict[str, Any]:
+        matching = [e for e in self.journal() if e["path"] == path]
+        assert matching, f"sandbox never saw {path}"
+        return matching[-1]
+
+
+def start_sandbox(tmp: Path) -> Sandbox:
+    port, http_port = free_port(), free_port()
+    tls_dir = tmp / "sandbox-tls"
+    process = start(
+        [BASTION_EDGE, "sandbox", "--port", str(port), "--http-port", str(http_port),
+         "--tls-dir", str(tls_dir)],
+        tmp / "sandbox.log")
+    sandbox = Sandbox(process, port, http_port, tls_dir)
+
+    def up() -> bool:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"sandbox exited:\n{process.log()}")
+        with sandbox.client() as c:
+            return c.get(f"https://127.0.0.1:{port}/sandbox/journal").status_code == 200
+
+    wait_until(up, what="sandbox")
+    return sandbox
+
+
+@dataclass
+class Proxy:
+    process: Process
+    port: int
+    metrics_port: int
+    confdir: Path
+    rules: Path
+    access_log: Path
+    env_lines: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics").text
+
+    def app_env(self) -> dict[str, str]:
+        """What an app gets: exactly the lines `bastion-edge env` prints."""
+        return dict(self.env_lines)
+
+
+def proxy_env(
+    sandbox: Sandbox | None, key: str = DEMO_BASTION_KEY, **overrides: str | None
+) -> dict[str, str]:
+    """The proxy's environment: this one, minus proxy settings, pointed at `sandbox`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.endswith("_PROXY") and not k.endswith("_proxy")}
+    env.pop("SSL_CERT_FILE", None)
+    if sandbox is not None:
+        env.update(QUBITTRON_API_KEY=key, BASTION_BASE_URL=sandbox.base_url,
+                   BASTION_UPSTREAM_CA=str(sandbox.ca))
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def start_proxy(
+    tmp: Path, env: dict[str, str], rules: Path, extra: list[str] | None = None
+) -> Proxy:
+    tmp.mkdir(parents=True, exist_ok=True)
+    port, metrics_port = free_port(), free_port()
+    confdir = tmp / "confdir"
+    access_log = tmp / "access.log"
+    process = start(
+        [BASTION_EDGE, "run", "--listen-port", str(port), "--metrics-port", str(metrics_port),
+         "--confdir", str(confdir), "--rules", str(rules), "--access-log", str(access_log),
+         *(extra or [])],
+        tmp / "proxy.log", env)
+    proxy = Proxy(process, port, metrics_port, confdir, rules, access_log)
+
+    def ready() -> bool:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"proxy exited:\n{process.log()}")
+        return httpx.get(f"http://127.0.0.1:{metrics_port}/readyz").status_code == 200
+
+    wait_until(ready, what="proxy readiness")
+    printed = subprocess.run(
+        [BASTION_EDGE, "env", "--confdir", str(confdir), "--listen-port", str(port)],
+        capture_output=True, text=True, check=True).stdout
+    for line in printed.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        proxy.env_lines[name] = shlex.split(value)[0]
+    return proxy
+

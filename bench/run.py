@@ -1,0 +1,287 @@
+"""`make bench`: direct vs bare mitmdump vs bastion-edge, side by side in one run.
+
+All three paths talk real TLS to the same sandbox on this machine:
+  direct       client -> sandbox
+  mitmdump     client -> plain mitmdump (intercepting) -> sandbox
+  bastion-edge client -> bastion-edge (api.openai.com rewritten) -> sandbox
+The client is aiohttp (cheaper per request than the proxies, so it is not the
+bottleneck). Results go to stdout as a Markdown table and, with --readme, into the
+README between the bench markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from bastion_edge.localrun import (
+    BIN,
+    Process,
+    Sandbox,
+    free_port,
+    proxy_env,
+    start,
+    start_proxy,
+    start_sandbox,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CHAT_BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
+SANDBOX_CHAT_BODY = {**CHAT_BODY, "model": "gpt-oss-120b"}
+UPLOAD_BYTES = 25 * 1024 * 1024
+
+
+@dataclass
+class Path_:
+    name: str
+    base: str  # URL the client calls
+    proxy: str | None
+    ssl: ssl.SSLContext
+    body: dict[str, object]
+    pid: int | None = None
+
+
+def ssl_context(*cafiles: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    for cafile in cafiles:
+        context.load_verify_locations(str(cafile))
+    return context
+
+
+async def _post(session: aiohttp.ClientSession, path: Path_, url: str, data: object,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    async with session.post(url, json=data, proxy=path.proxy, ssl=path.ssl,
+                            headers={"Authorization": "Bearer sk-bench", **(headers or {})}
+                            ) as reply:
+        return reply.status, await reply.read()
+
+
+async def sequential_latency(path: Path_, count: int, reuse: bool) -> list[float]:
+    connector = aiohttp.TCPConnector(force_close=not reuse, limit=1)
+    timings = []
+    async with aiohttp.ClientSession(connector=connector) as session:
+        url = f"{path.base}/chat/completions"
+        await _post(session, path, url, path.body)  # warm up
+        for _ in range(count):
+            started = time.perf_counter()
+            status, _ = await _post(session, path, url, path.body)
+            timings.append(time.perf_counter() - started)
+            assert status == 200, status
+    return timings
+
+
+async def throughput(path: Path_, concurrency: int, seconds: float) -> float:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    done = 0
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=connector) as session:
+        url = f"{path.base}/chat/completions"
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                status, _ = await _post(session, path, url, path.body)
+                assert status == 200, status
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return done / (time.perf_counter() - started)
+
+
+async def time_to_first_chunk(path: Path_, count: int) -> list[float]:
+    timings = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        url = f"{path.base}/chat/completions"
+        body = {**path.body, "stream": True}
+        for i in range(count + 1):
+            started = time.perf_counter()
+            async with session.post(url, json=body, proxy=path.proxy, ssl=path.ssl,
+                                    headers={"Authorization": "Bearer sk-bench",
+                                             "x-sandbox-token-delay-ms": "20"}) as reply:
+                await reply.content.readany()
+                first = time.perf_counter() - started
+                await reply.read()
+            if i:  # the first one warms the connection
+                timings.append(first)
+    return timings
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def upload(path: Path_) -> dict[str, float]:
+    payload = os.urandom(UPLOAD_BYTES)
+    form = aiohttp.FormData()
+    form.add_field("model", "whisper-1" if path.name == "bastion-edge" else "whisper-large-v3")
+    form.add_field("file", payload, filename="big.wav", content_type="audio/wav")
+    peak = before = rss_kib(path.pid) if path.pid else 0
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            if path.pid:
+                peak = max(peak, rss_kib(path.pid))
+            await asyncio.sleep(0.01)
+
+    sampler = asyncio.create_task(sample())
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        async with session.post(f"{path.base}/audio/transcriptions", data=form,
+                                proxy=path.proxy, ssl=path.ssl,
+                                headers={"Authorization": "Bearer sk-bench"}) as reply:
+            await reply.read()
+            assert reply.status == 200, reply.status
+        elapsed = time.perf_counter() - started
+    stop.set()
+    await sampler
+    await asyncio.sleep(2)
+    after = rss_kib(path.pid) if path.pid else 0
+    return {"seconds": elapsed, "growth_mib": (peak - before) / 1024,
+            "retained_mib": (after - before) / 1024}
+
+
+def start_mitmdump(tmp: Path, sandbox: Sandbox) -> tuple[Process, int]:
+    port = free_port()
+    process = start(
+        [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port),
+         "--set", f"confdir={tmp / 'mitmdump'}", "--set", "connection_strategy=lazy",
+         "--set", "http2=false", "--set", f"ssl_verify_upstream_trusted_ca={sandbox.ca}"],
+        tmp / "mitmdump.log")
+    wait_until(lambda: _port_open(port), what="mitmdump")
+    return process, port
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def measure(paths: list[Path_], quick: bool) -> dict[str, dict[str, float]]:
+    n = 60 if quick else 300
+    results: dict[str, dict[str, float]] = {}
+    for path in paths:
+        reused = await sequential_latency(path, n, reuse=True)
+        fresh = await sequential_latency(path, n // 3, reuse=False)
+        rps = await throughput(path, 32, 3 if quick else 8)
+        ttft = await time_to_first_chunk(path, n // 6)
+        up = await upload(path)
+        results[path.name] = {
+            "p50_reused_ms": pct(reused, 0.5), "p99_reused_ms": pct(reused, 0.99),
+            "p50_new_ms": pct(fresh, 0.5), "p99_new_ms": pct(fresh, 0.99),
+            "rps_c32": rps, "ttft_ms": statistics.median(ttft) * 1000,
+            "upload_s": up["seconds"], "upload_growth_mib": up["growth_mib"],
+            "upload_retained_mib": up["retained_mib"],
+        }
+        print(f"{path.name}: {json.dumps({k: round(v, 2) for k, v in results[path.name].items()})}",
+              file=sys.stderr, flush=True)
+    return results
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    names = list(results)
+    rows = [
+        ("p50 latency, reused connection (ms)", "p50_reused_ms", "{:.2f}"),
+        ("p99 latency, reused connection (ms)", "p99_reused_ms", "{:.2f}"),
+        ("p50 latency, new connection (ms)", "p50_new_ms", "{:.2f}"),
+        ("p99 latency, new connection (ms)", "p99_new_ms", "{:.2f}"),
+        ("throughput at concurrency 32 (req/s)", "rps_c32", "{:.0f}"),
+        ("SSE time to first chunk, median (ms)", "ttft_ms", "{:.2f}"),
+        ("25 MB transcription upload (s)", "upload_s", "{:.2f}"),
+        ("proxy RSS growth during upload (MiB)", "upload_growth_mib", "{:.1f}"),
+        ("proxy RSS kept 2 s after upload (MiB)", "upload_retained_mib", "{:.1f}"),
+    ]
+    out = ["| measure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, key, fmt in rows:
+        cells = [fmt.format(results[n][key]) if results[n][key] or n != "direct" else "-"
+                 for n in names]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    edge, bare, direct = results["bastion-edge"], results["mitmdump"], results["direct"]
+    body_mib = UPLOAD_BYTES / 1024 / 1024
+    out += [
+        "",
+        f"- p50 ratio bastion-edge / bare mitmdump (reused): "
+        f"**{edge['p50_reused_ms'] / bare['p50_reused_ms']:.3f}** (target <= 1.10)",
+        f"- p50 ratio bastion-edge / bare mitmdump (new connection): "
+        f"**{edge['p50_new_ms'] / bare['p50_new_ms']:.3f}**",
+        f"- throughput ratio bastion-edge / bare mitmdump: "
+        f"**{edge['rps_c32'] / bare['rps_c32']:.3f}** (target >= 0.90)",
+        f"- SSE time-to-first-chunk overhead vs direct: "
+        f"**{edge['ttft_ms'] - direct['ttft_ms']:.2f} ms** (target <= 5 ms)",
+        f"- upload peak RSS growth / body: "
+        f"**{edge['upload_growth_mib'] / body_mib:.2f}x** (target <= 2x; bare mitmdump "
+        f"{bare['upload_growth_mib'] / body_mib:.2f}x), kept afterwards "
+        f"{edge['upload_retained_mib']:.1f} MiB",
+    ]
+    return "\n".join(out)
+
+
+def write_readme(readme: Path, text: str) -> None:
+    content = readme.read_text()
+    block = f"<!-- bench:start -->\n{text}\n<!-- bench:end -->"
+    content = re.sub(r"<!-- bench:start -->.*?<!-- bench:end -->", lambda _: block, content,
+                     flags=re.S)
+    readme.write_text(content)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--readme", type=Path)
+    parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        sandbox = start_sandbox(tmp)
+        mitmdump, mitm_port = start_mitmdump(tmp, sandbox)
+        edge = start_proxy(tmp / "edge", proxy_env(sandbox), REPO / "rules.yaml")
+        try:
+            direct_ssl = ssl_context(sandbox.ca)
+            mitm_ssl = ssl_context(tmp / "mitmdump" / "mitmproxy-ca-cert.pem")
+            edge_ssl = ssl_context(edge.confdir / "mitmproxy-ca-cert.pem")
+            paths = [
+                Path_("direct", sandbox.base_url, None, direct_ssl, SANDBOX_CHAT_BODY),
+                Path_("mitmdump", sandbox.base_url, f"http://127.0.0.1:{mitm_port}", mitm_ssl,
+                      SANDBOX_CHAT_BODY, mitmdump.popen.pid),
+                Path_("bastion-edge", "https://api.openai.com/v1", edge.url, edge_ssl,
+                      CHAT_BODY, edge.process.popen.pid),
+            ]
+            results = asyncio.run(measure(paths, args.quick))
+        finally:
+            edge.process.stop()
+            mitmdump.stop()
+            sandbox.process.stop()
+    text = (f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, one run, "
+            "all three paths side by side against the sandbox.\n\n" + table(results))
+    print(text)
+    if args.readme:
+        write_readme(args.readme, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
