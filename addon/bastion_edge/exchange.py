@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from .access_log import AccessRecord
 from .errors import ApiError
 from .model_map import Resolution
+from .request_facts import RequestFacts
 from .routing import HostKind
 
 METADATA_KEY = "bastion_edge"
@@ -44,6 +45,7 @@ class Exchange:
     bytes_in: int = 0
     bytes_out: int = 0
     notes: list[str] = field(default_factory=list)
+    facts: RequestFacts | None = None  # header-level facts, taken before credentials go
 
     def add_rewrite(self, kind: str) -> None:
         if kind not in self.rewrites:

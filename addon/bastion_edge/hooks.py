@@ -12,6 +12,7 @@ and removing the app's credentials, so no later failure can leak it to OpenAI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 from mitmproxy import ctx, exceptions, http
 
 from . import gateway_errors
@@ -41,8 +43,10 @@ from .request_facts import (
     IMAGES_GENERATIONS,
     MODELS,
     RESPONSES,
+    SPEECH,
     RequestFacts,
     classify_endpoint,
+    is_collection_path,
     key_sha256,
 )
 from .request_rewrite import (
@@ -50,14 +54,18 @@ from .request_rewrite import (
     REWRITE_HTTPS,
     REWRITE_KEY,
     REWRITE_MODEL,
+    REWRITE_TTS,
     decide_model,
     rewrite_json_body,
     rewrite_model_path,
 )
-from .routing import HostKind, bastion_destination, classify_host
-from .rules import Rules, RulesError, apply_environment, load_rules
+from .routing import HostKind, bastion_destination, classify_host, map_openai_path
+from .rules import Rules, RulesError, UpstreamRules, apply_environment, load_rules
 from .sse import SseRewriter
 from .tls_bundles import upstream_bundle
+from .tts import TOKEN_HEADER, SpeechJob, TtsAdapter
+from .tts.reply import NOTE_HEADER, TTS_HEADER
+from .upstream_client import make_upstream_client
 
 log = logging.getLogger("bastion_edge")
 
@@ -81,6 +89,8 @@ class BastionEdge:
         self.access_log: AccessLog | None = None
         self.watcher: RulesWatcher | None = None
         self.admin: AdminServer | None = None
+        self.tts = TtsAdapter()
+        self._upstream_client: tuple[UpstreamRules, httpx.AsyncClient] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -110,6 +120,8 @@ class BastionEdge:
                 raise exceptions.OptionsError(f"bastion-edge rules {path}: {e}") from e
             self.rules_path = path
             self._install(rules)
+            if self.watcher is not None:
+                self.watcher.retarget(path, rules.sha256)
         if "bastion_access_log" in updated:
             if self.access_log is not None:
                 self.access_log.close()
@@ -117,6 +129,7 @@ class BastionEdge:
             self.access_log = AccessLog(target) if target else None
 
     async def running(self) -> None:
+        await self.tts.start()
         if self.rules_path is not None:
             self.watcher = RulesWatcher(
                 self.rules_path, self.rules.sha256, self._reloaded, self._reload_failed)
@@ -137,6 +150,23 @@ class BastionEdge:
             self.access_log.close()
         for timer in self._timers.values():
             timer.cancel()
+        with contextlib.suppress(RuntimeError):
+            await self.tts.stop()
+        if self._upstream_client is not None:
+            await self._upstream_client[1].aclose()
+
+    def upstream_client(self) -> httpx.AsyncClient:
+        """The proxy's own client to Bastion, rebuilt when the upstream rules change."""
+        upstream = self.rules.upstream
+        if self._upstream_client is None or self._upstream_client[0] != upstream:
+            confdir = Path(os.path.expanduser(ctx.options.confdir))
+            if self._upstream_client is not None:
+                old = self._upstream_client[1]
+                asyncio.get_running_loop().call_later(
+                    upstream.response_timeout_seconds,
+                    lambda: asyncio.ensure_future(old.aclose()))
+            self._upstream_client = (upstream, make_upstream_client(upstream, confdir))
+        return self._upstream_client[1]
 
     def readiness(self) -> tuple[bool, str]:
         if not self.rules_loaded:
@@ -235,11 +265,29 @@ class BastionEdge:
             app_key_sha256=key_sha256(app_authorization),
             client_ip=exchange.client,
         )
+        exchange.facts = facts
         choice = select_key(self.rules, facts, self.environ)
-        request.headers["authorization"] = f"Bearer {choice.key}"
         exchange.key_env = choice.env
+        if exchange.endpoint == SPEECH and request.method == "POST":
+            self._route_to_tts(flow, exchange, choice.key)
+            return
+        request.headers["authorization"] = f"Bearer {choice.key}"
         exchange.add_rewrite(REWRITE_KEY)
         self._maybe_stream_upload(flow, exchange, facts)
+
+    def _route_to_tts(self, flow: http.HTTPFlow, exchange: Exchange, key: str) -> None:
+        """`/v1/audio/speech` goes to the in-process Riva adapter; the key stays in-process."""
+        upstream = self.rules.upstream
+        assert self.tts.port is not None, "TTS adapter not started"
+        token = self.tts.register(SpeechJob(
+            riva_url=f"https://{upstream.host}:{upstream.port}{self.rules.tts.path}",
+            bastion_key=key, tts=self.rules.tts, http_client=self.upstream_client(),
+            timeout_seconds=upstream.response_timeout_seconds))
+        request = flow.request
+        request.scheme, request.host, request.port = "http", "127.0.0.1", self.tts.port
+        request.path = "/v1/audio/speech"
+        request.headers[TOKEN_HEADER] = token
+        exchange.add_rewrite(REWRITE_TTS)
 
     def _maybe_stream_upload(
         self, flow: http.HTTPFlow, exchange: Exchange, facts: RequestFacts
@@ -252,8 +300,9 @@ class BastionEdge:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) <= STREAM_UPLOADS_OVER:
             return
-        rewriter = FormFieldRewriter(boundary, b"model",
-                                     lambda old: self._replace_form_model(exchange, facts, old))
+        rewriter = FormFieldRewriter(
+            boundary, b"model",
+            lambda old: self._replace_form_model(exchange, facts, old, streaming=True))
         request.stream = rewriter.feed
         # The replaced value may change the length: re-frame the body as chunked.
         request.headers.pop("content-length", None)
@@ -261,12 +310,16 @@ class BastionEdge:
         exchange.streamed_request = True
         exchange.bytes_in = int(length) if length and length.isdigit() else 0
 
-    def _replace_form_model(self, exchange: Exchange, facts: RequestFacts, old: bytes) -> bytes:
+    def _replace_form_model(
+        self, exchange: Exchange, facts: RequestFacts, old: bytes, *, streaming: bool
+    ) -> bytes:
         requested = old.decode("utf-8", "replace")
         exchange.original_model = requested
         try:
             resolution = decide_model(requested, facts, self.rules, self.models)
         except ApiError as e:
+            if not streaming:
+                raise
             # Too late for a 400 (the upload is already streaming): let upstream reject it.
             exchange.notes.append(f"streamed upload kept unmapped model: {e.code}")
             exchange.upstream_model = requested
@@ -302,35 +355,27 @@ class BastionEdge:
 
     def _rewrite_body(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         request = flow.request
-        if exchange.streamed_request:
+        if exchange.streamed_request or REWRITE_TTS in exchange.rewrites:
             return
         raw = request.raw_content or b""
         exchange.bytes_in = len(raw)
-        facts = RequestFacts(
-            endpoint=exchange.endpoint,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            app_key_sha256=None,
-            client_ip=exchange.client,
-        )
-        content_type = request.headers.get("content-type", "").lower()
+        facts = exchange.facts or RequestFacts(endpoint=exchange.endpoint)
         if exchange.endpoint == MODELS and request.method == "GET":
-            path, resolution = rewrite_model_path(request.path, facts, self.rules, self.models)
-            if resolution is not None:
-                self._record_resolution(exchange, resolution.requested, resolution.upstream)
-                request.path = path
+            self._rewrite_model_path(flow, exchange, facts)
             return
+        content_type = request.headers.get("content-type", "")
         boundary = boundary_from_content_type(content_type)
         if boundary is not None and raw:
             new_raw, _ = replace_form_field(
                 request.get_content() or b"", boundary, b"model",
-                lambda old: self._replace_form_model(exchange, facts, old))
+                lambda old: self._replace_form_model(exchange, facts, old, streaming=False))
             request.content = new_raw
             return
         if (exchange.endpoint in JSON_ENDPOINTS and request.method == "POST"
-                and "multipart" not in content_type):
+                and is_collection_path(exchange.path)):
             rewrite = rewrite_json_body(
                 request.get_content() or b"", facts, self.rules, self.models,
-                is_create=request.path.split("?")[0].rstrip("/").endswith("/responses"))
+                is_create=exchange.endpoint == RESPONSES)
             exchange.stream = rewrite.stream
             if rewrite.resolution is not None:
                 self._record_resolution(exchange, rewrite.resolution.requested,
@@ -340,6 +385,19 @@ class BastionEdge:
                 exchange.add_rewrite(kind)
             if rewrite.body is not None:
                 request.content = rewrite.body
+
+    def _rewrite_model_path(
+        self, flow: http.HTTPFlow, exchange: Exchange, facts: RequestFacts
+    ) -> None:
+        """`GET /v1/models/{id}`: map the id, then place the path under the base URL."""
+        original, resolution = rewrite_model_path(exchange.path, facts, self.rules, self.models)
+        if resolution is None:
+            return
+        exchange.resolution = resolution
+        self._record_resolution(exchange, resolution.requested, resolution.upstream)
+        query = flow.request.path.partition("?")[2]
+        mapped = map_openai_path(self.rules.upstream.path_prefix, original)
+        flow.request.path = f"{mapped}?{query}" if query else mapped
 
     @staticmethod
     def _record_resolution(exchange: Exchange, requested: str, upstream: str) -> None:
@@ -384,6 +442,8 @@ class BastionEdge:
             response.headers[UPSTREAM_MODEL_HEADER] = exchange.upstream_model
         if exchange.rewrites:
             response.headers[REWRITES_HEADER] = ",".join(exchange.rewrites)
+        if REWRITE_TTS in exchange.rewrites:
+            self._note_tts(exchange, response)
         if "authorization" in flow.request.headers:
             flow.request.headers["authorization"] = REDACTED  # sent already; keep it off screens
         content_type = response.headers.get("content-type", "")
@@ -395,6 +455,14 @@ class BastionEdge:
                 if restore else _ByteCounter(exchange)
         elif not (restore and content_type.startswith("application/json")):
             response.stream = _ByteCounter(exchange)
+
+    @staticmethod
+    def _note_tts(exchange: Exchange, response: http.Response) -> None:
+        """What the TTS adapter did (its Riva voice, notes such as ignored instructions)."""
+        details = dict(part.split("=", 1) for part in
+                       response.headers.get(TTS_HEADER, "").split(";") if "=" in part)
+        exchange.upstream_model = details.get("riva_voice")
+        exchange.notes += [n for n in response.headers.get(NOTE_HEADER, "").split(",") if n]
 
     def _restores_model(self, exchange: Exchange) -> bool:
         return (self.rules.reply_model == "original" and exchange.resolution is not None

@@ -103,12 +103,12 @@ class Sandbox:
         return matching[-1]
 
 
-def start_sandbox(tmp: Path) -> Sandbox:
+def start_sandbox(tmp: Path, extra: list[str] | None = None) -> Sandbox:
     port, http_port = free_port(), free_port()
     tls_dir = tmp / "sandbox-tls"
     process = start(
         [BASTION_EDGE, "sandbox", "--port", str(port), "--http-port", str(http_port),
-         "--tls-dir", str(tls_dir)],
+         "--tls-dir", str(tls_dir), *(extra or [])],
         tmp / "sandbox.log")
     sandbox = Sandbox(process, port, http_port, tls_dir)
 

@@ -56,6 +56,13 @@ class RulesWatcher:
         self._polls = 0
         self._task: asyncio.Task[None] | None = None
 
+    def retarget(self, path: Path, current_sha256: str) -> None:
+        """Watch another file from now on (the rules option changed at runtime)."""
+        self.path = path
+        self._sha256 = current_sha256
+        self._failed_sha256 = None
+        self._signature = file_signature(path)
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="bastion-edge rules watcher")
@@ -88,7 +95,10 @@ class RulesWatcher:
             self._report_failure(f"missing:{e}", e)
             return
         digest = hashlib.sha256(raw).hexdigest()
-        if digest == self._sha256 or digest == self._failed_sha256:
+        if digest == self._sha256:
+            self._failed_sha256 = None  # reverted: a later bad file is news again
+            return
+        if digest == self._failed_sha256:
             return
         try:
             rules = parse_rules(raw, source=str(self.path))

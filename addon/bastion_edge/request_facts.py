@@ -70,6 +70,11 @@ def classify_endpoint(path: str) -> str:
     return OTHER
 
 
+def is_collection_path(path: str) -> bool:
+    """True for an endpoint's own path (a create), not a sub-resource like `/{id}/cancel`."""
+    return path.split("?", 1)[0].rstrip("/") in _PATHS
+
+
 def key_sha256(authorization: str | None) -> str | None:
     """sha256 hex of the bearer token in an Authorization header, or None."""
     if not authorization:
