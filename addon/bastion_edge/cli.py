@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the proxy in the foreground")
     run.add_argument("--listen-host", default="127.0.0.1")
     run.add_argument("--listen-port", type=int, default=8080)
+    run.add_argument("--mode", action="append", default=None, metavar="MODE",
+                     help="mitmproxy proxy mode: regular (default) or transparent; "
+                          "repeat to run several side by side (e.g. --mode regular "
+                          "--mode transparent@8081)")
     run.add_argument("--rules", default=None,
                      help="rules file (default: $BASTION_RULES, else ./rules.yaml)")
     run.add_argument("--confdir", default=DEFAULT_CONFDIR, help="CA and bundles live here")
@@ -117,7 +121,8 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     addon = BastionEdge()
     master.addons.add(addon, _StartupBanner(args, confdir))
     opts.update(
-        connection_strategy="lazy", bastion_rules=str(path), bastion_metrics_host=args.metrics_host,
+        mode=args.mode or ["regular"], connection_strategy="lazy", bastion_rules=str(path),
+        bastion_metrics_host=args.metrics_host,
         bastion_metrics_port=args.metrics_port, bastion_access_log=args.access_log)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

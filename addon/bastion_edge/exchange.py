@@ -46,6 +46,7 @@ class Exchange:
     bytes_out: int = 0
     notes: list[str] = field(default_factory=list)
     facts: RequestFacts | None = None  # header-level facts, taken before credentials go
+    app_store: bool | None = None  # the Responses `store` flag as the app sent it (None: absent)
 
     def add_rewrite(self, kind: str) -> None:
         if kind not in self.rewrites:

@@ -377,6 +377,7 @@ class BastionEdge:
                 request.get_content() or b"", facts, self.rules, self.models,
                 is_create=exchange.endpoint == RESPONSES)
             exchange.stream = rewrite.stream
+            exchange.app_store = rewrite.app_store
             if rewrite.resolution is not None:
                 self._record_resolution(exchange, rewrite.resolution.requested,
                                         rewrite.resolution.upstream)

@@ -35,6 +35,7 @@ class BodyRewrite:
     rewrites: tuple[str, ...]
     stream: bool
     facts: RequestFacts
+    app_store: bool | None = None  # `store` as the app sent it, before forcing false
 
 
 def decide_model(
@@ -92,6 +93,7 @@ def rewrite_json_body(
     elif requested is not None:
         raise model_not_string_error()
 
+    app_store = body.get("store") if isinstance(body.get("store"), bool) else None
     if facts.endpoint == RESPONSES and is_create and body.get("store") is not False:
         body["store"] = False
         rewrites.append(REWRITE_STORE)
@@ -99,7 +101,8 @@ def rewrite_json_body(
     new_body = None
     if rewrites:
         new_body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return BodyRewrite(new_body, resolution, tuple(rewrites), body.get("stream") is True, facts)
+    return BodyRewrite(new_body, resolution, tuple(rewrites), body.get("stream") is True, facts,
+                       app_store)
 
 
 def rewrite_model_path(
