@@ -94,6 +94,9 @@ def _calls(client: Any) -> list[tuple[str, str, Callable[[], Any]]]:
              model="gpt-4o", input="Hi", stream=True))),
         ("models.retrieve", "gpt-4o",
          lambda: client.models.with_raw_response.retrieve("gpt-4o")),
+        ("audio.speech -> Riva (mp3)", "tts-1 / alloy",
+         lambda: client.audio.speech.with_raw_response.create(
+             model="tts-1", voice="alloy", input="Hello from Bastion.")),
     ]
 
 

@@ -439,12 +439,12 @@ class BastionEdge:
         self._stop_timeout(flow)
         exchange.response_headers_at = time.time()
         response = flow.response
+        if REWRITE_TTS in exchange.rewrites:
+            self._note_tts(exchange, response)
         if exchange.upstream_model:
             response.headers[UPSTREAM_MODEL_HEADER] = exchange.upstream_model
         if exchange.rewrites:
             response.headers[REWRITES_HEADER] = ",".join(exchange.rewrites)
-        if REWRITE_TTS in exchange.rewrites:
-            self._note_tts(exchange, response)
         if "authorization" in flow.request.headers:
             flow.request.headers["authorization"] = REDACTED  # sent already; keep it off screens
         content_type = response.headers.get("content-type", "")
