@@ -10,7 +10,7 @@ import json
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import IO
+from typing import IO, Any
 
 
 @dataclass(slots=True)
@@ -37,9 +37,13 @@ class AccessRecord:
     key_env: str | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    mirror: dict[str, Any] | None = None  # mirror mode: how Bastion's copy compared
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        fields = asdict(self)
+        if fields["mirror"] is None:
+            del fields["mirror"]
+        return json.dumps(fields, separators=(",", ":"))
 
 
 class AccessLog:

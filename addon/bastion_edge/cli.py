@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="also answer plain http here, with Bastion's redirect")
     sandbox.add_argument("--riva-audio", default="wav",
                          choices=("wav", "wav-placeholder-sizes", "pcm"))
+    sandbox.add_argument("--persona", default="bastion", choices=("bastion", "openai"),
+                         help="openai: stand in for OpenAI instead (cutover rehearsals)")
     sandbox.set_defaults(handler=_cmd_sandbox)
 
     demo = sub.add_parser("demo", help="sandbox + proxy + real SDK calls, offline")
@@ -249,7 +251,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
     config = SandboxConfig(
         host=args.host, port=args.port, tls_dir=Path(os.path.expanduser(args.tls_dir)),
-        http_port=args.http_port, riva_audio=args.riva_audio)
+        http_port=args.http_port, riva_audio=args.riva_audio, persona=args.persona)
     run_sandbox(config)
     return 0
 

@@ -47,6 +47,10 @@ class Exchange:
     notes: list[str] = field(default_factory=list)
     facts: RequestFacts | None = None  # header-level facts, taken before credentials go
     app_store: bool | None = None  # the Responses `store` flag as the app sent it (None: absent)
+    decision: str = "rewrite"  # rewrite | passthrough | observe | mirror | split | refused
+    # The app's own OpenAI credentials, kept only to forward them to OpenAI itself
+    # (observe / mirror / split); never logged, never sent anywhere else.
+    app_credentials: dict[str, str] = field(default_factory=dict, repr=False)
 
     def add_rewrite(self, kind: str) -> None:
         if kind not in self.rewrites:
@@ -66,7 +70,7 @@ class Exchange:
             original_model=self.original_model,
             upstream_model=self.upstream_model,
             destination="proxy" if self.error else self.destination,
-            decision=self.kind.value if not self.error else "refused",
+            decision="refused" if self.error else self.decision,
             status=status,
             duration_ms=round((finished - self.started) * 1000, 3),
             ttfb_ms=round((ttfb - self.started) * 1000, 3) if ttfb else None,

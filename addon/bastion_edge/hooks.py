@@ -21,17 +21,20 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from mitmproxy import ctx, exceptions, http
 
 from . import gateway_errors
-from .access_log import AccessLog
+from .access_log import AccessLog, AccessRecord
 from .admin_server import AdminServer
+from .cutover import OPENAI, conversation_key, destination_for
 from .errors import SERVER_ERROR, ApiError, bad_gateway, gateway_timeout
 from .exchange import METADATA_KEY, Exchange
 from .keys import select_key
 from .metrics import Metrics
+from .mirror import Mirror, MirrorRequest, MirrorResult
 from .model_map import ModelMap
 from .multipart import FormFieldRewriter, boundary_from_content_type, replace_form_field
 from .reload import RulesWatcher
@@ -55,7 +58,9 @@ from .request_rewrite import (
     REWRITE_KEY,
     REWRITE_MODEL,
     REWRITE_TTS,
+    BodyRewrite,
     decide_model,
+    parse_json_object,
     rewrite_json_body,
     rewrite_model_path,
 )
@@ -90,6 +95,7 @@ class BastionEdge:
         self.watcher: RulesWatcher | None = None
         self.admin: AdminServer | None = None
         self.tts = TtsAdapter()
+        self.mirror = Mirror()
         self._upstream_client: tuple[UpstreamRules, httpx.AsyncClient] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -152,6 +158,7 @@ class BastionEdge:
             timer.cancel()
         with contextlib.suppress(RuntimeError):
             await self.tts.stop()
+        await self.mirror.drain()
         if self._upstream_client is not None:
             await self._upstream_client[1].aclose()
 
@@ -237,7 +244,10 @@ class BastionEdge:
         app_authorization = request.headers.get("authorization")
         if kind is HostKind.OPENAI:
             for name in APP_CREDENTIAL_HEADERS:
-                request.headers.pop(name, None)
+                if name in request.headers:
+                    exchange.app_credentials[name] = request.headers.pop(name)
+        else:
+            exchange.decision = "passthrough"
         request.scheme, request.host, request.port = "https", destination.host, destination.port
         request.path = destination.path
         request.host_header = destination.host_header
@@ -266,6 +276,8 @@ class BastionEdge:
             client_ip=exchange.client,
         )
         exchange.facts = facts
+        if self._cutover_to_openai(flow, exchange, facts):
+            return
         choice = select_key(self.rules, facts, self.environ)
         exchange.key_env = choice.env
         if exchange.endpoint == SPEECH and request.method == "POST":
@@ -274,6 +286,38 @@ class BastionEdge:
         request.headers["authorization"] = f"Bearer {choice.key}"
         exchange.add_rewrite(REWRITE_KEY)
         self._maybe_stream_upload(flow, exchange, facts)
+
+    def _cutover_to_openai(
+        self, flow: http.HTTPFlow, exchange: Exchange, facts: RequestFacts
+    ) -> bool:
+        """Apply the cutover mode; True when the flow goes to OpenAI as the app sent it."""
+        cutover = self.rules.cutover
+        exchange.decision = cutover.mode
+        if cutover.mode == "rewrite":
+            return False
+        if cutover.mode == "split" and cutover.sticky_by == "conversation":
+            return False  # decided in `request`, once the body is there
+        sticky = facts.app_key_sha256 or exchange.client or ""
+        if destination_for(cutover, sticky) != OPENAI:
+            return False
+        self._send_to_openai(flow, exchange)
+        return True
+
+    def _send_to_openai(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """Forward unchanged (but over https) to OpenAI with the app's own credentials."""
+        base = urlsplit(self.rules.cutover.openai_base_url)
+        request = flow.request
+        query = request.path.partition("?")[2]
+        request.scheme, request.host = "https", base.hostname or "api.openai.com"
+        request.port = base.port or 443
+        request.path = exchange.path + (f"?{query}" if query else "")
+        request.host_header = base.netloc
+        request.headers.pop("authorization", None)
+        for name, value in exchange.app_credentials.items():
+            request.headers[name] = value
+        exchange.destination = OPENAI
+        exchange.upstream_host = base.netloc
+        exchange.rewrites = [r for r in exchange.rewrites if r == REWRITE_HTTPS]
 
     def _route_to_tts(self, flow: http.HTTPFlow, exchange: Exchange, key: str) -> None:
         """`/v1/audio/speech` goes to the in-process Riva adapter; the key stays in-process."""
@@ -338,7 +382,11 @@ class BastionEdge:
             return
         if exchange.error is None and exchange.kind is HostKind.OPENAI:
             try:
-                self._rewrite_body(flow, exchange)
+                self._split_by_conversation(flow, exchange)
+                if exchange.destination == OPENAI:
+                    self._observe_body(flow, exchange)
+                else:
+                    self._rewrite_body(flow, exchange)
             except ApiError as e:
                 exchange.error = e
             except Exception as e:
@@ -400,6 +448,48 @@ class BastionEdge:
         mapped = map_openai_path(self.rules.upstream.path_prefix, original)
         flow.request.path = f"{mapped}?{query}" if query else mapped
 
+    def _split_by_conversation(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        cutover = self.rules.cutover
+        if (cutover.mode != "split" or cutover.sticky_by != "conversation"
+                or exchange.streamed_request or exchange.destination == OPENAI):
+            return
+        try:
+            key = conversation_key(parse_json_object(flow.request.get_content() or b""))
+        except ApiError:
+            key = None
+        facts = exchange.facts
+        sticky = key or (facts.app_key_sha256 if facts else None) or exchange.client or ""
+        if destination_for(cutover, sticky) == OPENAI:
+            self._send_to_openai(flow, exchange)
+
+    def _observe_body(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """What rewriting would have done, recorded but not applied."""
+        rewrite = self._would_rewrite(flow, exchange)
+        if isinstance(rewrite, ApiError):
+            exchange.notes.append(f"would refuse: {rewrite.code}")
+        elif rewrite is not None:
+            if rewrite.resolution is not None:
+                exchange.original_model = rewrite.resolution.requested
+                exchange.upstream_model = rewrite.resolution.upstream
+            exchange.stream = rewrite.stream
+            would = ["host", "key", *rewrite.rewrites]
+            exchange.notes.append("would rewrite: " + ",".join(would))
+
+    def _would_rewrite(
+        self, flow: http.HTTPFlow, exchange: Exchange
+    ) -> BodyRewrite | ApiError | None:
+        request = flow.request
+        if not (exchange.endpoint in JSON_ENDPOINTS and request.method == "POST"
+                and is_collection_path(exchange.path)
+                and "multipart" not in request.headers.get("content-type", "")):
+            return None
+        try:
+            return rewrite_json_body(
+                request.get_content() or b"", exchange.facts or RequestFacts(exchange.endpoint),
+                self.rules, self.models, is_create=exchange.endpoint == RESPONSES)
+        except ApiError as e:
+            return e
+
     @staticmethod
     def _record_resolution(exchange: Exchange, requested: str, upstream: str) -> None:
         exchange.original_model = requested
@@ -454,7 +544,8 @@ class BastionEdge:
             original = exchange.original_model or ""
             response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
                 if restore else _ByteCounter(exchange)
-        elif not (restore and content_type.startswith("application/json")):
+        elif not ((restore or exchange.decision == "mirror")
+                  and content_type.startswith("application/json")):
             response.stream = _ByteCounter(exchange)
 
     @staticmethod
@@ -479,7 +570,10 @@ class BastionEdge:
             if self._restores_model(exchange) and exchange.original_model:
                 _restore_json_model(response, exchange.original_model)
             exchange.bytes_out = len(response.raw_content or b"")
-        self._finish(flow, exchange, response.status_code)
+        record = self._finish(flow, exchange, response.status_code,
+                              write_log=exchange.decision != "mirror")
+        if exchange.decision == "mirror":
+            self._mirror(flow, exchange, record)
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = _exchange(flow)
@@ -513,7 +607,60 @@ class BastionEdge:
         return bad_gateway(f"bastion-edge: connection to {where} failed: {message}",
                            "upstream_connection_error")
 
-    def _finish(self, flow: http.HTTPFlow, exchange: Exchange, status: int | None) -> None:
+    def _mirror(self, flow: http.HTTPFlow, exchange: Exchange, record: AccessRecord) -> None:
+        """Send Bastion a rewritten copy of what OpenAI just answered; log when compared."""
+        copy = self._mirror_copy(flow, exchange)
+        if isinstance(copy, str):
+            self._mirror_done(exchange, record, {"skipped": copy})
+            return
+
+        def done(result: MirrorResult) -> None:
+            verdict = "error" if result.error else "match" if result.shape_match else "mismatch"
+            self.metrics.mirror_duration.labels(exchange.endpoint).observe(
+                result.duration_ms / 1000)
+            self._mirror_done(exchange, record, result.to_dict(), verdict)
+
+        limit = self.rules.cutover.mirror_max_in_flight
+        if not self.mirror.try_send(self.upstream_client(), copy, limit, done):
+            self._mirror_done(exchange, record, {"skipped": "max_in_flight"})
+
+    def _mirror_done(self, exchange: Exchange, record: AccessRecord,
+                     mirror: dict[str, object], verdict: str = "skipped") -> None:
+        self.metrics.mirror.labels(verdict).inc()
+        record.mirror = mirror
+        if self.access_log is not None:
+            self.access_log.write(record)
+
+    def _mirror_copy(self, flow: http.HTTPFlow, exchange: Exchange) -> MirrorRequest | str:
+        """The request Bastion gets, or why there is none."""
+        assert flow.response is not None
+        if exchange.stream and not self.rules.cutover.mirror_streaming:
+            return "streaming"
+        rewrite = self._would_rewrite(flow, exchange)
+        if rewrite is None:
+            return "not mirrored endpoint"
+        if isinstance(rewrite, ApiError):
+            return f"would refuse: {rewrite.code}"
+        try:
+            key = select_key(self.rules, exchange.facts or RequestFacts(exchange.endpoint),
+                             self.environ)
+        except ApiError as e:
+            return e.code
+        primary = None
+        if not flow.response.stream:
+            try:
+                primary = json.loads(flow.response.get_content() or b"")
+            except ValueError:
+                primary = None
+        destination = bastion_destination(self.rules.upstream, HostKind.OPENAI, exchange.path)
+        return MirrorRequest(
+            method=flow.request.method, url=destination.url,
+            headers={"content-type": "application/json", "authorization": f"Bearer {key.key}"},
+            body=rewrite.body or flow.request.get_content() or b"", stream=rewrite.stream,
+            primary_status=flow.response.status_code, primary_json=primary)
+
+    def _finish(self, flow: http.HTTPFlow, exchange: Exchange, status: int | None,
+                write_log: bool = True) -> AccessRecord:
         finished = time.time()
         m = self.metrics
         status_class = f"{status // 100}xx" if status else "error"
@@ -528,9 +675,11 @@ class BastionEdge:
                 exchange.response_headers_at - exchange.started)
         for kind in exchange.rewrites:
             m.rewrites.labels(kind).inc()
-        if self.access_log is not None:
-            self.access_log.write(exchange.record(status, finished))
+        record = exchange.record(status, finished)
+        if self.access_log is not None and write_log:
+            self.access_log.write(record)
         _annotate(flow, exchange)
+        return record
 
 
 class _ByteCounter:
@@ -566,5 +715,8 @@ def _annotate(flow: http.HTTPFlow, exchange: Exchange) -> None:
         summary += f"; model {exchange.original_model} -> {exchange.upstream_model}"
     if exchange.error:
         summary += f"; refused: {exchange.error.code}"
+    if exchange.decision not in ("rewrite", "passthrough"):
+        summary += f"; {exchange.decision} -> {exchange.destination}"
+    summary += "".join(f"; {note}" for note in exchange.notes)
     flow.comment = f"bastion-edge: {summary}"
     flow.marked = ":arrows_counterclockwise:" if exchange.rewrites else ":eye:"

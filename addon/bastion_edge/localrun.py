@@ -103,13 +103,16 @@ class Sandbox:
         return matching[-1]
 
 
-def start_sandbox(tmp: Path, extra: list[str] | None = None) -> Sandbox:
+def start_sandbox(
+    tmp: Path, extra: list[str] | None = None, tls_dir: Path | None = None
+) -> Sandbox:
+    """A sandbox; pass another sandbox's `tls_dir` to share its CA."""
     port, http_port = free_port(), free_port()
-    tls_dir = tmp / "sandbox-tls"
+    tls_dir = tls_dir or tmp / "sandbox-tls"
     process = start(
         [BASTION_EDGE, "sandbox", "--port", str(port), "--http-port", str(http_port),
          "--tls-dir", str(tls_dir), *(extra or [])],
-        tmp / "sandbox.log")
+        tmp / f"sandbox-{port}.log")
     sandbox = Sandbox(process, port, http_port, tls_dir)
 
     def up() -> bool:

@@ -45,6 +45,12 @@ class Metrics:
             "bastion_edge_rules_last_reload_timestamp_seconds",
             "Unix time of the last successful rules load.", registry=r)
         self.rules_info = Info("bastion_edge_rules", "The loaded rules file.", registry=r)
+        self.mirror = Counter(
+            "bastion_edge_mirror", "Mirrored copies sent to Bastion, by outcome.",
+            ["result"], registry=r)
+        self.mirror_duration = Histogram(
+            "bastion_edge_mirror_duration_seconds", "Duration of mirrored copies.",
+            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
         self._known_models: frozenset[str] = frozenset()
 
     def rules_loaded(self, rules: Rules, timestamp: float) -> None:

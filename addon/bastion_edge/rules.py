@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .cutover import CutoverMode, CutoverRules, StickyBy
 from .request_facts import ENDPOINTS, RequestFacts
 from .riva_contract import DEFAULT_TTS_PATH
 
@@ -154,6 +155,7 @@ class Rules:
     key_env: str = DEFAULT_KEY_ENV
     key_rules: tuple[KeyRule, ...] = ()
     tts: TtsRules = TtsRules()
+    cutover: CutoverRules = field(default_factory=CutoverRules)
     source: str = "<defaults>"
     sha256: str = ""
 
@@ -192,7 +194,11 @@ def parse_rules(raw: bytes | str, source: str = "<string>") -> Rules:
 
 
 def apply_environment(rules: Rules, environ: Mapping[str, str]) -> Rules:
-    """Environment overrides: BASTION_BASE_URL and BASTION_UPSTREAM_CA."""
+    """Environment overrides: BASTION_BASE_URL, BASTION_UPSTREAM_CA, BASTION_OPENAI_URL."""
+    if environ.get("BASTION_OPENAI_URL"):
+        _check_base_url(environ["BASTION_OPENAI_URL"], "BASTION_OPENAI_URL")
+        rules = replace(rules, cutover=replace(
+            rules.cutover, openai_base_url=environ["BASTION_OPENAI_URL"]))
     upstream = rules.upstream
     if environ.get("BASTION_BASE_URL"):
         base_url = environ["BASTION_BASE_URL"]
@@ -286,7 +292,7 @@ class _Parser:
         top = self.mapping(tree, ())
         self.only_keys(top, (), (
             "upstream", "intercept", "keys", "models", "unmapped_models", "reply_model",
-            "tts",
+            "tts", "cutover",
         ))
         rules = Rules()
         if "upstream" in top:
@@ -315,6 +321,8 @@ class _Parser:
             rules = replace(rules, reply_model=reply)
         if "tts" in top:
             rules = replace(rules, tts=self.tts(top["tts"], ("tts",)))
+        if "cutover" in top:
+            rules = replace(rules, cutover=self.cutover(top["cutover"], ("cutover",)))
         return rules
 
     def upstream(self, value: object, path: Path_) -> UpstreamRules:
@@ -439,6 +447,40 @@ class _Parser:
                     raise self.fail((*path, "client"), f"expected an IP or CIDR: {e}") from e
             condition = replace(condition, clients=tuple(networks))
         return condition
+
+    def cutover(self, value: object, path: Path_) -> CutoverRules:
+        section = self.mapping(value, path)
+        self.only_keys(section, path, ("mode", "split_percent", "sticky_by", "openai_base_url",
+                                       "mirror_max_in_flight", "mirror_streaming"))
+        cutover = CutoverRules()
+        if "mode" in section:
+            mode: CutoverMode = self.choice(section["mode"], (*path, "mode"),
+                                            ("rewrite", "observe", "split", "mirror"))
+            cutover = replace(cutover, mode=mode)
+        if "split_percent" in section:
+            percent = section["split_percent"]
+            if isinstance(percent, bool) or not isinstance(percent, int | float) \
+                    or not 0 <= percent <= 100:
+                raise self.fail((*path, "split_percent"), "expected a number from 0 to 100")
+            cutover = replace(cutover, split_percent=float(percent))
+        if "sticky_by" in section:
+            sticky: StickyBy = self.choice(section["sticky_by"], (*path, "sticky_by"),
+                                           ("app", "conversation"))
+            cutover = replace(cutover, sticky_by=sticky)
+        if "openai_base_url" in section:
+            url = self.string(section["openai_base_url"], (*path, "openai_base_url"))
+            _check_base_url(url, format_location((*path, "openai_base_url")),
+                            self.lines.get((*path, "openai_base_url")))
+            cutover = replace(cutover, openai_base_url=url)
+        if "mirror_max_in_flight" in section:
+            limit = int(self.number(section["mirror_max_in_flight"],
+                                    (*path, "mirror_max_in_flight")))
+            cutover = replace(cutover, mirror_max_in_flight=limit)
+        if "mirror_streaming" in section:
+            if not isinstance(section["mirror_streaming"], bool):
+                raise self.fail((*path, "mirror_streaming"), "expected true or false")
+            cutover = replace(cutover, mirror_streaming=section["mirror_streaming"])
+        return cutover
 
     def tts(self, value: object, path: Path_) -> TtsRules:
         section = self.mapping(value, path)

@@ -22,6 +22,7 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
     )
     parser.add_argument("--riva-audio", choices=RIVA_AUDIO_MODES, default="wav")
     parser.add_argument("--journal-size", type=int, default=1000)
+    parser.add_argument("--persona", choices=("bastion", "openai"), default="bastion")
     args = parser.parse_args(argv)
     try:
         return SandboxConfig(
@@ -32,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
             api_keys=frozenset(args.api_key),
             riva_audio=args.riva_audio,
             journal_size=args.journal_size,
+            persona=args.persona,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -14,7 +14,7 @@ from .auth import auth_middleware
 from .config import CONFIG_KEY, SandboxConfig
 from .faults import fault_middleware
 from .journal import JOURNAL_KEY, JOURNAL_PATH, Journal, clear_journal, get_journal
-from .models import MODELS, model_list, model_not_found, model_object
+from .models import catalogue, model_list, model_not_found, model_object
 from .replies import error_response, json_response
 
 CLIENT_MAX_SIZE = 64 * 1024 * 1024
@@ -27,7 +27,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def get_model(request: web.Request) -> web.Response:
     model_id = request.match_info["model_id"]
-    model = MODELS.get(model_id)
+    model = catalogue().get(model_id)
     if model is None:
         raise model_not_found(model_id)
     return json_response(model_object(model))
@@ -65,7 +65,7 @@ def build_app(config: SandboxConfig, journal: Journal) -> web.Application:
         middlewares=[
             journal.middleware("https"),
             error_middleware,
-            auth_middleware(config.api_keys),
+            auth_middleware(config.api_keys, config.persona),
             fault_middleware,
         ],
     )

@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from ..errors import AUTHENTICATION, ApiError
 from .config import OPENAI_KEY_PREFIX
+from .models import PERSONA
 from .state import is_sandbox_path
 
 
@@ -18,8 +19,10 @@ def mask_key(key: str) -> str:
     return f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "***"
 
 
-def check_authorization(header: str | None, api_keys: frozenset[str]) -> str:
-    """The bearer key of an Authorization header if Bastion would accept it."""
+def check_authorization(
+    header: str | None, api_keys: frozenset[str], persona: str = "bastion"
+) -> str:
+    """The bearer key of an Authorization header if Bastion (or OpenAI) would accept it."""
     scheme, _, key = (header or "").strip().partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
@@ -30,6 +33,12 @@ def check_authorization(header: str | None, api_keys: frozenset[str]) -> str:
             "invalid_api_key",
             AUTHENTICATION,
         )
+    if persona == "openai":
+        if not key.startswith(OPENAI_KEY_PREFIX):
+            raise ApiError(401, f"Incorrect API key provided: {mask_key(key)}. The OpenAI "
+                           "stand-in takes OpenAI keys (sk-...).", "invalid_api_key",
+                           AUTHENTICATION)
+        return key
     if key.startswith(OPENAI_KEY_PREFIX):
         raise ApiError(
             401,
@@ -45,11 +54,12 @@ def check_authorization(header: str | None, api_keys: frozenset[str]) -> str:
     return key
 
 
-def auth_middleware(api_keys: frozenset[str]) -> Middleware:
+def auth_middleware(api_keys: frozenset[str], persona: str = "bastion") -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        PERSONA.set(persona)
         if not is_sandbox_path(request.path):
-            check_authorization(request.headers.get("Authorization"), api_keys)
+            check_authorization(request.headers.get("Authorization"), api_keys, persona)
         return await handler(request)
 
     return authenticate

@@ -9,6 +9,9 @@ from typing import Literal, get_args
 from aiohttp import web
 
 RivaAudioMode = Literal["wav", "wav-placeholder-sizes", "pcm"]
+# Who the sandbox pretends to be: Bastion (strict, the default) or OpenAI (accepts
+# OpenAI ids and `sk-` keys only), so cutover modes can be rehearsed against both.
+Persona = Literal["bastion", "openai"]
 RIVA_AUDIO_MODES: tuple[str, ...] = get_args(RivaAudioMode)
 
 OPENAI_KEY_PREFIX = "sk-"
@@ -38,6 +41,7 @@ class SandboxConfig:
     riva_audio: RivaAudioMode = "wav"
     journal_size: int = 1000
     journal_body_limit: int = 16_384
+    persona: Persona = "bastion"
 
     def __post_init__(self) -> None:
         if self.riva_audio not in RIVA_AUDIO_MODES:

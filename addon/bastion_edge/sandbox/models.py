@@ -8,6 +8,7 @@ endpoint is 400 `model_not_supported`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -56,6 +57,31 @@ MODELS: Final[Mapping[str, BastionModel]] = MappingProxyType(
 )
 
 
+# The OpenAI persona's catalogue (a stand-in for OpenAI during cutover rehearsals).
+OPENAI_MODELS: Final[Mapping[str, BastionModel]] = MappingProxyType(
+    {
+        m.id: m
+        for m in (
+            BastionModel("gpt-4o", ModelKind.CHAT, _LONG, vision=True),
+            BastionModel("gpt-4o-mini", ModelKind.CHAT, _LONG, vision=True),
+            BastionModel("gpt-4-turbo", ModelKind.CHAT, _LONG, vision=True),
+            BastionModel("gpt-3.5-turbo-instruct", ModelKind.CHAT, _SHORT),
+            BastionModel("text-embedding-3-small", ModelKind.EMBEDDINGS, dimensions=1536),
+            BastionModel("whisper-1", ModelKind.TRANSCRIPTION),
+            BastionModel("dall-e-2", ModelKind.IMAGES),
+            BastionModel("dall-e-3", ModelKind.IMAGES),
+        )
+    }
+)
+
+# Set per request by the auth middleware from the sandbox's configured persona.
+PERSONA: ContextVar[str] = ContextVar("sandbox_persona", default="bastion")
+
+
+def catalogue() -> Mapping[str, BastionModel]:
+    return OPENAI_MODELS if PERSONA.get() == "openai" else MODELS
+
+
 def model_not_found(model_id: str) -> ApiError:
     return ApiError(
         404,
@@ -72,7 +98,7 @@ def require_model(value: object, kind: ModelKind, endpoint: str) -> BastionModel
         raise bad_request(
             "you must provide a model parameter", "missing_required_parameter", "model"
         )
-    model = MODELS.get(value)
+    model = catalogue().get(value)
     if model is None:
         raise model_not_found(value)
     if model.kind is not kind:
@@ -89,4 +115,4 @@ def model_object(model: BastionModel) -> dict[str, Any]:
 
 
 def model_list() -> dict[str, Any]:
-    return {"object": "list", "data": [model_object(m) for m in MODELS.values()]}
+    return {"object": "list", "data": [model_object(m) for m in catalogue().values()]}

@@ -23,7 +23,7 @@ from .content import (
     text_of,
     tool_result_text,
 )
-from .models import BastionModel, ModelKind, require_model
+from .models import PERSONA, BastionModel, ModelKind, require_model
 from .replies import json_response, new_id
 from .sse import SseStream, named_event
 from .state import json_body
@@ -99,7 +99,7 @@ def validate(body: dict[str, Any]) -> tuple[BastionModel, int]:
 
     Returns the model and the estimated input tokens.
     """
-    if body.get("store") is not False:
+    if body.get("store") is not False and PERSONA.get() == "bastion":
         raise bad_request(
             'Bastion\'s /v1/responses is stateless: the request must set "store": false.',
             "store_must_be_false",

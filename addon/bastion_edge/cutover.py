@@ -1,0 +1,74 @@
+"""Cutover modes: who serves a request while an app moves from OpenAI to Bastion.
+
+  rewrite  every request goes to Bastion (the default)
+  observe  everything goes to OpenAI unchanged; what would be rewritten is recorded
+  split    `split_percent` of traffic goes to Bastion, sticky per app or conversation
+  mirror   OpenAI serves the app; a rewritten copy goes to Bastion and is compared
+
+Pure decisions; the hooks apply them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+CutoverMode = Literal["rewrite", "observe", "split", "mirror"]
+StickyBy = Literal["app", "conversation"]
+BASTION = "bastion"
+OPENAI = "openai"
+
+
+@dataclass(frozen=True, slots=True)
+class CutoverRules:
+    mode: CutoverMode = "rewrite"
+    split_percent: float = 100.0  # share of traffic Bastion gets in `split`
+    sticky_by: StickyBy = "app"
+    openai_base_url: str = "https://api.openai.com"  # $BASTION_OPENAI_URL overrides
+    mirror_max_in_flight: int = 8
+    mirror_streaming: bool = True
+
+
+def split_bucket(sticky_key: str) -> float:
+    """A stable point in [0, 100) for a key: the same key always lands the same way."""
+    digest = hashlib.sha256(sticky_key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
+def destination_for(rules: CutoverRules, sticky_key: str) -> str:
+    """Where a request goes under these rules (split uses the sticky key)."""
+    if rules.mode == "rewrite":
+        return BASTION
+    if rules.mode in ("observe", "mirror"):
+        return OPENAI
+    return BASTION if split_bucket(sticky_key) < rules.split_percent else OPENAI
+
+
+def conversation_key(body: Mapping[str, Any]) -> str | None:
+    """What stays the same across a conversation's turns: its opening messages.
+
+    Chat apps resend the whole history every turn, so the system prompt and first user
+    message identify the conversation; for Responses the first input item does (a
+    chained turn with only `previous_response_id` falls back to the app key).
+    """
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages:
+        opening = []
+        for message in messages:
+            opening.append(message)
+            if isinstance(message, dict) and message.get("role") == "user":
+                break
+        return _digest(opening)
+    items = body.get("input")
+    if isinstance(items, str):
+        return _digest(items)
+    if isinstance(items, list) and items and "previous_response_id" not in body:
+        return _digest(items[0])
+    return None
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
