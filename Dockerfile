@@ -12,15 +12,20 @@ COPY sidecar ./sidecar
 RUN make install
 
 RUN useradd --uid 10001 --create-home bastion \
- && mkdir -p /data \
- && chown bastion /data
-USER bastion
-ENV PATH=/app/.venv/bin:$PATH
+ && mkdir -p /data /shared /etc/bastion-edge \
+ && cp /app/rules.yaml /etc/bastion-edge/rules.yaml \
+ && chown -R bastion /data /shared
+USER 10001
+ENV PATH=/app/.venv/bin:$PATH \
+    BASTION_CONFDIR=/data \
+    BASTION_EXPORT_DIR=/shared \
+    BASTION_RULES=/etc/bastion-edge/rules.yaml
+VOLUME ["/data", "/shared"]
 
 # 8080: the proxy; 9090: /metrics, /healthz, /readyz
 EXPOSE 8080 9090
-HEALTHCHECK --interval=10s --timeout=3s \
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9090/healthz')"
 
-ENTRYPOINT ["bastion-edge", "run", "--listen-host", "0.0.0.0", "--metrics-host", "0.0.0.0", \
-            "--confdir", "/data", "--rules", "/app/rules.yaml"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["python", "/app/sidecar/entrypoint.py"]

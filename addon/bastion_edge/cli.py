@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .node_preload import node_env
+from .redirect import register as register_redirect
 from .rules import Rules, RulesError, apply_environment, load_rules
 from .tls_bundles import CLIENT_BUNDLE, PROXY_CA_CERT, client_bundle
 
@@ -48,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-host", default="127.0.0.1")
     run.add_argument("--metrics-port", type=int, default=9090, help="0 disables")
     run.add_argument("--access-log", default="", metavar="FILE|-")
+    run.add_argument("--shutdown-grace", type=float, default=20.0, metavar="SECONDS",
+                     help="on SIGTERM/SIGINT, let in-flight requests finish this long")
     run.add_argument("--web", action="store_true", help="run inside mitmweb for inspection")
     run.add_argument("--web-host", default="127.0.0.1")
     run.add_argument("--web-port", type=int, default=8081)
@@ -82,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     key_hash = sub.add_parser(
         "key-hash", help="sha256 prefix of an app key read from stdin, for rules' app_key_sha256")
     key_hash.set_defaults(handler=_cmd_key_hash)
+    register_redirect(sub)  # `redirect install|remove|show`, handled in redirect.py
     return parser
 
 
@@ -127,8 +132,23 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
         bastion_metrics_host=args.metrics_host,
         bastion_metrics_port=args.metrics_port, bastion_access_log=args.access_log)
     loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    async def drain_then_stop() -> None:
+        left = await addon.drain(args.shutdown_grace)
+        if left:
+            print(f"bastion-edge: {left} request(s) still running after the grace period",
+                  file=sys.stderr, flush=True)
+        master.shutdown()
+
+    def on_signal() -> None:
+        if stopping:  # a second signal: stop now
+            master.shutdown()
+        else:
+            stopping.append(loop.create_task(drain_then_stop()))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, master.shutdown)
+        loop.add_signal_handler(sig, on_signal)
     await master.run()
     return 0
 
@@ -176,6 +196,7 @@ def env_lines(confdir: Path, host: str, port: int) -> str:
         "NODE_EXTRA_CA_CERTS": str(confdir / PROXY_CA_CERT),
         "NODE_USE_ENV_PROXY": "1",
     }
+    values.update(node_env())  # NODE_OPTIONS="--import <preload>": fetch on Node < 24
     return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())
 
 

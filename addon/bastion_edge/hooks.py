@@ -96,6 +96,8 @@ class BastionEdge:
         self.admin: AdminServer | None = None
         self.tts = TtsAdapter()
         self.mirror = Mirror()
+        self.in_flight: set[str] = set()  # ids of our flows not finished yet
+        self.draining = False
         self._upstream_client: tuple[UpstreamRules, httpx.AsyncClient] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -175,7 +177,22 @@ class BastionEdge:
             self._upstream_client = (upstream, make_upstream_client(upstream, confdir))
         return self._upstream_client[1]
 
+    async def drain(self, grace_seconds: float) -> int:
+        """Stop accepting connections; wait up to `grace_seconds` for in-flight requests.
+
+        Returns how many were still running when the grace period ended.
+        """
+        self.draining = True
+        ctx.options.update(server=False)
+        deadline = asyncio.get_running_loop().time() + grace_seconds
+        while self.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await self.mirror.drain()
+        return len(self.in_flight)
+
     def readiness(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
         if not self.rules_loaded:
             return False, "rules not loaded"
         server = ctx.master.addons.get("proxyserver")
@@ -238,6 +255,7 @@ class BastionEdge:
             client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
         )
         flow.metadata[METADATA_KEY] = exchange
+        self.in_flight.add(flow.id)
         scheme_in = request.scheme
         # Fail closed, before anything that could raise: Bastion over https, no app creds.
         destination = bastion_destination(self.rules.upstream, kind, request.path)
@@ -661,6 +679,7 @@ class BastionEdge:
 
     def _finish(self, flow: http.HTTPFlow, exchange: Exchange, status: int | None,
                 write_log: bool = True) -> AccessRecord:
+        self.in_flight.discard(flow.id)
         finished = time.time()
         m = self.metrics
         status_class = f"{status // 100}xx" if status else "error"
