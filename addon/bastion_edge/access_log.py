@@ -7,8 +7,10 @@ wholesale, so `Authorization` and keys cannot leak into the log by construction.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
@@ -38,11 +40,14 @@ class AccessRecord:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     mirror: dict[str, Any] | None = None  # mirror mode: how Bastion's copy compared
+    request_body: Any = None  # only with the bodies option, secrets redacted
+    response_body: Any = None
 
     def to_json(self) -> str:
         fields = asdict(self)
-        if fields["mirror"] is None:
-            del fields["mirror"]
+        for optional in ("mirror", "request_body", "response_body"):
+            if fields[optional] is None:
+                del fields[optional]
         return json.dumps(fields, separators=(",", ":"))
 
 
@@ -67,3 +72,33 @@ class AccessLog:
     def close(self) -> None:
         if self._stream is not sys.stdout:
             self._stream.close()
+
+
+MAX_LOGGED_BODY = 64 * 1024
+_SECRET_NAMES = ("key", "authorization", "token", "secret", "password")
+_OPENAI_KEY = re.compile(r"sk-[A-Za-z0-9_\-]{8,}")
+REDACTED = "[redacted]"
+
+
+def loggable_body(raw: bytes | None, secrets: Iterable[str]) -> Any:
+    """A JSON body for the log with credentials redacted; None if absent, big or not JSON."""
+    if not raw or len(raw) > MAX_LOGGED_BODY:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return redact(value, tuple(s for s in secrets if s))
+
+
+def redact(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if any(n in k.lower() for n in _SECRET_NAMES) else redact(v, secrets)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, secrets) for v in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return _OPENAI_KEY.sub(REDACTED, value)
+    return value

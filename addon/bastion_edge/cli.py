@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-host", default="127.0.0.1")
     run.add_argument("--metrics-port", type=int, default=9090, help="0 disables")
     run.add_argument("--access-log", default="", metavar="FILE|-")
+    run.add_argument("--access-log-bodies", action="store_true",
+                     help="also log JSON bodies (credentials redacted)")
     run.add_argument("--shutdown-grace", type=float, default=20.0, metavar="SECONDS",
                      help="on SIGTERM/SIGINT, let in-flight requests finish this long")
     run.add_argument("--web", action="store_true", help="run inside mitmweb for inspection")
@@ -130,7 +132,8 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     opts.update(
         mode=args.mode or ["regular"], connection_strategy="lazy", bastion_rules=str(path),
         bastion_metrics_host=args.metrics_host,
-        bastion_metrics_port=args.metrics_port, bastion_access_log=args.access_log)
+        bastion_metrics_port=args.metrics_port, bastion_access_log=args.access_log,
+        bastion_access_log_bodies=args.access_log_bodies)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
 

@@ -27,7 +27,7 @@ import httpx
 from mitmproxy import ctx, exceptions, http
 
 from . import gateway_errors
-from .access_log import AccessLog, AccessRecord
+from .access_log import AccessLog, AccessRecord, loggable_body
 from .admin_server import AdminServer
 from .cutover import OPENAI, conversation_key, destination_for
 from .errors import SERVER_ERROR, ApiError, bad_gateway, gateway_timeout
@@ -115,6 +115,9 @@ class BastionEdge:
         loader.add_option(
             "bastion_access_log", str, "",
             "JSON access log: a file path, '-' for stdout, empty for none.")
+        loader.add_option(
+            "bastion_access_log_bodies", bool, False,
+            "Also log JSON request/response bodies (up to 64 KiB, credentials redacted).")
         gateway_errors.install()
 
     def configure(self, updated: set[str]) -> None:
@@ -562,9 +565,10 @@ class BastionEdge:
             original = exchange.original_model or ""
             response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
                 if restore else _ByteCounter(exchange)
-        elif not ((restore or exchange.decision == "mirror")
-                  and content_type.startswith("application/json")):
-            response.stream = _ByteCounter(exchange)
+        elif not (content_type.startswith("application/json") and (
+                restore or exchange.decision == "mirror"
+                or ctx.options.bastion_access_log_bodies)):
+            response.stream = _ByteCounter(exchange)  # JSON is buffered only when needed
 
     @staticmethod
     def _note_tts(exchange: Exchange, response: http.Response) -> None:
@@ -624,6 +628,10 @@ class BastionEdge:
                                "upstream_unreachable")
         return bad_gateway(f"bastion-edge: connection to {where} failed: {message}",
                            "upstream_connection_error")
+
+    def _key_values(self) -> list[str]:
+        names = [self.rules.key_env, *(r.env for r in self.rules.key_rules)]
+        return [self.environ.get(name, "") for name in names]
 
     def _mirror(self, flow: http.HTTPFlow, exchange: Exchange, record: AccessRecord) -> None:
         """Send Bastion a rewritten copy of what OpenAI just answered; log when compared."""
@@ -695,6 +703,11 @@ class BastionEdge:
         for kind in exchange.rewrites:
             m.rewrites.labels(kind).inc()
         record = exchange.record(status, finished)
+        if ctx.options.bastion_access_log_bodies:
+            secrets = [*exchange.app_credentials.values(), *self._key_values()]
+            record.request_body = loggable_body(flow.request.raw_content, secrets)
+            if flow.response is not None and not flow.response.stream:
+                record.response_body = loggable_body(flow.response.raw_content, secrets)
         if self.access_log is not None and write_log:
             self.access_log.write(record)
         _annotate(flow, exchange)

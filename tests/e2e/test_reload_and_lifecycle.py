@@ -160,3 +160,26 @@ def test_same_addon_in_plain_mitmdump(
     finally:
         process.popen.send_signal(signal.SIGINT)
         process.popen.wait(10)
+
+
+def test_access_log_bodies_only_on_request_and_redacted(
+    monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    proxy = start_proxy(tmp_path, proxy_env(sandbox), extra=["--access-log-bodies"])
+    try:
+        client = make_client(monkeypatch, proxy)
+        leaked = "my key is sk-proj-abcdefghijklmnop and " + BASTION_KEY
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": leaked}],
+            extra_body={"metadata": {"api_key": "plain-secret"}})
+        text = proxy.access_log.read_text()
+        assert "sk-proj-abcdefghijklmnop" not in text and BASTION_KEY not in text
+        assert "plain-secret" not in text
+        import json
+
+        record = json.loads(text.splitlines()[-1])
+        assert record["request_body"]["model"] == "gpt-oss-120b"
+        assert record["request_body"]["metadata"]["api_key"] == "[redacted]"
+        assert record["response_body"]["model"] == "gpt-oss-120b"
+    finally:
+        proxy.process.stop()

@@ -658,7 +658,7 @@ async def test_access_log_has_fields_and_no_keys(rules_path: Path, tmp_path: Pat
     assert ok["original_host"] == "api.openai.com"
     assert ok["upstream_host"] == "127.0.0.1:9443"
     assert (ok["original_model"], ok["upstream_model"]) == ("gpt-4o", "gpt-oss-120b")
-    assert ok["decision"] == "openai" and ok["destination"] == "bastion"
+    assert ok["decision"] == "rewrite" and ok["destination"] == "bastion"
     assert ok["rewrites"] == ["host", "key", "model"]
     assert ok["key_env"] == "QUBITTRON_API_KEY"
     assert ok["client"] == "127.0.0.1"
