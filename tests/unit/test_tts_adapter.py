@@ -377,7 +377,9 @@ def test_loop_keeps_serving_while_a_long_transcode_runs() -> None:
             assert light_done - started < 1.0
             assert light_done < heavy_done - 0.5, "the small request finished first"
             assert env.adapter.transcode_seconds > 1.0
-            assert max(gaps) < 0.15, f"event loop stalled for {max(gaps):.3f}s"
+            # Transcoding on the loop stalls it for one whole chunk (>= 0.35 s here);
+            # scheduling noise on a busy 2-core machine stays well below 0.3 s.
+            assert max(gaps) < 0.3, f"event loop stalled for {max(gaps):.3f}s"
     run(scenario)
 
 
