@@ -1,8 +1,10 @@
 # bastion-edge sidecar image. Built with the same `make install` the tests use.
 FROM python:3.12-slim
 
+# iptables: the same image serves as the transparent-mode init container
+# (`bastion-edge redirect install`, see sidecar/TRANSPARENT.md).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends make \
+ && apt-get install -y --no-install-recommends make iptables \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -16,7 +16,19 @@ done; exit 1
 endef
 export FIND_PYTHON
 
-.PHONY: install install-test test lint demo bench clean
+.PHONY: install install-test test lint demo bench clean node-deps
+
+# Node side (sidecar/node): undici for the NODE_OPTIONS preload `bastion-edge env` prints,
+# and the official openai SDK for the end-to-end tests. Pinned by package-lock.json.
+NODE_DIR := sidecar/node
+node-deps: $(NODE_DIR)/node_modules/.package-lock.json
+
+$(NODE_DIR)/node_modules/.package-lock.json: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error; \
+	else \
+	  echo "note: npm not found; skipping $(NODE_DIR) (the Node fetch preload needs Node.js and npm)" >&2; \
+	fi
 
 $(BIN)/python:
 	@py=$$(bash -c "$$FIND_PYTHON") || { \
@@ -26,10 +38,10 @@ $(BIN)/python:
 	echo "using $$py"; "$$py" -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-install: $(BIN)/python
+install: $(BIN)/python node-deps
 	$(BIN)/pip install --quiet -e .
 
-install-test: $(BIN)/python
+install-test: $(BIN)/python node-deps
 	$(BIN)/pip install --quiet -e ".[test]"
 
 test: install-test
@@ -49,4 +61,4 @@ bench: install-test
 	$(BIN)/python bench/run.py --readme README.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info addon/*.egg-info
+	rm -rf $(VENV) build *.egg-info addon/*.egg-info $(NODE_DIR)/node_modules

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bastion_edge import cli
+from bastion_edge.node_preload import preload_path
 from bastion_edge.tls_bundles import system_ca_file
 
 SHIPPED = Path(__file__).resolve().parents[2] / "rules.yaml"
@@ -89,7 +90,7 @@ def test_env_prints_export_lines_with_combined_bundle(
     confdir = tmp_path / "conf"
     assert cli.main(["env", "--confdir", str(confdir), "--listen-port", "18080"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 7
+    assert len(lines) == 8
     exports = {}
     for line in lines:
         assert line.startswith("export ")
@@ -105,6 +106,7 @@ def test_env_prints_export_lines_with_combined_bundle(
         "REQUESTS_CA_BUNDLE": str(bundle),
         "NODE_EXTRA_CA_CERTS": str(proxy_ca),
         "NODE_USE_ENV_PROXY": "1",
+        "NODE_OPTIONS": f"--import {preload_path()}",
     }
     combined = bundle.read_bytes()
     proxy_pem = proxy_ca.read_bytes().strip()
