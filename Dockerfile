@@ -2,7 +2,7 @@
 FROM python:3.12-slim
 
 # iptables: the same image serves as the transparent-mode init container
-# (`bastion-edge redirect install`, see sidecar/TRANSPARENT.md).
+# (`bastion-edge redirect install`, see "Transparent interception" in the README).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends make iptables \
  && rm -rf /var/lib/apt/lists/*
