@@ -15,6 +15,7 @@ from typing import Any
 
 from .node_preload import node_env
 from .redirect import register as register_redirect
+from .report.cli import register as register_report
 from .rules import Rules, RulesError, apply_environment, load_rules
 from .tls_bundles import CLIENT_BUNDLE, PROXY_CA_CERT, client_bundle
 
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     key_hash = sub.add_parser(
         "key-hash", help="sha256 prefix of an app key read from stdin, for rules' app_key_sha256")
     key_hash.set_defaults(handler=_cmd_key_hash)
+    register_report(sub)
     register_redirect(sub)  # `redirect install|remove|show`, handled in redirect.py
     return parser
 

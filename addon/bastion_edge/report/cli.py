@@ -1,0 +1,70 @@
+"""`bastion-edge report ACCESS_LOG [--html OUT.html] [--since ISO] [--until ISO]`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from .load import load_log, parse_time
+
+
+def _iso(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2025-06-01T14:30:00Z)") from None
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `report` subcommand to the main parser's subparsers."""
+    report = subparsers.add_parser(
+        "report", help="cutover report from an access log: terminal table and HTML page",
+        description="Per endpoint and model, by destination (Bastion, OpenAI, mirror copies): "
+                    "requests, error rate, p50/p95 latency and time to first byte, "
+                    "mirror agreement.")
+    report.add_argument("access_log", metavar="ACCESS_LOG",
+                        help="JSON-lines access log written by `run --access-log` ('-': stdin)")
+    report.add_argument("--html", metavar="OUT.html", default=None,
+                        help="also write a self-contained HTML page with charts")
+    report.add_argument("--since", type=_iso, default=None, metavar="ISO",
+                        help="only exchanges that started at or after this time (UTC if no zone)")
+    report.add_argument("--until", type=_iso, default=None, metavar="ISO",
+                        help="only exchanges that started before this time")
+    report.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .html import render as render_html
+    from .stats import build_report
+    from .terminal import render as render_text
+
+    if args.since and args.until and args.since >= args.until:
+        print("bastion-edge report: --since must be before --until", file=sys.stderr)
+        return 2
+    try:
+        loaded = load_log(args.access_log, args.since, args.until)
+    except OSError as e:
+        print(f"bastion-edge report: {args.access_log}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    report = build_report(loaded)
+    try:
+        sys.stdout.write(render_text(report))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if args.html:
+        out = Path(args.html)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(render_html(report), encoding="utf-8")
+            tmp.replace(out)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            print(f"bastion-edge report: {out}: {e.strerror or e}", file=sys.stderr)
+            return 1
+        print(f"HTML report: {out.resolve()}", file=sys.stderr)
+    return 0
