@@ -410,6 +410,7 @@ class BastionEdge:
                     self._rewrite_body(flow, exchange)
             except ApiError as e:
                 exchange.error = e
+                exchange.original_model = exchange.original_model or _requested_model(flow)
             except Exception as e:
                 log.exception("bastion-edge: request rewrite failed")
                 exchange.error = ApiError(500, f"bastion-edge internal error: {e}",
@@ -488,6 +489,7 @@ class BastionEdge:
         rewrite = self._would_rewrite(flow, exchange)
         if isinstance(rewrite, ApiError):
             exchange.notes.append(f"would refuse: {rewrite.code}")
+            exchange.original_model = _requested_model(flow)
         elif rewrite is not None:
             if rewrite.resolution is not None:
                 exchange.original_model = rewrite.resolution.requested
@@ -728,6 +730,16 @@ class _ByteCounter:
 def _exchange(flow: http.HTTPFlow) -> Exchange | None:
     found = flow.metadata.get(METADATA_KEY)
     return found if isinstance(found, Exchange) else None
+
+
+def _requested_model(flow: http.HTTPFlow) -> str | None:
+    """The `model` the app asked for, for the log of a refused request (error path only)."""
+    try:
+        body = json.loads(flow.request.get_content() or b"")
+    except ValueError:
+        return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
 
 
 def _restore_json_model(response: http.Response, original: str) -> None:

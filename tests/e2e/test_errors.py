@@ -125,3 +125,15 @@ def test_missing_bastion_key_fails_closed_with_401(
         assert sandbox.journal() == []
     finally:
         proxy.process.stop()
+
+
+def test_refused_request_logs_the_model_the_app_asked_for(
+    client: openai.OpenAI, proxy: Proxy
+) -> None:
+    import json
+
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="gpt-7-unknown", messages=MESSAGES)  # type: ignore[arg-type]
+    record = json.loads(proxy.access_log.read_text().splitlines()[-1])
+    assert (record["decision"], record["original_model"]) == ("refused", "gpt-7-unknown")
+    assert record["error"] == "model_not_mapped" and record["destination"] == "proxy"
