@@ -1,9 +1,11 @@
 """Entry point for a plain mitmproxy: `mitmdump -s addon/bastion_edge_addon.py`.
 
 Settings are mitmproxy options (`--set bastion_rules=rules.yaml`,
-`--set bastion_metrics_port=9090`, `--set bastion_access_log=-`).
+`--set bastion_metrics_port=9090`, `--set bastion_access_log=-`,
+`--set bastion_responses_store=redis://...`).
 """
 
 from bastion_edge.hooks import BastionEdge
+from bastion_edge.responses_state import ResponsesState
 
-addons = [BastionEdge()]
+addons = [edge := BastionEdge(), ResponsesState(edge)]

@@ -114,6 +114,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     from mitmproxy import options
 
     from .hooks import BastionEdge
+    from .responses_state import ResponsesState
 
     confdir = Path(os.path.expanduser(args.confdir))
     confdir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +131,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
 
         master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     addon = BastionEdge()
-    master.addons.add(addon, _StartupBanner(args, confdir))
+    master.addons.add(addon, ResponsesState(addon), _StartupBanner(args, confdir))
     opts.update(
         mode=args.mode or ["regular"], connection_strategy="lazy", bastion_rules=str(path),
         bastion_metrics_host=args.metrics_host,

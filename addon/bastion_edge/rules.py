@@ -144,6 +144,19 @@ class TtsRules:
     sample_rate_hz: int = 22050
 
 
+RESPONSES_STORE_FORMS = "sqlite, sqlite:///<absolute path> or a redis:// (rediss://) URL"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsesStateRules:
+    """Where the proxy keeps Responses state (Bastion keeps none) and for how long."""
+
+    store: str = "sqlite"  # sqlite (a file in the confdir), sqlite:///path, redis://...
+    ttl_seconds: float | None = 30 * 24 * 3600.0  # None: until evicted or deleted
+    max_responses: int | None = 100_000  # least recently used evicted beyond this
+    encryption_key_env: str | None = None  # env var with Fernet key(s): encrypt at rest
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     upstream: UpstreamRules = UpstreamRules()
@@ -156,6 +169,7 @@ class Rules:
     key_rules: tuple[KeyRule, ...] = ()
     tts: TtsRules = TtsRules()
     cutover: CutoverRules = field(default_factory=CutoverRules)
+    responses_state: ResponsesStateRules = ResponsesStateRules()
     source: str = "<defaults>"
     sha256: str = ""
 
@@ -292,7 +306,7 @@ class _Parser:
         top = self.mapping(tree, ())
         self.only_keys(top, (), (
             "upstream", "intercept", "keys", "models", "unmapped_models", "reply_model",
-            "tts", "cutover",
+            "tts", "cutover", "responses_state",
         ))
         rules = Rules()
         if "upstream" in top:
@@ -323,6 +337,9 @@ class _Parser:
             rules = replace(rules, tts=self.tts(top["tts"], ("tts",)))
         if "cutover" in top:
             rules = replace(rules, cutover=self.cutover(top["cutover"], ("cutover",)))
+        if "responses_state" in top:
+            rules = replace(rules, responses_state=self.responses_state(
+                top["responses_state"], ("responses_state",)))
         return rules
 
     def upstream(self, value: object, path: Path_) -> UpstreamRules:
@@ -481,6 +498,31 @@ class _Parser:
                 raise self.fail((*path, "mirror_streaming"), "expected true or false")
             cutover = replace(cutover, mirror_streaming=section["mirror_streaming"])
         return cutover
+
+    def responses_state(self, value: object, path: Path_) -> ResponsesStateRules:
+        section = self.mapping(value, path)
+        self.only_keys(section, path,
+                       ("store", "ttl_seconds", "max_responses", "encryption_key_env"))
+        state = ResponsesStateRules()
+        if "store" in section:
+            store = self.string(section["store"], (*path, "store"), RESPONSES_STORE_FORMS)
+            if store != "sqlite" and not store.startswith(("sqlite:///", "redis://",
+                                                           "rediss://")):
+                raise self.fail((*path, "store"), f"expected {RESPONSES_STORE_FORMS}")
+            state = replace(state, store=store)
+        if "ttl_seconds" in section:
+            ttl = section["ttl_seconds"]
+            state = replace(state, ttl_seconds=None if ttl is None
+                            else self.number(ttl, (*path, "ttl_seconds")))
+        if "max_responses" in section:
+            cap = section["max_responses"]
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+                raise self.fail((*path, "max_responses"), "expected a positive integer or null")
+            state = replace(state, max_responses=cap)
+        if section.get("encryption_key_env") is not None:
+            state = replace(state, encryption_key_env=self.env_name(
+                section["encryption_key_env"], (*path, "encryption_key_env")))
+        return state
 
     def tts(self, value: object, path: Path_) -> TtsRules:
         section = self.mapping(value, path)
