@@ -28,6 +28,7 @@ import aiohttp
 
 from bastion_edge.localrun import (
     BIN,
+    DEMO_BASTION_KEY,
     Process,
     Sandbox,
     free_port,
@@ -52,6 +53,11 @@ class Path_:
     ssl: ssl.SSLContext
     body: dict[str, object]
     pid: int | None = None
+    key: str = DEMO_BASTION_KEY  # direct and mitmdump talk to Bastion with its key
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
 
 
 def ssl_context(*cafiles: Path) -> ssl.SSLContext:
@@ -64,8 +70,7 @@ def ssl_context(*cafiles: Path) -> ssl.SSLContext:
 async def _post(session: aiohttp.ClientSession, path: Path_, url: str, data: object,
                 headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     async with session.post(url, json=data, proxy=path.proxy, ssl=path.ssl,
-                            headers={"Authorization": "Bearer sk-bench", **(headers or {})}
-                            ) as reply:
+                            headers={**path.auth, **(headers or {})}) as reply:
         return reply.status, await reply.read()
 
 
@@ -110,7 +115,7 @@ async def time_to_first_chunk(path: Path_, count: int) -> list[float]:
         for i in range(count + 1):
             started = time.perf_counter()
             async with session.post(url, json=body, proxy=path.proxy, ssl=path.ssl,
-                                    headers={"Authorization": "Bearer sk-bench",
+                                    headers={**path.auth,
                                              "x-sandbox-token-delay-ms": "20"}) as reply:
                 await reply.content.readany()
                 first = time.perf_counter() - started
@@ -146,8 +151,7 @@ async def upload(path: Path_) -> dict[str, float]:
     async with aiohttp.ClientSession() as session:
         started = time.perf_counter()
         async with session.post(f"{path.base}/audio/transcriptions", data=form,
-                                proxy=path.proxy, ssl=path.ssl,
-                                headers={"Authorization": "Bearer sk-bench"}) as reply:
+                                proxy=path.proxy, ssl=path.ssl, headers=path.auth) as reply:
             await reply.read()
             assert reply.status == 200, reply.status
         elapsed = time.perf_counter() - started
@@ -268,7 +272,7 @@ def main() -> int:
                 Path_("mitmdump", sandbox.base_url, f"http://127.0.0.1:{mitm_port}", mitm_ssl,
                       SANDBOX_CHAT_BODY, mitmdump.popen.pid),
                 Path_("bastion-edge", "https://api.openai.com/v1", edge.url, edge_ssl,
-                      CHAT_BODY, edge.process.popen.pid),
+                      CHAT_BODY, edge.process.popen.pid, key="sk-bench-app-key"),
             ]
             results = asyncio.run(measure(paths, args.quick))
         finally:

@@ -11,7 +11,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 
@@ -44,11 +44,14 @@ class AccessRecord:
     response_body: Any = None
 
     def to_json(self) -> str:
-        fields = asdict(self)
-        for optional in ("mirror", "request_body", "response_body"):
+        fields = {name: getattr(self, name) for name in self.__slots__}  # asdict() is slow
+        for optional in _OPTIONAL_FIELDS:
             if fields[optional] is None:
                 del fields[optional]
         return json.dumps(fields, separators=(",", ":"))
+
+
+_OPTIONAL_FIELDS = ("mirror", "request_body", "response_body")
 
 
 class AccessLog:
@@ -66,8 +69,9 @@ class AccessLog:
     def write(self, record: AccessRecord) -> None:
         line = record.to_json() + "\n"
         with self._lock:
-            self._stream.write(line)
-            self._stream.flush()
+            self._stream.write(line)  # files are line-buffered: one write per record
+            if self._stream is sys.stdout:
+                self._stream.flush()
 
     def close(self) -> None:
         if self._stream is not sys.stdout:

@@ -51,8 +51,9 @@ def conversation_key(body: Mapping[str, Any]) -> str | None:
     """What stays the same across a conversation's turns: its opening messages.
 
     Chat apps resend the whole history every turn, so the system prompt and first user
-    message identify the conversation; for Responses the first input item does (a
-    chained turn with only `previous_response_id` falls back to the app key).
+    message identify the conversation. (The hooks keep Responses requests sticky per
+    app: a turn chained by `previous_response_id` must reach the provider that holds
+    the previous response.)
     """
     messages = body.get("messages")
     if isinstance(messages, list) and messages:

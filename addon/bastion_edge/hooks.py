@@ -16,8 +16,8 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,7 @@ class BastionEdge:
         self.tts = TtsAdapter()
         self.mirror = Mirror()
         self.in_flight: set[str] = set()  # ids of our flows not finished yet
+        self.keeps_flows = False  # mitmweb or a flow file: redact keys on flow objects
         self.draining = False
         self._upstream_client: tuple[UpstreamRules, httpx.AsyncClient] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -140,6 +141,8 @@ class BastionEdge:
             self.access_log = AccessLog(target) if target else None
 
     async def running(self) -> None:
+        self.keeps_flows = "web_port" in ctx.options or bool(
+            getattr(ctx.options, "save_stream_file", None))
         await self.tts.start()
         if self.rules_path is not None:
             self.watcher = RulesWatcher(
@@ -244,40 +247,41 @@ class BastionEdge:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        kind = classify_host(self.rules, flow.request.pretty_host)
+        original_host = flow.request.pretty_host
+        kind = classify_host(self.rules, original_host)
         if kind is None:
             return  # not ours: untouched
         request = flow.request
         exchange = Exchange(
-            request_id=uuid.uuid4().hex[:16],
+            request_id=secrets.token_hex(8),
             kind=kind,
             endpoint=classify_endpoint(request.path),
             method=request.method,
             path=request.path.split("?", 1)[0],
-            original_host=request.pretty_host,
+            original_host=original_host,
             client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
         )
         flow.metadata[METADATA_KEY] = exchange
         self.in_flight.add(flow.id)
         scheme_in = request.scheme
+        headers = _lower_headers(request)
         # Fail closed, before anything that could raise: Bastion over https, no app creds.
         destination = bastion_destination(self.rules.upstream, kind, request.path)
-        app_authorization = request.headers.get("authorization")
+        app_authorization = headers.get("authorization")
         if kind is HostKind.OPENAI:
             for name in APP_CREDENTIAL_HEADERS:
-                if name in request.headers:
+                if name in headers:
                     exchange.app_credentials[name] = request.headers.pop(name)
         else:
             exchange.decision = "passthrough"
-        request.scheme, request.host, request.port = "https", destination.host, destination.port
+        _point_at(request, "https", destination.host, destination.port, destination.host_header)
         request.path = destination.path
-        request.host_header = destination.host_header
         exchange.upstream_host = destination.host_header
         if scheme_in == "http":
             exchange.add_rewrite(REWRITE_HTTPS)
         try:
             if kind is HostKind.OPENAI:
-                self._openai_headers(flow, exchange, app_authorization)
+                self._openai_headers(flow, exchange, headers, app_authorization)
         except ApiError as e:
             exchange.error = e
         except Exception as e:  # never crash, never fall through to OpenAI
@@ -286,13 +290,14 @@ class BastionEdge:
                                       SERVER_ERROR)
 
     def _openai_headers(
-        self, flow: http.HTTPFlow, exchange: Exchange, app_authorization: str | None
+        self, flow: http.HTTPFlow, exchange: Exchange, headers: dict[str, str],
+        app_authorization: str | None,
     ) -> None:
         request = flow.request
         exchange.add_rewrite(REWRITE_HOST)
         facts = RequestFacts(
             endpoint=exchange.endpoint,
-            headers={k.lower(): v for k, v in request.headers.items()},
+            headers=headers,
             app_key_sha256=key_sha256(app_authorization),
             client_ip=exchange.client,
         )
@@ -329,10 +334,9 @@ class BastionEdge:
         base = urlsplit(self.rules.cutover.openai_base_url)
         request = flow.request
         query = request.path.partition("?")[2]
-        request.scheme, request.host = "https", base.hostname or "api.openai.com"
-        request.port = base.port or 443
+        _point_at(request, "https", base.hostname or "api.openai.com", base.port or 443,
+                  base.netloc)
         request.path = exchange.path + (f"?{query}" if query else "")
-        request.host_header = base.netloc
         request.headers.pop("authorization", None)
         for name, value in exchange.app_credentials.items():
             request.headers[name] = value
@@ -349,7 +353,7 @@ class BastionEdge:
             bastion_key=key, tts=self.rules.tts, http_client=self.upstream_client(),
             timeout_seconds=upstream.response_timeout_seconds))
         request = flow.request
-        request.scheme, request.host, request.port = "http", "127.0.0.1", self.tts.port
+        _point_at(request, "http", "127.0.0.1", self.tts.port, f"127.0.0.1:{self.tts.port}")
         request.path = "/v1/audio/speech"
         request.headers[TOKEN_HEADER] = token
         exchange.add_rewrite(REWRITE_TTS)
@@ -359,10 +363,10 @@ class BastionEdge:
     ) -> None:
         """Large multipart uploads are streamed with the `model` part replaced on the fly."""
         request = flow.request
-        boundary = boundary_from_content_type(request.headers.get("content-type", ""))
+        boundary = boundary_from_content_type(facts.headers.get("content-type", ""))
         if boundary is None or request.http_version not in ("HTTP/1.1", "HTTP/1.0"):
             return
-        length = request.headers.get("content-length")
+        length = facts.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) <= STREAM_UPLOADS_OVER:
             return
         rewriter = FormFieldRewriter(
@@ -433,19 +437,19 @@ class BastionEdge:
         if exchange.endpoint == MODELS and request.method == "GET":
             self._rewrite_model_path(flow, exchange, facts)
             return
-        content_type = request.headers.get("content-type", "")
+        content_type = facts.headers.get("content-type", "")
+        body = raw if "content-encoding" not in facts.headers else request.get_content() or b""
         boundary = boundary_from_content_type(content_type)
         if boundary is not None and raw:
             new_raw, _ = replace_form_field(
-                request.get_content() or b"", boundary, b"model",
+                body, boundary, b"model",
                 lambda old: self._replace_form_model(exchange, facts, old, streaming=False))
             request.content = new_raw
             return
         if (exchange.endpoint in JSON_ENDPOINTS and request.method == "POST"
                 and is_collection_path(exchange.path)):
             rewrite = rewrite_json_body(
-                request.get_content() or b"", facts, self.rules, self.models,
-                is_create=exchange.endpoint == RESPONSES)
+                body, facts, self.rules, self.models, is_create=exchange.endpoint == RESPONSES)
             exchange.stream = rewrite.stream
             exchange.app_store = rewrite.app_store
             if rewrite.resolution is not None:
@@ -475,10 +479,12 @@ class BastionEdge:
         if (cutover.mode != "split" or cutover.sticky_by != "conversation"
                 or exchange.streamed_request or exchange.destination == OPENAI):
             return
-        try:
-            key = conversation_key(parse_json_object(flow.request.get_content() or b""))
-        except ApiError:
-            key = None
+        key = None
+        # Responses chains (previous_response_id) must stay where their first turn went,
+        # which only the app key guarantees; chat resends history, so it can split finer.
+        if exchange.endpoint != RESPONSES:
+            with contextlib.suppress(ApiError):
+                key = conversation_key(parse_json_object(flow.request.get_content() or b""))
         facts = exchange.facts
         sticky = key or (facts.app_key_sha256 if facts else None) or exchange.client or ""
         if destination_for(cutover, sticky) == OPENAI:
@@ -558,7 +564,7 @@ class BastionEdge:
             response.headers[UPSTREAM_MODEL_HEADER] = exchange.upstream_model
         if exchange.rewrites:
             response.headers[REWRITES_HEADER] = ",".join(exchange.rewrites)
-        if "authorization" in flow.request.headers:
+        if self.keeps_flows and "authorization" in flow.request.headers:
             flow.request.headers["authorization"] = REDACTED  # sent already; keep it off screens
         content_type = response.headers.get("content-type", "")
         restore = self._restores_model(exchange)
@@ -567,10 +573,8 @@ class BastionEdge:
             original = exchange.original_model or ""
             response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
                 if restore else _ByteCounter(exchange)
-        elif not (content_type.startswith("application/json") and (
-                restore or exchange.decision == "mirror"
-                or ctx.options.bastion_access_log_bodies)):
-            response.stream = _ByteCounter(exchange)  # JSON is buffered only when needed
+        elif _worth_streaming(response):
+            response.stream = _ByteCounter(exchange)
 
     @staticmethod
     def _note_tts(exchange: Exchange, response: http.Response) -> None:
@@ -725,6 +729,31 @@ class _ByteCounter:
     def __call__(self, chunk: bytes) -> bytes:
         self._exchange.bytes_out += len(chunk)
         return chunk
+
+
+# Bodies up to this size are buffered (as mitmproxy does by default: cheapest per
+# request); larger or unknown-length ones stream through.
+BUFFER_RESPONSES_UP_TO = 1024 * 1024
+
+
+def _worth_streaming(response: http.Response) -> bool:
+    length = response.headers.get("content-length", "")
+    return not length.isdigit() or int(length) > BUFFER_RESPONSES_UP_TO
+
+
+def _point_at(request: http.Request, scheme: str, host: str, port: int, host_header: str) -> None:
+    """Set the destination and the Host header once (the public setters of scheme, host
+    and port each rewrite the Host header: measurable on the per-request path)."""
+    request.data.scheme = scheme.encode()
+    request.data.host = host
+    request.data.port = port
+    request.host_header = host_header
+
+
+def _lower_headers(request: http.Request) -> dict[str, str]:
+    """All request headers, names lower-cased, in one pass over the raw fields."""
+    return {name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in request.headers.fields}
 
 
 def _exchange(flow: http.HTTPFlow) -> Exchange | None:

@@ -472,6 +472,7 @@ async def test_flows_with_response_or_not_live_skipped(rules_path: Path) -> None
 @run_async
 async def test_response_headers_name_upstream_model_and_redact_key(rules_path: Path) -> None:
     with edge(rules_path) as (addon, _):
+        addon.keeps_flows = True  # as under mitmweb: flows stay on screen
         flow = app_flow(body=chat())
         send(addon, flow)
         assert flow.request.headers["authorization"] == f"Bearer {BASTION_KEY}"
