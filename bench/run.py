@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import responses_bench
+import tts_bench
 
 from bastion_edge.localrun import (
     BIN,
@@ -187,22 +189,33 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure(paths: list[Path_], quick: bool) -> dict[str, dict[str, float]]:
-    n = 60 if quick else 300
+    """Each measure runs for every path in turn, in several interleaved rounds, so slow
+    drift on the shared 2-core machine hits all paths alike."""
+    rounds = 2 if quick else 5
+    n = 40 if quick else 100
+    reused: dict[str, list[float]] = {p.name: [] for p in paths}
+    fresh: dict[str, list[float]] = {p.name: [] for p in paths}
+    rps: dict[str, list[float]] = {p.name: [] for p in paths}
+    ttft: dict[str, list[float]] = {p.name: [] for p in paths}
+    for _ in range(rounds):
+        for path in paths:
+            reused[path.name] += await sequential_latency(path, n, reuse=True)
+            fresh[path.name] += await sequential_latency(path, n // 4, reuse=False)
+            rps[path.name].append(await throughput(path, 32, 2 if quick else 4))
+            ttft[path.name] += await time_to_first_chunk(path, n // 10)
     results: dict[str, dict[str, float]] = {}
     for path in paths:
-        reused = await sequential_latency(path, n, reuse=True)
-        fresh = await sequential_latency(path, n // 3, reuse=False)
-        rps = await throughput(path, 32, 3 if quick else 8)
-        ttft = await time_to_first_chunk(path, n // 6)
         up = await upload(path)
-        results[path.name] = {
-            "p50_reused_ms": pct(reused, 0.5), "p99_reused_ms": pct(reused, 0.99),
-            "p50_new_ms": pct(fresh, 0.5), "p99_new_ms": pct(fresh, 0.99),
-            "rps_c32": rps, "ttft_ms": statistics.median(ttft) * 1000,
+        name = path.name
+        results[name] = {
+            "p50_reused_ms": pct(reused[name], 0.5), "p99_reused_ms": pct(reused[name], 0.99),
+            "p50_new_ms": pct(fresh[name], 0.5), "p99_new_ms": pct(fresh[name], 0.99),
+            "rps_c32": statistics.median(rps[name]),
+            "ttft_ms": statistics.median(ttft[name]) * 1000,
             "upload_s": up["seconds"], "upload_growth_mib": up["growth_mib"],
             "upload_retained_mib": up["retained_mib"],
         }
-        print(f"{path.name}: {json.dumps({k: round(v, 2) for k, v in results[path.name].items()})}",
+        print(f"{name}: {json.dumps({k: round(v, 2) for k, v in results[name].items()})}",
               file=sys.stderr, flush=True)
     return results
 
@@ -214,7 +227,7 @@ def table(results: dict[str, dict[str, float]]) -> str:
         ("p99 latency, reused connection (ms)", "p99_reused_ms", "{:.2f}"),
         ("p50 latency, new connection (ms)", "p50_new_ms", "{:.2f}"),
         ("p99 latency, new connection (ms)", "p99_new_ms", "{:.2f}"),
-        ("throughput at concurrency 32 (req/s)", "rps_c32", "{:.0f}"),
+        ("throughput at concurrency 32, median of rounds (req/s)", "rps_c32", "{:.0f}"),
         ("SSE time to first chunk, median (ms)", "ttft_ms", "{:.2f}"),
         ("25 MB transcription upload (s)", "upload_s", "{:.2f}"),
         ("proxy RSS growth during upload (MiB)", "upload_growth_mib", "{:.1f}"),
@@ -243,6 +256,59 @@ def table(results: dict[str, dict[str, float]]) -> str:
         f"{edge['upload_retained_mib']:.1f} MiB",
     ]
     return "\n".join(out)
+
+
+TTS_TEXT = ("The quick brown fox jumps over the lazy dog while the migration runs. "
+            "Nothing in the application changed at all.")  # ~10 s of sandbox audio
+
+
+async def tts_added_latency(sandbox: Sandbox, edge: Path_, count: int) -> dict[str, float]:
+    """Median ms: Riva called directly (WAV) vs. OpenAI's speech call through the proxy."""
+    riva = f"https://127.0.0.1:{sandbox.port}/api/v1/tts/text_to_audio"
+    direct_ssl = ssl_context(sandbox.ca)
+    riva_body = {"text": TTS_TEXT, "language_code": "en-US", "encoding": 1,
+                 "sample_rate_hz": 22050, "voice_name": "English-US.Female-1"}
+    results: dict[str, float] = {}
+    async with aiohttp.ClientSession() as session:
+        async def timed(url: str, body: dict[str, object], proxy: str | None,
+                        context: ssl.SSLContext, headers: dict[str, str]) -> float:
+            started = time.perf_counter()
+            async with session.post(url, json=body, proxy=proxy, ssl=context,
+                                    headers=headers) as reply:
+                await reply.read()
+                assert reply.status == 200, reply.status
+            return (time.perf_counter() - started) * 1000
+
+        direct = [await timed(riva, riva_body, None, direct_ssl,
+                              {"Authorization": f"Bearer {DEMO_BASTION_KEY}"})
+                  for _ in range(count)]
+        results["riva_direct_ms"] = statistics.median(direct)
+        for fmt in ("mp3", "opus", "wav"):
+            body = {"model": "tts-1", "voice": "nova", "input": TTS_TEXT, "response_format": fmt}
+            runs = [await timed(f"{edge.base}/audio/speech", body, edge.proxy, edge.ssl,
+                                edge.auth) for _ in range(count)]
+            results[f"proxy_{fmt}_ms"] = statistics.median(runs)
+    return results
+
+
+def tts_table(transcode: dict[str, float], latency: dict[str, float]) -> str:
+    from bastion_edge.sandbox import speech_seconds
+
+    out = ["| format | transcoding speed (x real time, 60 s of audio) |", "|---|---|"]
+    out += [f"| {fmt} | {speed:.0f}x |" for fmt, speed in transcode.items()]
+    clip = speech_seconds(TTS_TEXT)
+    out += ["", f"A {clip:.1f} s clip: Riva called directly "
+            f"{latency['riva_direct_ms']:.1f} ms; through bastion-edge as "
+            + ", ".join(f"{k.split('_')[1]} {v:.1f} ms (+{v - latency['riva_direct_ms']:.1f})"
+                        for k, v in latency.items() if k.startswith("proxy_"))
+            + " (median)."]
+    return "\n".join(out)
+
+
+def responses_table(expanded: dict[str, float], writes: dict[str, float]) -> str:
+    parts = [f"{k} {v:.2f}" for k, v in expanded.items()]
+    return ("Responses state: " + ", ".join(parts) + " (ms, median).  \nStore writes/s: "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in writes.items()) + ".")
 
 
 def write_readme(readme: Path, text: str) -> None:
@@ -275,12 +341,19 @@ def main() -> int:
                       CHAT_BODY, edge.process.popen.pid, key="sk-bench-app-key"),
             ]
             results = asyncio.run(measure(paths, args.quick))
+            latency = asyncio.run(tts_added_latency(sandbox, paths[2], 5 if args.quick else 15))
+            expanded = responses_bench.expanded_request_latency(
+                samples=10 if args.quick else 30, edge=edge)
         finally:
             edge.process.stop()
             mitmdump.stop()
             sandbox.process.stop()
+    transcode = tts_bench.transcode_speed(20.0 if args.quick else 60.0)
+    writes = responses_bench.store_writes_per_second(500 if args.quick else 2000)
     text = (f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, one run, "
-            "all three paths side by side against the sandbox.\n\n" + table(results))
+            "all three paths side by side against the sandbox.\n\n" + table(results)
+            + "\n\n**Text-to-speech**\n\n" + tts_table(transcode, latency)
+            + "\n\n**Responses state**\n\n" + responses_table(expanded, writes))
     print(text)
     if args.readme:
         write_readme(args.readme, text)

@@ -695,19 +695,13 @@ class BastionEdge:
                 write_log: bool = True) -> AccessRecord:
         self.in_flight.discard(flow.id)
         finished = time.time()
-        m = self.metrics
-        status_class = f"{status // 100}xx" if status else "error"
-        m.requests.labels(
-            exchange.endpoint, m.model_label(exchange.original_model),
-            m.model_label(exchange.upstream_model), exchange.destination, status_class,
-            str(exchange.stream).lower()).inc()
-        m.duration.labels(exchange.endpoint, exchange.destination).observe(
-            finished - exchange.started)
-        if exchange.response_headers_at is not None:
-            m.ttfb.labels(exchange.endpoint, exchange.destination).observe(
-                exchange.response_headers_at - exchange.started)
-        for kind in exchange.rewrites:
-            m.rewrites.labels(kind).inc()
+        self.metrics.exchange_finished(
+            endpoint=exchange.endpoint, original_model=exchange.original_model,
+            upstream_model=exchange.upstream_model, destination=exchange.destination,
+            status=status, stream=exchange.stream, duration=finished - exchange.started,
+            ttfb=(exchange.response_headers_at - exchange.started
+                  if exchange.response_headers_at is not None else None),
+            rewrites=exchange.rewrites)
         record = exchange.record(status, finished)
         if ctx.options.bastion_access_log_bodies:
             secrets = [*exchange.app_credentials.values(), *self._key_values()]
@@ -716,7 +710,8 @@ class BastionEdge:
                 record.response_body = loggable_body(flow.response.raw_content, secrets)
         if self.access_log is not None and write_log:
             self.access_log.write(record)
-        _annotate(flow, exchange)
+        if self.keeps_flows:
+            _annotate(flow, exchange)
         return record
 
 

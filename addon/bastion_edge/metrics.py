@@ -7,6 +7,8 @@ the series count.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from .rules import Rules
@@ -52,15 +54,45 @@ class Metrics:
             "bastion_edge_mirror_duration_seconds", "Duration of mirrored copies.",
             ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
         self._known_models: frozenset[str] = frozenset()
+        self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
+        self._rewrite_children: dict[str, Any] = {}
 
     def rules_loaded(self, rules: Rules, timestamp: float) -> None:
         self._known_models = frozenset(
             {m.pattern for m in rules.models if not m.is_glob}
             | {c.use for m in rules.models for c in m.choices}
         )
+        self._children.clear()  # model labels may map differently now
         self.reloads.labels("success").inc()
         self.last_reload.set(timestamp)
         self.rules_info.info({"sha256": rules.sha256, "source": rules.source})
+
+    def exchange_finished(
+        self, *, endpoint: str, original_model: str | None, upstream_model: str | None,
+        destination: str, status: int | None, stream: bool, duration: float,
+        ttfb: float | None, rewrites: list[str],
+    ) -> None:
+        """Count one exchange. Label children are cached: `labels()` costs microseconds
+        per call, and this runs for every request."""
+        status_class = f"{status // 100}xx" if status else "error"
+        key = (endpoint, self.model_label(original_model), self.model_label(upstream_model),
+               destination, status_class, "true" if stream else "false")
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(*key),
+                self.duration.labels(endpoint, destination),
+                self.ttfb.labels(endpoint, destination))
+        requests, durations, ttfbs = children
+        requests.inc()
+        durations.observe(duration)
+        if ttfb is not None:
+            ttfbs.observe(ttfb)
+        for kind in rewrites:
+            rewrite = self._rewrite_children.get(kind)
+            if rewrite is None:
+                rewrite = self._rewrite_children[kind] = self.rewrites.labels(kind)
+            rewrite.inc()
 
     def model_label(self, model: str | None) -> str:
         if not model:

@@ -394,6 +394,7 @@ async def test_invalid_json_answers_400(rules_path: Path) -> None:
 @run_async
 async def test_unmapped_model_answers_400_naming_rules(rules_path: Path) -> None:
     with edge(rules_path) as (addon, _):
+        addon.keeps_flows = True  # annotations are for mitmweb
         flow = app_flow(body=chat("claude-3-opus"))
         send(addon, flow)
         error = envelope(flow)
@@ -690,6 +691,7 @@ async def test_metrics_count_requests_with_bounded_labels(rules_path: Path) -> N
 @run_async
 async def test_flow_annotated_for_mitmweb(rules_path: Path) -> None:
     with edge(rules_path) as (addon, _):
+        addon.keeps_flows = True  # as in mitmweb; plain mitmdump skips the annotation
         flow = app_flow(body=chat())
         send(addon, flow)
         respond(addon, flow, b"{}")
