@@ -173,6 +173,9 @@ class _StartupBanner:
         addrs = server.listen_addrs() if server else []
         port = addrs[0][1] if addrs else self.args.listen_port
         print(f"bastion-edge listening on {self.args.listen_host}:{port}", flush=True)
+        web_url = getattr(ctx.master, "web_url", None)
+        if web_url:
+            print(f"mitmweb (rewritten flows annotated): {web_url}", flush=True)
         print(f"CA certificate: {self.confdir / PROXY_CA_CERT}", flush=True)
         print("An app needs:", flush=True)
         print(env_lines(self.confdir, self.args.listen_host, port), flush=True)

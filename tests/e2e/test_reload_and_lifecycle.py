@@ -183,3 +183,25 @@ def test_access_log_bodies_only_on_request_and_redacted(
         assert record["response_body"]["model"] == "gpt-oss-120b"
     finally:
         proxy.process.stop()
+
+
+def test_web_mode_shows_rewritten_flows_annotated(
+    monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    web_port = free_port()
+    proxy = start_proxy(tmp_path, proxy_env(sandbox), extra=["--web", "--web-port", str(web_port)])
+    try:
+        client = make_client(monkeypatch, proxy)
+        assert _model_now(client) == "gpt-oss-120b"
+        url = next(line.split(": ", 1)[1] for line in proxy.process.log().splitlines()
+                   if line.startswith("mitmweb"))
+        token = url.split("token=", 1)[1]
+        flows = httpx.get(f"http://127.0.0.1:{web_port}/flows",
+                          headers={"Authorization": f"Bearer {token}"}).json()
+        ours = [f for f in flows if f["request"]["path"] == "/v1/chat/completions"]
+        assert ours and ours[-1]["comment"].startswith("bastion-edge: host, key, model")
+        assert ours[-1]["marked"]
+        shown = " ".join(str(v) for f in ours for v in f["request"]["headers"])
+        assert BASTION_KEY not in shown  # redacted once sent
+    finally:
+        proxy.process.stop()
