@@ -20,12 +20,33 @@ from mitmproxy import http
 from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _http1
 
-from .errors import ApiError
+from .errors import ApiError, bad_gateway, gateway_timeout
 
 _MAX_PENDING = 1024
 # id(message) -> (message, error). Holding the message keeps its id from being reused.
 _pending: OrderedDict[int, tuple[str, ApiError]] = OrderedDict()
 _original: Callable[[int, str], bytes] | None = None
+
+
+def classify(
+    message: str, *, where: str, timed_out: bool, timeout_seconds: float,
+    connection_opened: bool, killed: bool,
+) -> ApiError | None:
+    """The envelope for an upstream failure; None when the client went away (no reply)."""
+    if timed_out:
+        return gateway_timeout(
+            f"bastion-edge: {where} did not answer within {timeout_seconds:g} s.")
+    if killed or "client disconnected" in message.lower():
+        return None
+    # mitmproxy never assigns a connection that failed to open to the flow.
+    if not connection_opened:
+        if any(word in message.lower() for word in ("tls", "ssl", "certificate")):
+            return bad_gateway(f"bastion-edge: TLS with {where} failed: {message}",
+                               "upstream_tls_error")
+        return bad_gateway(f"bastion-edge: cannot reach {where}: {message}",
+                           "upstream_unreachable")
+    return bad_gateway(f"bastion-edge: connection to {where} failed: {message}",
+                       "upstream_connection_error")
 
 
 def register(message: str, error: ApiError) -> None:

@@ -18,7 +18,6 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,8 +29,18 @@ from . import gateway_errors
 from .access_log import AccessLog, AccessRecord, loggable_body
 from .admin_server import AdminServer
 from .cutover import OPENAI, conversation_key, destination_for
-from .errors import SERVER_ERROR, ApiError, bad_gateway, gateway_timeout
+from .errors import SERVER_ERROR, ApiError
 from .exchange import METADATA_KEY, Exchange
+from .flow_edit import (
+    ByteCounter,
+    annotate,
+    exchange_of,
+    lower_headers,
+    point_at,
+    requested_model,
+    restore_json_model,
+    worth_streaming,
+)
 from .keys import select_key
 from .metrics import Metrics
 from .mirror import Mirror, MirrorRequest, MirrorResult
@@ -71,6 +80,7 @@ from .tls_bundles import upstream_bundle
 from .tts import TOKEN_HEADER, SpeechJob, TtsAdapter
 from .tts.reply import NOTE_HEADER, TTS_HEADER
 from .upstream_client import make_upstream_client
+from .upstream_timeouts import ResponseTimeouts
 
 log = logging.getLogger("bastion_edge")
 
@@ -100,7 +110,7 @@ class BastionEdge:
         self.keeps_flows = False  # mitmweb or a flow file: redact keys on flow objects
         self.draining = False
         self._upstream_client: tuple[UpstreamRules, httpx.AsyncClient] | None = None
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.timeouts = ResponseTimeouts()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -162,8 +172,7 @@ class BastionEdge:
             await self.admin.stop()
         if self.access_log is not None:
             self.access_log.close()
-        for timer in self._timers.values():
-            timer.cancel()
+        self.timeouts.cancel_all()
         with contextlib.suppress(RuntimeError):
             await self.tts.stop()
         await self.mirror.drain()
@@ -264,7 +273,7 @@ class BastionEdge:
         flow.metadata[METADATA_KEY] = exchange
         self.in_flight.add(flow.id)
         scheme_in = request.scheme
-        headers = _lower_headers(request)
+        headers = lower_headers(request)
         # Fail closed, before anything that could raise: Bastion over https, no app creds.
         destination = bastion_destination(self.rules.upstream, kind, request.path)
         app_authorization = headers.get("authorization")
@@ -274,7 +283,7 @@ class BastionEdge:
                     exchange.app_credentials[name] = request.headers.pop(name)
         else:
             exchange.decision = "passthrough"
-        _point_at(request, "https", destination.host, destination.port, destination.host_header)
+        point_at(request, "https", destination.host, destination.port, destination.host_header)
         request.path = destination.path
         exchange.upstream_host = destination.host_header
         if scheme_in == "http":
@@ -334,7 +343,7 @@ class BastionEdge:
         base = urlsplit(self.rules.cutover.openai_base_url)
         request = flow.request
         query = request.path.partition("?")[2]
-        _point_at(request, "https", base.hostname or "api.openai.com", base.port or 443,
+        point_at(request, "https", base.hostname or "api.openai.com", base.port or 443,
                   base.netloc)
         request.path = exchange.path + (f"?{query}" if query else "")
         request.headers.pop("authorization", None)
@@ -353,7 +362,7 @@ class BastionEdge:
             bastion_key=key, tts=self.rules.tts, http_client=self.upstream_client(),
             timeout_seconds=upstream.response_timeout_seconds))
         request = flow.request
-        _point_at(request, "http", "127.0.0.1", self.tts.port, f"127.0.0.1:{self.tts.port}")
+        point_at(request, "http", "127.0.0.1", self.tts.port, f"127.0.0.1:{self.tts.port}")
         request.path = "/v1/audio/speech"
         request.headers[TOKEN_HEADER] = token
         exchange.add_rewrite(REWRITE_TTS)
@@ -402,7 +411,7 @@ class BastionEdge:
         return resolution.upstream.encode()
 
     def request(self, flow: http.HTTPFlow) -> None:
-        exchange = _exchange(flow)
+        exchange = exchange_of(flow)
         if exchange is None or flow.response:
             return
         if exchange.error is None and exchange.kind is HostKind.OPENAI:
@@ -414,7 +423,7 @@ class BastionEdge:
                     self._rewrite_body(flow, exchange)
             except ApiError as e:
                 exchange.error = e
-                exchange.original_model = exchange.original_model or _requested_model(flow)
+                exchange.original_model = exchange.original_model or requested_model(flow)
             except Exception as e:
                 log.exception("bastion-edge: request rewrite failed")
                 exchange.error = ApiError(500, f"bastion-edge internal error: {e}",
@@ -425,7 +434,7 @@ class BastionEdge:
                 exchange.error.status, exchange.error.body(),
                 {"content-type": "application/json", "x-bastion-edge-error": exchange.error.code})
             return
-        self._start_timeout(flow, exchange)
+        self.timeouts.start(flow, exchange, self.rules.upstream.response_timeout_seconds)
 
     def _rewrite_body(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         request = flow.request
@@ -495,7 +504,7 @@ class BastionEdge:
         rewrite = self._would_rewrite(flow, exchange)
         if isinstance(rewrite, ApiError):
             exchange.notes.append(f"would refuse: {rewrite.code}")
-            exchange.original_model = _requested_model(flow)
+            exchange.original_model = requested_model(flow)
         elif rewrite is not None:
             if rewrite.resolution is not None:
                 exchange.original_model = rewrite.resolution.requested
@@ -528,34 +537,13 @@ class BastionEdge:
 
     # ------------------------------------------------------------------ timeouts
 
-    def _start_timeout(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
-        loop = asyncio.get_running_loop()
-        seconds = self.rules.upstream.response_timeout_seconds
-        self._timers[flow.id] = loop.call_later(seconds, self._timed_out, flow, exchange)
-
-    def _stop_timeout(self, flow: http.HTTPFlow) -> None:
-        timer = self._timers.pop(flow.id, None)
-        if timer is not None:
-            timer.cancel()
-
-    def _timed_out(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
-        """No response headers in time: close the upstream connection; `error` answers 504."""
-        self._timers.pop(flow.id, None)
-        if flow.response is not None or flow.error is not None:
-            return
-        exchange.timed_out = True
-        server = ctx.master.addons.get("proxyserver")
-        handler = server.connections.get(flow.client_conn.id) if server else None
-        if handler is not None and flow.server_conn in handler.transports:
-            handler.close_connection(flow.server_conn)
-
     # ------------------------------------------------------------------ response side
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        exchange = _exchange(flow)
+        exchange = exchange_of(flow)
         if exchange is None or flow.response is None:
             return
-        self._stop_timeout(flow)
+        self.timeouts.stop(flow)
         exchange.response_headers_at = time.time()
         response = flow.response
         if REWRITE_TTS in exchange.rewrites:
@@ -572,9 +560,9 @@ class BastionEdge:
             exchange.stream = True
             original = exchange.original_model or ""
             response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
-                if restore else _ByteCounter(exchange)
-        elif _worth_streaming(response):
-            response.stream = _ByteCounter(exchange)
+                if restore else ByteCounter(exchange)
+        elif worth_streaming(response):
+            response.stream = ByteCounter(exchange)
 
     @staticmethod
     def _note_tts(exchange: Exchange, response: http.Response) -> None:
@@ -589,14 +577,14 @@ class BastionEdge:
                 and exchange.resolution.changed)
 
     def response(self, flow: http.HTTPFlow) -> None:
-        exchange = _exchange(flow)
+        exchange = exchange_of(flow)
         if exchange is None or flow.response is None:
             return
-        self._stop_timeout(flow)
+        self.timeouts.stop(flow)
         response = flow.response
         if not response.stream and response.raw_content is not None:
             if self._restores_model(exchange) and exchange.original_model:
-                _restore_json_model(response, exchange.original_model)
+                restore_json_model(response, exchange.original_model)
             exchange.bytes_out = len(response.raw_content or b"")
         record = self._finish(flow, exchange, response.status_code,
                               write_log=exchange.decision != "mirror")
@@ -604,36 +592,22 @@ class BastionEdge:
             self._mirror(flow, exchange, record)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        exchange = _exchange(flow)
+        exchange = exchange_of(flow)
         if exchange is None or flow.error is None:
             return
-        self._stop_timeout(flow)
-        envelope = self._gateway_error(flow, exchange)
+        self.timeouts.stop(flow)
+        envelope = gateway_errors.classify(
+            flow.error.msg, where=exchange.upstream_host or "upstream",
+            timed_out=exchange.timed_out,
+            timeout_seconds=self.rules.upstream.response_timeout_seconds,
+            connection_opened=flow.server_conn.timestamp_tcp_setup is not None,
+            killed=flow.error.msg == flow.error.KILLED_MESSAGE)
         if envelope is not None:
             exchange.upstream_error = envelope.code
             self.metrics.upstream_errors.labels(envelope.code).inc()
             if flow.response is None:
                 gateway_errors.register(flow.error.msg, envelope)
         self._finish(flow, exchange, envelope.status if envelope else None)
-
-    def _gateway_error(self, flow: http.HTTPFlow, exchange: Exchange) -> ApiError | None:
-        assert flow.error is not None
-        message = flow.error.msg
-        where = exchange.upstream_host or "upstream"
-        if exchange.timed_out:
-            seconds = self.rules.upstream.response_timeout_seconds
-            return gateway_timeout(f"bastion-edge: {where} did not answer within {seconds:g} s.")
-        if message == flow.error.KILLED_MESSAGE or "client disconnected" in message.lower():
-            return None
-        # A connection that failed to open is never assigned to the flow.
-        if flow.server_conn.timestamp_tcp_setup is None:
-            if any(word in message.lower() for word in ("tls", "ssl", "certificate")):
-                return bad_gateway(f"bastion-edge: TLS with {where} failed: {message}",
-                                   "upstream_tls_error")
-            return bad_gateway(f"bastion-edge: cannot reach {where}: {message}",
-                               "upstream_unreachable")
-        return bad_gateway(f"bastion-edge: connection to {where} failed: {message}",
-                           "upstream_connection_error")
 
     def _key_values(self) -> list[str]:
         names = [self.rules.key_env, *(r.env for r in self.rules.key_rules)]
@@ -711,80 +685,5 @@ class BastionEdge:
         if self.access_log is not None and write_log:
             self.access_log.write(record)
         if self.keeps_flows:
-            _annotate(flow, exchange)
+            annotate(flow, exchange)
         return record
-
-
-class _ByteCounter:
-    """A pass-through `response.stream` that counts bytes for the access log."""
-
-    def __init__(self, exchange: Exchange) -> None:
-        self._exchange = exchange
-
-    def __call__(self, chunk: bytes) -> bytes:
-        self._exchange.bytes_out += len(chunk)
-        return chunk
-
-
-# Bodies up to this size are buffered (as mitmproxy does by default: cheapest per
-# request); larger or unknown-length ones stream through.
-BUFFER_RESPONSES_UP_TO = 1024 * 1024
-
-
-def _worth_streaming(response: http.Response) -> bool:
-    length = response.headers.get("content-length", "")
-    return not length.isdigit() or int(length) > BUFFER_RESPONSES_UP_TO
-
-
-def _point_at(request: http.Request, scheme: str, host: str, port: int, host_header: str) -> None:
-    """Set the destination and the Host header once (the public setters of scheme, host
-    and port each rewrite the Host header: measurable on the per-request path)."""
-    request.data.scheme = scheme.encode()
-    request.data.host = host
-    request.data.port = port
-    request.host_header = host_header
-
-
-def _lower_headers(request: http.Request) -> dict[str, str]:
-    """All request headers, names lower-cased, in one pass over the raw fields."""
-    return {name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in request.headers.fields}
-
-
-def _exchange(flow: http.HTTPFlow) -> Exchange | None:
-    found = flow.metadata.get(METADATA_KEY)
-    return found if isinstance(found, Exchange) else None
-
-
-def _requested_model(flow: http.HTTPFlow) -> str | None:
-    """The `model` the app asked for, for the log of a refused request (error path only)."""
-    try:
-        body = json.loads(flow.request.get_content() or b"")
-    except ValueError:
-        return None
-    model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) else None
-
-
-def _restore_json_model(response: http.Response, original: str) -> None:
-    try:
-        body = json.loads(response.get_content() or b"")
-    except ValueError:
-        return
-    if isinstance(body, dict) and restore_model(body, original):
-        response.content = json.dumps(body, separators=(",", ":")).encode()
-
-
-def _annotate(flow: http.HTTPFlow, exchange: Exchange) -> None:
-    """What was changed, shown as the flow's comment and marker in mitmweb."""
-    parts: Sequence[str] = exchange.rewrites
-    summary = ", ".join(parts) or "observed"
-    if exchange.original_model and exchange.upstream_model:
-        summary += f"; model {exchange.original_model} -> {exchange.upstream_model}"
-    if exchange.error:
-        summary += f"; refused: {exchange.error.code}"
-    if exchange.decision not in ("rewrite", "passthrough"):
-        summary += f"; {exchange.decision} -> {exchange.destination}"
-    summary += "".join(f"; {note}" for note in exchange.notes)
-    flow.comment = f"bastion-edge: {summary}"
-    flow.marked = ":arrows_counterclockwise:" if exchange.rewrites else ":eye:"

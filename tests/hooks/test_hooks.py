@@ -622,7 +622,7 @@ async def test_response_in_time_cancels_timeout(tmp_path: Path) -> None:
         respond(addon, flow, b"{}")
         await asyncio.sleep(0.1)
         assert not exchange_of(flow).timed_out
-        assert addon._timers == {}
+        assert addon.timeouts._timers == {}
 
 
 # ------------------------------------------------------------------ observability
