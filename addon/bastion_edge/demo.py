@@ -89,6 +89,10 @@ def _calls(client: Any) -> list[tuple[str, str, Callable[[], Any]]]:
              model="whisper-1", file=("hello.wav", audio))),
         ("responses (store forced false)", "gpt-4o",
          lambda: client.responses.with_raw_response.create(model="gpt-4o", input="Hi")),
+        ("responses (previous_response_id)", "gpt-4o",
+         lambda: client.responses.with_raw_response.create(
+             model="gpt-4o", input="And then?", previous_response_id=client.responses.create(
+                 model="gpt-4o", input="Tell me a story").id)),
         ("responses (stream)", "gpt-4o",
          lambda: _drain(client.responses.with_raw_response.create(
              model="gpt-4o", input="Hi", stream=True))),
