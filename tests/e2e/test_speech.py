@@ -187,3 +187,39 @@ def test_raw_pcm_riva_replies_are_handled(
     audio = client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT,
                                        response_format="mp3").read()
     assert decoded(audio)[2] == pytest.approx(speech_seconds(TEXT), rel=0.08)
+
+
+def test_sdk_streaming_download(client: openai.OpenAI, tmp_path: Path) -> None:
+    out = tmp_path / "speech.flac"
+    with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="verse", input=TEXT, response_format="flac") as reply:
+        reply.stream_to_file(out)
+    codec, rate, seconds = decoded(out.read_bytes())
+    assert (codec, rate) == FORMATS["flac"]
+    assert seconds == pytest.approx(speech_seconds(TEXT), rel=0.08)
+
+
+NODE_SPEECH_APP = """\
+import OpenAI from "openai";
+import { writeFile } from "node:fs/promises";
+const client = new OpenAI({ maxRetries: 0, timeout: 30000 });
+const speech = await client.audio.speech.create({
+  model: "tts-1", voice: "alloy", input: process.argv[3], response_format: "opus" });
+await writeFile(process.argv[2], Buffer.from(await speech.arrayBuffer()));
+"""
+
+
+def test_node_sdk_speech_works_unchanged(proxy: Proxy, tmp_path: Path) -> None:
+    """openai-node's audio.speech.create, configured only by `bastion-edge env`."""
+    from test_transparent import app_env, node_app, require_node
+
+    require_node()
+    app = node_app(tmp_path / "node-app", NODE_SPEECH_APP)
+    out = tmp_path / "node.opus"
+    done = subprocess.run(["node", str(app), str(out), TEXT],
+                          env=app_env(tmp_path, **proxy.app_env()),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    codec, rate, seconds = decoded(out.read_bytes())
+    assert (codec, rate) == FORMATS["opus"]
+    assert seconds == pytest.approx(speech_seconds(TEXT), rel=0.08)

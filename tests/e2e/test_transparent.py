@@ -193,10 +193,10 @@ def require_node() -> None:
         pytest.fail(f"{NODE_DIR}/node_modules is missing: run `make install-test`")
 
 
-def node_app(folder: Path) -> Path:
+def node_app(folder: Path, source: str = NODE_APP) -> Path:
     """An unmodified app: `new OpenAI()` and nothing else; packages from sidecar/node."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "app.mjs").write_text(NODE_APP)
+    (folder / "app.mjs").write_text(source)
     link = folder / "node_modules"
     if not link.exists():
         link.symlink_to(NODE_DIR / "node_modules")
