@@ -259,7 +259,7 @@ def table(results: dict[str, dict[str, float]]) -> str:
 
 
 TTS_TEXT = ("The quick brown fox jumps over the lazy dog while the migration runs. "
-            "Nothing in the application changed at all, and nobody had to redeploy it.")
+            "Nothing in the application changed at all, and nobody had to redeploy it. Really.")
 
 
 async def tts_added_latency(sandbox: Sandbox, edge: Path_, count: int) -> dict[str, float]:
