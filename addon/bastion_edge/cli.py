@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .app_env import app_environment
 from .node_preload import node_env
 from .redirect import register as register_redirect
 from .report.cli import register as register_report
@@ -195,16 +196,7 @@ def ensure_ca(confdir: Path) -> Path:
 def env_lines(confdir: Path, host: str, port: int) -> str:
     ensure_ca(confdir)
     bundle = client_bundle(confdir)
-    proxy = f"http://{host}:{port}"
-    values = {
-        "HTTPS_PROXY": proxy,
-        "HTTP_PROXY": proxy,
-        "NO_PROXY": "localhost,127.0.0.1,::1",
-        "SSL_CERT_FILE": str(bundle),
-        "REQUESTS_CA_BUNDLE": str(bundle),
-        "NODE_EXTRA_CA_CERTS": str(confdir / PROXY_CA_CERT),
-        "NODE_USE_ENV_PROXY": "1",
-    }
+    values = app_environment(f"http://{host}:{port}", bundle, confdir / PROXY_CA_CERT)
     values.update(node_env())  # NODE_OPTIONS="--import <preload>": fetch on Node < 24
     return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())
 

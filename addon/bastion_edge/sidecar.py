@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .app_env import app_environment
 from .tls_bundles import PROXY_CA_CERT, client_bundle
 
 # Every variable the entrypoint reads, with its default. The examples in
@@ -111,19 +112,6 @@ def export_for_app(config: SidecarConfig) -> Path | None:
     env_file.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
     env_file.chmod(0o644)
     return env_file
-
-
-def app_environment(proxy_url: str, bundle: Path, proxy_ca: Path) -> dict[str, str]:
-    """The variables an app needs (what `bastion-edge env` prints)."""
-    return {
-        "HTTPS_PROXY": proxy_url,
-        "HTTP_PROXY": proxy_url,
-        "NO_PROXY": "localhost,127.0.0.1,::1",
-        "SSL_CERT_FILE": str(bundle),
-        "REQUESTS_CA_BUNDLE": str(bundle),
-        "NODE_EXTRA_CA_CERTS": str(proxy_ca),
-        "NODE_USE_ENV_PROXY": "1",
-    }
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:
