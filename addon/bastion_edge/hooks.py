@@ -455,8 +455,7 @@ class BastionEdge:
                 lambda old: self._replace_form_model(exchange, facts, old, streaming=False))
             request.content = new_raw
             return
-        if (exchange.endpoint in JSON_ENDPOINTS and request.method == "POST"
-                and is_collection_path(exchange.path)):
+        if _json_create(request, exchange):
             rewrite = rewrite_json_body(
                 body, facts, self.rules, self.models, is_create=exchange.endpoint == RESPONSES)
             exchange.stream = rewrite.stream
@@ -517,9 +516,7 @@ class BastionEdge:
         self, flow: http.HTTPFlow, exchange: Exchange
     ) -> BodyRewrite | ApiError | None:
         request = flow.request
-        if not (exchange.endpoint in JSON_ENDPOINTS and request.method == "POST"
-                and is_collection_path(exchange.path)
-                and "multipart" not in request.headers.get("content-type", "")):
+        if not _json_create(request, exchange):
             return None
         try:
             return rewrite_json_body(
@@ -687,3 +684,10 @@ class BastionEdge:
         if self.keeps_flows:
             annotate(flow, exchange)
         return record
+
+
+def _json_create(request: http.Request, exchange: Exchange) -> bool:
+    """A JSON create on an endpoint whose body is rewritten (not a sub-resource, not a form)."""
+    return (exchange.endpoint in JSON_ENDPOINTS and request.method == "POST"
+            and is_collection_path(exchange.path)
+            and "multipart" not in request.headers.get("content-type", ""))

@@ -167,12 +167,7 @@ def distribution(hist: Histogram | None, marks: dict[str, Summary], label: str,
     def y(value: float) -> float:
         return frame.y0 - value / y_top * (frame.y0 - frame.y1)
 
-    out = [frame.open(label)]
-    for t in ticks:
-        out.append(f'<line x1="{_f(frame.x0)}" x2="{_f(frame.x1)}" y1="{_f(y(t))}" '
-                   f'y2="{_f(y(t))}" stroke="{GRID}"/>')
-        out.append(f'<text x="{_f(frame.x0 - 6)}" y="{_f(y(t) + 4)}" text-anchor="end" '
-                   f'class="tick">{t:g}%</text>')
+    out = [frame.open(label), *_percent_grid(frame, ticks, y)]
     for t in log_ticks(hist.edges[0], hist.edges[-1]):
         out.append(f'<line x1="{_f(x(t))}" x2="{_f(x(t))}" y1="{_f(frame.y0)}" '
                    f'y2="{_f(frame.y0 + 4)}" stroke="{AXIS}"/>')
@@ -353,12 +348,7 @@ def error_rate_over_time(tl: Timeline, label: str, width: float = 1160,
     def y(value: float) -> float:
         return frame.y0 - value / y_top * (frame.y0 - frame.y1)
 
-    out = [frame.open(label)]
-    for t in ticks:
-        out.append(f'<line x1="{_f(frame.x0)}" x2="{_f(frame.x1)}" y1="{_f(y(t))}" '
-                   f'y2="{_f(y(t))}" stroke="{GRID}"/>')
-        out.append(f'<text x="{_f(frame.x0 - 6)}" y="{_f(y(t) + 4)}" text-anchor="end" '
-                   f'class="tick">{t:g}%</text>')
+    out = [frame.open(label), *_percent_grid(frame, ticks, y)]
     out.append(f'<line x1="{_f(frame.x0)}" x2="{_f(frame.x1)}" y1="{_f(frame.y0)}" '
                f'y2="{_f(frame.y0)}" stroke="{AXIS}"/>')
     out += _time_axis(tl, x, frame)
@@ -445,3 +435,14 @@ def requests_over_time(tl: Timeline, label: str, width: float = 1160,
     out += _time_axis(tl, lambda i: frame.x0 + (i + 0.5) * slot, axis_frame)
     out.append("</svg>")
     return "".join(out)
+
+
+def _percent_grid(frame: Frame, ticks: list[float], y: Callable[[float], float]) -> list[str]:
+    """Horizontal grid lines with their percentage labels."""
+    out = []
+    for t in ticks:
+        out.append(f'<line x1="{_f(frame.x0)}" x2="{_f(frame.x1)}" y1="{_f(y(t))}" '
+                   f'y2="{_f(y(t))}" stroke="{GRID}"/>')
+        out.append(f'<text x="{_f(frame.x0 - 6)}" y="{_f(y(t) + 4)}" text-anchor="end" '
+                   f'class="tick">{t:g}%</text>')
+    return out
