@@ -128,9 +128,9 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
         master = WebMaster(opts, with_termlog=True)
         opts.update(web_open_browser=False, web_host=args.web_host, web_port=args.web_port)
     else:
-        from mitmproxy.tools.dump import DumpMaster
+        from .proxy_master import proxy_master
 
-        master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+        master = proxy_master(opts, args.mode or ["regular"])
     addon = BastionEdge()
     master.addons.add(addon, ResponsesState(addon), _StartupBanner(args, confdir))
     opts.update(
@@ -180,6 +180,8 @@ class _StartupBanner:
         print(f"CA certificate: {self.confdir / PROXY_CA_CERT}", flush=True)
         print("An app needs:", flush=True)
         print(env_lines(self.confdir, self.args.listen_host, port), flush=True)
+        # Done: leave the addon chain, which every hook of every request walks.
+        asyncio.get_running_loop().call_soon(ctx.master.addons.remove, self)
 
 
 # ---------------------------------------------------------------------------- env

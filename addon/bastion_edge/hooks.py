@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import os
-import secrets
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,11 @@ from .flow_edit import (
     exchange_of,
     lower_headers,
     point_at,
+    replace_body,
+    request_host,
     requested_model,
     restore_json_model,
+    set_headers,
     worth_streaming,
 )
 from .keys import select_key
@@ -256,13 +259,14 @@ class BastionEdge:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        original_host = flow.request.pretty_host
+        request = flow.request
+        headers = lower_headers(request)
+        original_host = request_host(request, headers)
         kind = classify_host(self.rules, original_host)
         if kind is None:
             return  # not ours: untouched
-        request = flow.request
         exchange = Exchange(
-            request_id=secrets.token_hex(8),
+            request_id=f"{random.getrandbits(64):016x}",  # correlates log lines; not a secret
             kind=kind,
             endpoint=classify_endpoint(request.path),
             method=request.method,
@@ -273,17 +277,16 @@ class BastionEdge:
         flow.metadata[METADATA_KEY] = exchange
         self.in_flight.add(flow.id)
         scheme_in = request.scheme
-        headers = lower_headers(request)
         # Fail closed, before anything that could raise: Bastion over https, no app creds.
         destination = bastion_destination(self.rules.upstream, kind, request.path)
         app_authorization = headers.get("authorization")
         if kind is HostKind.OPENAI:
-            for name in APP_CREDENTIAL_HEADERS:
-                if name in headers:
-                    exchange.app_credentials[name] = request.headers.pop(name)
+            exchange.app_credentials = {
+                name: headers[name] for name in APP_CREDENTIAL_HEADERS if name in headers}
         else:
             exchange.decision = "passthrough"
-        point_at(request, "https", destination.host, destination.port, destination.host_header)
+        point_at(request, "https", destination.host, destination.port, destination.host_header,
+                 drop=exchange.app_credentials)
         request.path = destination.path
         exchange.upstream_host = destination.host_header
         if scheme_in == "http":
@@ -318,7 +321,7 @@ class BastionEdge:
         if exchange.endpoint == SPEECH and request.method == "POST":
             self._route_to_tts(flow, exchange, choice.key)
             return
-        request.headers["authorization"] = f"Bearer {choice.key}"
+        set_headers(request.headers, {"authorization": f"Bearer {choice.key}"})
         exchange.add_rewrite(REWRITE_KEY)
         self._maybe_stream_upload(flow, exchange, facts)
 
@@ -344,11 +347,8 @@ class BastionEdge:
         request = flow.request
         query = request.path.partition("?")[2]
         point_at(request, "https", base.hostname or "api.openai.com", base.port or 443,
-                  base.netloc)
+                 base.netloc, put=exchange.app_credentials, drop=["authorization"])
         request.path = exchange.path + (f"?{query}" if query else "")
-        request.headers.pop("authorization", None)
-        for name, value in exchange.app_credentials.items():
-            request.headers[name] = value
         exchange.destination = OPENAI
         exchange.upstream_host = base.netloc
         exchange.rewrites = [r for r in exchange.rewrites if r == REWRITE_HTTPS]
@@ -362,9 +362,9 @@ class BastionEdge:
             bastion_key=key, tts=self.rules.tts, http_client=self.upstream_client(),
             timeout_seconds=upstream.response_timeout_seconds))
         request = flow.request
-        point_at(request, "http", "127.0.0.1", self.tts.port, f"127.0.0.1:{self.tts.port}")
+        point_at(request, "http", "127.0.0.1", self.tts.port, f"127.0.0.1:{self.tts.port}",
+                 put={TOKEN_HEADER: token})
         request.path = "/v1/audio/speech"
-        request.headers[TOKEN_HEADER] = token
         exchange.add_rewrite(REWRITE_TTS)
 
     def _maybe_stream_upload(
@@ -383,8 +383,7 @@ class BastionEdge:
             lambda old: self._replace_form_model(exchange, facts, old, streaming=True))
         request.stream = rewriter.feed
         # The replaced value may change the length: re-frame the body as chunked.
-        request.headers.pop("content-length", None)
-        request.headers["transfer-encoding"] = "chunked"
+        set_headers(request.headers, {"transfer-encoding": "chunked"}, drop=["content-length"])
         exchange.streamed_request = True
         exchange.bytes_in = int(length) if length and length.isdigit() else 0
 
@@ -453,7 +452,7 @@ class BastionEdge:
             new_raw, _ = replace_form_field(
                 body, boundary, b"model",
                 lambda old: self._replace_form_model(exchange, facts, old, streaming=False))
-            request.content = new_raw
+            replace_body(request, new_raw, facts.headers)
             return
         if _json_create(request, exchange):
             rewrite = rewrite_json_body(
@@ -467,7 +466,7 @@ class BastionEdge:
             for kind in rewrite.rewrites:
                 exchange.add_rewrite(kind)
             if rewrite.body is not None:
-                request.content = rewrite.body
+                replace_body(request, rewrite.body, facts.headers)
 
     def _rewrite_model_path(
         self, flow: http.HTTPFlow, exchange: Exchange, facts: RequestFacts
@@ -543,31 +542,35 @@ class BastionEdge:
         self.timeouts.stop(flow)
         exchange.response_headers_at = time.time()
         response = flow.response
+        headers = lower_headers(response)
         if REWRITE_TTS in exchange.rewrites:
-            self._note_tts(exchange, response)
+            self._note_tts(exchange, headers)
+        ours = {}
         if exchange.upstream_model:
-            response.headers[UPSTREAM_MODEL_HEADER] = exchange.upstream_model
+            ours[UPSTREAM_MODEL_HEADER] = exchange.upstream_model
         if exchange.rewrites:
-            response.headers[REWRITES_HEADER] = ",".join(exchange.rewrites)
+            ours[REWRITES_HEADER] = ",".join(exchange.rewrites)
+        if ours:
+            set_headers(response.headers, ours)
         if self.keeps_flows and "authorization" in flow.request.headers:
             flow.request.headers["authorization"] = REDACTED  # sent already; keep it off screens
-        content_type = response.headers.get("content-type", "")
+        content_type = headers.get("content-type", "")
         restore = self._restores_model(exchange)
         if content_type.startswith("text/event-stream"):
             exchange.stream = True
             original = exchange.original_model or ""
             response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
                 if restore else ByteCounter(exchange)
-        elif worth_streaming(response):
+        elif worth_streaming(headers):
             response.stream = ByteCounter(exchange)
 
     @staticmethod
-    def _note_tts(exchange: Exchange, response: http.Response) -> None:
+    def _note_tts(exchange: Exchange, headers: dict[str, str]) -> None:
         """What the TTS adapter did (its Riva voice, notes such as ignored instructions)."""
         details = dict(part.split("=", 1) for part in
-                       response.headers.get(TTS_HEADER, "").split(";") if "=" in part)
+                       headers.get(TTS_HEADER, "").split(";") if "=" in part)
         exchange.upstream_model = details.get("riva_voice")
-        exchange.notes += [n for n in response.headers.get(NOTE_HEADER, "").split(",") if n]
+        exchange.notes += [n for n in headers.get(NOTE_HEADER, "").split(",") if n]
 
     def _restores_model(self, exchange: Exchange) -> bool:
         return (self.rules.reply_model == "original" and exchange.resolution is not None
@@ -688,6 +691,7 @@ class BastionEdge:
 
 def _json_create(request: http.Request, exchange: Exchange) -> bool:
     """A JSON create on an endpoint whose body is rewritten (not a sub-resource, not a form)."""
+    headers = exchange.facts.headers if exchange.facts else lower_headers(request)
     return (exchange.endpoint in JSON_ENDPOINTS and request.method == "POST"
             and is_collection_path(exchange.path)
-            and "multipart" not in request.headers.get("content-type", ""))
+            and "multipart" not in headers.get("content-type", ""))
