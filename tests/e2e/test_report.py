@@ -231,7 +231,7 @@ def test_terminal_table_matches_the_log(run: Run) -> None:
         _check_ms(cells[6], ttfbs, 95)
 
     p50, p95 = _row(run.stdout, "chat.completions", "gpt-4o", "bastion")[3:5]
-    assert float(p95) > 120 > float(p50)  # the delayed calls make the tail
+    assert float(p95) >= 120 > float(p50)  # the delayed calls (up to 250 ms) make the tail
 
     copies = [r["mirror"] for r in run.records if "mirror" in r and "skipped" not in r["mirror"]]
     same = sum(c["shape_match"] is True for c in copies)
