@@ -43,8 +43,9 @@ def worth_streaming(headers: Mapping[str, str]) -> bool:
 # and a dozen of them per request were a measurable share of the proxy's CPU time.
 
 def lower_headers(message: http.Message) -> dict[str, str]:
-    """All headers, names lower-cased (the last value wins), in one pass."""
-    return {name.decode("latin-1").lower(): value.decode("latin-1")
+    """All headers, names lower-cased (the last value wins), in one pass. Values are
+    decoded as mitmproxy decodes them, so `set_headers` writes back the same bytes."""
+    return {name.decode("latin-1").lower(): value.decode("utf-8", "surrogateescape")
             for name, value in message.headers.fields}
 
 

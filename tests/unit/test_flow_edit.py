@@ -134,3 +134,11 @@ def test_replace_body_encodes_again_when_the_body_was_compressed() -> None:
     ("length", "expected"), [("10", False), (str(2 * 1024 * 1024), True), (None, True)])
 def test_worth_streaming_large_or_unknown_lengths(length: str | None, expected: bool) -> None:
     assert worth_streaming({"content-length": length} if length else {}) is expected
+
+
+def test_a_value_read_and_written_back_keeps_its_bytes() -> None:
+    raw = b"Bearer sk-\xe9\xff-odd"
+    request = tutils.treq(headers=http.Headers([(b"Authorization", raw)]))
+    value = lower_headers(request)["authorization"]
+    set_headers(request.headers, {"authorization": value})
+    assert request.headers.fields == ((b"Authorization", raw),)
