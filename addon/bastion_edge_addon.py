@@ -5,7 +5,7 @@ Settings are mitmproxy options (`--set bastion_rules=rules.yaml`,
 `--set bastion_responses_store=redis://...`).
 """
 
-from bastion_edge.hooks import BastionEdge
-from bastion_edge.responses_state import ResponsesState
+from bastion_edge.proxy.addon import BastionEdge
+from bastion_edge.proxy.responses import ResponsesState
 
 addons = [edge := BastionEdge(), ResponsesState(edge)]

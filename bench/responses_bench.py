@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 from cryptography.fernet import Fernet
 
-from bastion_edge.localrun import (
+from bastion_edge.rehearsal.localrun import (
     Proxy,
     free_port,
     proxy_env,
@@ -41,11 +41,11 @@ from bastion_edge.localrun import (
     start_sandbox,
     wait_until,
 )
-from bastion_edge.responses_state.crypto import BodyCipher
-from bastion_edge.responses_state.records import StoredResponse
-from bastion_edge.responses_state.redis_store import RedisStore
-from bastion_edge.responses_state.sqlite_store import SqliteStore
-from bastion_edge.responses_state.store import ResponseStore, Retention
+from bastion_edge.state.crypto import BodyCipher
+from bastion_edge.state.records import StoredResponse
+from bastion_edge.state.redis_store import RedisStore
+from bastion_edge.state.sqlite_store import SqliteStore
+from bastion_edge.state.store import ResponseStore, Retention
 
 REPO = Path(__file__).resolve().parents[1]
 URL = "https://api.openai.com/v1/responses"

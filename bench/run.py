@@ -31,7 +31,7 @@ import aiohttp
 import responses_bench
 import tts_bench
 
-from bastion_edge.localrun import (
+from bastion_edge.rehearsal.localrun import (
     BIN,
     DEMO_BASTION_KEY,
     Process,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bastion_edge.localrun import (
+from bastion_edge.rehearsal.localrun import (
     BASTION_EDGE,
     BIN,
     Process,
@@ -15,8 +15,8 @@ from bastion_edge.localrun import (
     start_sandbox,
     wait_until,
 )
-from bastion_edge.localrun import proxy_env as _proxy_env
-from bastion_edge.localrun import start_proxy as _start_proxy
+from bastion_edge.rehearsal.localrun import proxy_env as _proxy_env
+from bastion_edge.rehearsal.localrun import start_proxy as _start_proxy
 
 REPO = Path(__file__).resolve().parents[2]
 BASTION_KEY = "bastion-e2e-key-7f3a"

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from harness import REPO, Sandbox, free_port, proxy_env, start, wait_until
 
-from bastion_edge.sidecar import ENV_VARS, EXPORTED_BUNDLE, EXPORTED_CA, EXPORTED_ENV
+from bastion_edge.deploy.sidecar import ENV_VARS, EXPORTED_BUNDLE, EXPORTED_CA, EXPORTED_ENV
 
 EXAMPLES = REPO / "sidecar" / "examples"
 
@@ -138,7 +138,7 @@ def test_kubernetes_example_is_a_native_sidecar_wired_to_the_entrypoint() -> Non
     app_mounts = {m["mountPath"]: m["name"] for m in app["volumeMounts"]}
     assert app_mounts[env["BASTION_EXPORT_DIR"]] == mounts[env["BASTION_EXPORT_DIR"]]
     # The config map itself is valid rules.
-    from bastion_edge.rules import parse_rules
+    from bastion_edge.config.rules import parse_rules
 
     assert parse_rules(config_map["data"][rules_file]).models
 

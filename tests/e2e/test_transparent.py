@@ -43,8 +43,8 @@ from harness import (
     wait_until,
 )
 
-from bastion_edge.cli import _parser
-from bastion_edge.redirect import CHAIN
+from bastion_edge.cli.main import _parser
+from bastion_edge.deploy.redirect import CHAIN
 
 T = TypeVar("T")
 

@@ -19,11 +19,11 @@ from mitmproxy import exceptions, http
 from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons, tflow
 
-from bastion_edge.exchange import METADATA_KEY, Exchange
-from bastion_edge.hooks import BastionEdge
-from bastion_edge.responses_state import ResponsesState
-from bastion_edge.responses_state.sqlite_store import SqliteStore
-from bastion_edge.rules import ResponsesStateRules
+from bastion_edge.config.rules import ResponsesStateRules
+from bastion_edge.proxy.addon import BastionEdge
+from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
+from bastion_edge.proxy.responses import ResponsesState
+from bastion_edge.state.sqlite_store import SqliteStore
 
 SHIPPED_RULES = (Path(__file__).resolve().parents[2] / "rules.yaml").read_text()
 ENV = {"QUBITTRON_API_KEY": "bk-test", "BASTION_BASE_URL": "https://127.0.0.1:9443/v1"}

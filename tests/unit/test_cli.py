@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bastion_edge import cli
-from bastion_edge.node_preload import preload_path
-from bastion_edge.tls_bundles import system_ca_file
+from bastion_edge.cli import main as cli
+from bastion_edge.deploy.node_preload import preload_path
+from bastion_edge.deploy.tls_bundles import system_ca_file
 
 SHIPPED = Path(__file__).resolve().parents[2] / "rules.yaml"
 

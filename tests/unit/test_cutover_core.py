@@ -4,7 +4,8 @@ import asyncio
 
 import httpx
 
-from bastion_edge.cutover import (
+from bastion_edge.config.rules import RulesError, parse_rules
+from bastion_edge.core.cutover import (
     BASTION,
     OPENAI,
     CutoverRules,
@@ -12,9 +13,8 @@ from bastion_edge.cutover import (
     destination_for,
     split_bucket,
 )
-from bastion_edge.mirror import Mirror, MirrorRequest, MirrorResult
-from bastion_edge.mirror_compare import shape_differences
-from bastion_edge.rules import RulesError, parse_rules
+from bastion_edge.core.mirror_compare import shape_differences
+from bastion_edge.proxy.mirror import Mirror, MirrorRequest, MirrorResult
 
 
 def test_split_bucket_is_stable_and_uniform() -> None:

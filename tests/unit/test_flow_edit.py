@@ -6,7 +6,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import tutils
 
-from bastion_edge.flow_edit import (
+from bastion_edge.proxy.flow_edit import (
     lower_headers,
     point_at,
     replace_body,

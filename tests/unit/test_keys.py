@@ -6,10 +6,10 @@ import hashlib
 
 import pytest
 
+from bastion_edge.config.rules import parse_rules
+from bastion_edge.core.facts import CHAT, RequestFacts
+from bastion_edge.core.keys import KeyChoice, select_key
 from bastion_edge.errors import ApiError
-from bastion_edge.keys import KeyChoice, select_key
-from bastion_edge.request_facts import CHAT, RequestFacts
-from bastion_edge.rules import parse_rules
 
 APP_KEY = "sk-proj-app-staging-123"
 APP_HASH = hashlib.sha256(APP_KEY.encode()).hexdigest()

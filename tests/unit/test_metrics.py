@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from bastion_edge.metrics import OTHER, Metrics
-from bastion_edge.rules import parse_rules
+from bastion_edge.config.rules import parse_rules
+from bastion_edge.telemetry.metrics import OTHER, Metrics
 
 RULES = parse_rules('models:\n  gpt-4o: gpt-oss-120b\n  "gpt-4o-*": gpt-oss-20b\n'
                     "  x:\n    - {when: {has_image: true}, use: vl}\n", source="r.yaml")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bastion_edge.model_map import ModelMap, Resolution
-from bastion_edge.request_facts import CHAT, RequestFacts
-from bastion_edge.rules import parse_rules
+from bastion_edge.config.rules import parse_rules
+from bastion_edge.core.facts import CHAT, RequestFacts
+from bastion_edge.core.model_map import ModelMap, Resolution
 
 PLAIN = RequestFacts(CHAT)
 

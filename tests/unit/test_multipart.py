@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bastion_edge.multipart import (
+from bastion_edge.streams.multipart import (
     MAX_FIELD_VALUE,
     FormFieldRewriter,
     boundary_from_content_type,

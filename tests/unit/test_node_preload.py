@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bastion_edge import node_preload
-from bastion_edge.node_preload import (
+from bastion_edge.deploy import node_preload
+from bastion_edge.deploy.node_preload import (
     PRELOAD_ENV,
     node_env,
     node_options,

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from mitmproxy import options
 
-from bastion_edge.proxy_master import mitmproxy_addons, proxy_master
+from bastion_edge.proxy.master import mitmproxy_addons, proxy_master
 
 ALWAYS = {"Core", "Block", "DisableH2C", "Proxyserver", "NextLayer", "TlsConfig", "ErrorCheck"}
 

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from bastion_edge import cli
-from bastion_edge.redirect import (
+from bastion_edge.cli import main as cli
+from bastion_edge.deploy.redirect import (
     CHAIN,
     Command,
     RedirectConfig,

@@ -7,8 +7,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from bastion_edge.reload import RulesWatcher, file_signature
-from bastion_edge.rules import Rules, RulesError
+from bastion_edge.config.reload import RulesWatcher, file_signature
+from bastion_edge.config.rules import Rules, RulesError
 
 GOOD_A = b"models: {gpt-4o: gpt-oss-120b}\n"
 GOOD_B = b"models: {gpt-4o: gpt-oss-020b}\n"  # same size as GOOD_A

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bastion_edge import cli
+from bastion_edge.cli import main as cli
 from bastion_edge.report import html, terminal
 from bastion_edge.report.load import LoadResult, MirrorResult, Record, read_lines
 from bastion_edge.report.stats import build_report

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from bastion_edge.request_facts import (
+from bastion_edge.core.facts import (
     CHARS_PER_TOKEN,
     CHAT,
     COMPLETIONS,

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bastion_edge.errors import ApiError
-from bastion_edge.model_map import ModelMap
-from bastion_edge.request_facts import (
+from bastion_edge.config.rules import Rules, load_rules, parse_rules
+from bastion_edge.core.facts import (
     CHAT,
     EMBEDDINGS,
     IMAGES_GENERATIONS,
@@ -17,14 +16,15 @@ from bastion_edge.request_facts import (
     RESPONSES,
     RequestFacts,
 )
-from bastion_edge.request_rewrite import (
+from bastion_edge.core.model_map import ModelMap
+from bastion_edge.core.rewrite import (
     IMAGES_DEFAULT_MODEL,
     REWRITE_MODEL,
     REWRITE_STORE,
     rewrite_json_body,
     rewrite_model_path,
 )
-from bastion_edge.rules import Rules, load_rules, parse_rules
+from bastion_edge.errors import ApiError
 
 SHIPPED = load_rules(Path(__file__).resolve().parents[2] / "rules.yaml")
 SHIPPED_MAP = ModelMap(SHIPPED)

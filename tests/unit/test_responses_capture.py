@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bastion_edge.responses_state.capture import (
+from bastion_edge.state.capture import (
     JsonObserver,
     SseObserver,
     record_from_response,

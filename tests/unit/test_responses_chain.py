@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from bastion_edge.responses_state.chain import (
+from bastion_edge.state.chain import (
     ChainBroken,
     conversation,
     expand_request,
     input_as_items,
 )
-from bastion_edge.responses_state.records import StoredResponse
+from bastion_edge.state.records import StoredResponse
 
 REASONING = {"id": "rs_1", "type": "reasoning", "summary": [{"type": "summary_text",
                                                             "text": "thinking"}],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion_edge.rules import ResponsesStateRules, RulesError, load_rules, parse_rules
+from bastion_edge.config.rules import ResponsesStateRules, RulesError, load_rules, parse_rules
 
 SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules.yaml"
 

@@ -16,11 +16,11 @@ import pytest
 from cryptography.fernet import Fernet
 from redis_server import running_redis
 
-from bastion_edge.responses_state.crypto import BodyCipher, CipherError
-from bastion_edge.responses_state.records import StoredResponse
-from bastion_edge.responses_state.redis_store import RedisStore
-from bastion_edge.responses_state.sqlite_store import SqliteStore
-from bastion_edge.responses_state.store import (
+from bastion_edge.state.crypto import BodyCipher, CipherError
+from bastion_edge.state.records import StoredResponse
+from bastion_edge.state.redis_store import RedisStore
+from bastion_edge.state.sqlite_store import SqliteStore
+from bastion_edge.state.store import (
     ResponseStore,
     Retention,
     StoreError,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bastion_edge.routing import (
+from bastion_edge.config.rules import Rules, UpstreamRules, parse_rules
+from bastion_edge.core.routing import (
     Destination,
     HostKind,
     bastion_destination,
     classify_host,
     map_openai_path,
 )
-from bastion_edge.rules import Rules, UpstreamRules, parse_rules
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion_edge.model_map import ModelMap
-from bastion_edge.request_facts import CHAT, EMBEDDINGS, RequestFacts
-from bastion_edge.rules import (
+from bastion_edge.config.rules import (
     DEFAULT_BASE_URL,
     Condition,
     Rules,
@@ -20,6 +18,8 @@ from bastion_edge.rules import (
     load_rules,
     parse_rules,
 )
+from bastion_edge.core.facts import CHAT, EMBEDDINGS, RequestFacts
+from bastion_edge.core.model_map import ModelMap
 
 SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules.yaml"
 

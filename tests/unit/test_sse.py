@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bastion_edge.reply_model import restore_model
-from bastion_edge.sse import SseRewriter
+from bastion_edge.core.reply_model import restore_model
+from bastion_edge.streams.sse import SseRewriter
 
 UPSTREAM = "gpt-oss-120b"
 ORIGINAL = "gpt-4o"

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from tts_fakes import FakeRiva, decode, spoken_text_and_rate
 
-from bastion_edge.rules import TtsRules
-from bastion_edge.tts import TOKEN_HEADER, SpeechJob, TtsAdapter
+from bastion_edge.config.rules import TtsRules
+from bastion_edge.tts.adapter import TOKEN_HEADER, SpeechJob, TtsAdapter
 
 RULES = TtsRules(voices={"alloy": "English-US.Female-1", "onyx": "Plain-Voice"},
                  no_ssml_voices=frozenset({"Plain-Voice"}), sample_rate_hz=22050)

@@ -3,13 +3,13 @@ import re
 
 import pytest
 
-from bastion_edge.riva_contract import MAX_AUDIO_SECONDS_PER_REQUEST
 from bastion_edge.tts.chunking import (
     CHUNK_BUDGET_FRACTION,
     chunk_text,
     estimated_seconds,
     max_chunk_chars,
 )
+from bastion_edge.tts.riva_contract import MAX_AUDIO_SECONDS_PER_REQUEST
 
 WORDS = (
     "the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seventeen",

@@ -1,7 +1,7 @@
 import pytest
 
+from bastion_edge.config.rules import TtsRules
 from bastion_edge.errors import ApiError
-from bastion_edge.rules import TtsRules
 from bastion_edge.tts.voices import RivaVoice, language_from_name, resolve_voice
 
 RULES = TtsRules(

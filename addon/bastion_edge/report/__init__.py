@@ -6,8 +6,15 @@
 
 from __future__ import annotations
 
-from .load import LoadResult, MirrorResult, Record, load_log, parse_line, parse_time
-from .stats import Report, build_report
+from bastion_edge.report.load import (
+           LoadResult,
+           MirrorResult,
+           Record,
+           load_log,
+           parse_line,
+           parse_time,
+)
+from bastion_edge.report.stats import Report, build_report
 
 __all__ = ["LoadResult", "MirrorResult", "Record", "Report", "build_report", "load_log",
            "parse_line", "parse_time"]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 
-from . import fmt
-from .stats import MIRROR, PROXY, Histogram, Summary, Timeline, series_label
+from bastion_edge.report import fmt
+from bastion_edge.report.stats import MIRROR, PROXY, Histogram, Summary, Timeline, series_label
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 SERIES_COLOURS = {"bastion": "#0072B2", "openai": "#E69F00", MIRROR: "#009E73",

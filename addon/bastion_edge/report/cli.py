@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from .load import load_log, parse_time
+from bastion_edge.report.load import load_log, parse_time
 
 
 def _iso(text: str) -> datetime:
@@ -38,9 +38,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from .html import render as render_html
-    from .stats import build_report
-    from .terminal import render as render_text
+    from bastion_edge.report.html import render as render_html
+    from bastion_edge.report.stats import build_report
+    from bastion_edge.report.terminal import render as render_text
 
     if args.since and args.until and args.since >= args.until:
         print("bastion-edge report: --since must be before --until", file=sys.stderr)

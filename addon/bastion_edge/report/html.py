@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from . import charts, fmt
-from .charts import colour, e, model_label, text_colour
-from .stats import (
+from bastion_edge.report import charts, fmt
+from bastion_edge.report.charts import colour, e, model_label, text_colour
+from bastion_edge.report.stats import (
     AGREEMENT_OK,
     AGREEMENT_WARN,
     ERROR_RATE_OK_ABS,

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from . import fmt
-from .load import LoadResult, Record, is_error
+from bastion_edge.report import fmt
+from bastion_edge.report.load import LoadResult, Record, is_error
 
 BASTION, OPENAI, PROXY, MIRROR = "bastion", "openai", "proxy", "mirror"
 SERIES_ORDER = (BASTION, MIRROR, OPENAI, PROXY)

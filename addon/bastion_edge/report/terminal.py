@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import fmt
-from .stats import MIRROR, MirrorStats, Report, Summary, series_label, skip_phrase
+from bastion_edge.report import fmt
+from bastion_edge.report.stats import (
+    MIRROR,
+    MirrorStats,
+    Report,
+    Summary,
+    series_label,
+    skip_phrase,
+)
 
 LEVEL_TAGS = {"ok": "[ OK ]", "warn": "[WARN]", "bad": "[BAD ]", "info": "[ -- ]"}
 COLUMNS = ("endpoint", "model", "destination", "requests", "errors", "err%",

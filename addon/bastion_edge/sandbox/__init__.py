@@ -8,14 +8,20 @@ what it received (`GET /sandbox/journal`) and injects faults on request
 `SandboxThread` (background thread).
 """
 
-from .config import RIVA_AUDIO_MODES, RivaAudioMode, SandboxConfig
-from .faults import FAULT_HEADER, TOKEN_DELAY_HEADER, FaultPlan, parse_faults
-from .journal import Journal, JournalEntry
-from .models import MODELS, BastionModel, ModelKind
-from .riva import RIVA_AUDIO_HEADER, VOICES
-from .server import RunningSandbox, SandboxThread, banner, run_sandbox, start_sandbox
-from .ssml import CHARS_PER_SECOND, speech_seconds
-from .tls import SandboxTls, ensure_tls
+from bastion_edge.sandbox.config import RIVA_AUDIO_MODES, RivaAudioMode, SandboxConfig
+from bastion_edge.sandbox.faults import FAULT_HEADER, TOKEN_DELAY_HEADER, FaultPlan, parse_faults
+from bastion_edge.sandbox.journal import Journal, JournalEntry
+from bastion_edge.sandbox.models import MODELS, BastionModel, ModelKind
+from bastion_edge.sandbox.riva import RIVA_AUDIO_HEADER, VOICES
+from bastion_edge.sandbox.server import (
+    RunningSandbox,
+    SandboxThread,
+    banner,
+    run_sandbox,
+    start_sandbox,
+)
+from bastion_edge.sandbox.ssml import CHARS_PER_SECOND, speech_seconds
+from bastion_edge.sandbox.tls import SandboxTls, ensure_tls
 
 __all__ = [
     "CHARS_PER_SECOND",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .config import RIVA_AUDIO_MODES, SandboxConfig, default_tls_dir
-from .server import run_sandbox
+from bastion_edge.sandbox.config import RIVA_AUDIO_MODES, SandboxConfig, default_tls_dir
+from bastion_edge.sandbox.server import run_sandbox
 
 
 def parse_args(argv: list[str] | None = None) -> SandboxConfig:

@@ -12,10 +12,10 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from ..errors import bad_request
-from .models import ModelKind, require_model
-from .replies import json_response
-from .state import state_of
+from bastion_edge.errors import bad_request
+from bastion_edge.sandbox.models import ModelKind, require_model
+from bastion_edge.sandbox.replies import json_response
+from bastion_edge.sandbox.state import state_of
 
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
 TRANSLATIONS_PATH = "/v1/audio/translations"

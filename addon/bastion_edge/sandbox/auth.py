@@ -9,10 +9,10 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ..errors import AUTHENTICATION, ApiError
-from .config import OPENAI_KEY_PREFIX
-from .models import PERSONA
-from .state import is_sandbox_path
+from bastion_edge.errors import AUTHENTICATION, ApiError
+from bastion_edge.sandbox.config import OPENAI_KEY_PREFIX
+from bastion_edge.sandbox.models import PERSONA
+from bastion_edge.sandbox.state import is_sandbox_path
 
 
 def mask_key(key: str) -> str:

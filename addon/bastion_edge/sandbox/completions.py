@@ -6,13 +6,13 @@ import time
 
 from aiohttp import web
 
-from ..errors import bad_request
-from .chat import include_usage, usage
-from .content import check_prompt, echo_text, stream_pieces
-from .models import ModelKind, require_model
-from .replies import json_response, new_id
-from .sse import DONE, SseStream, data_event
-from .state import json_body
+from bastion_edge.errors import bad_request
+from bastion_edge.sandbox.chat import include_usage, usage
+from bastion_edge.sandbox.content import check_prompt, echo_text, stream_pieces
+from bastion_edge.sandbox.models import ModelKind, require_model
+from bastion_edge.sandbox.replies import json_response, new_id
+from bastion_edge.sandbox.sse import DONE, SseStream, data_event
+from bastion_edge.sandbox.state import json_body
 
 PATH = "/v1/completions"
 

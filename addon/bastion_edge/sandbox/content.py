@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import bad_request
-from .models import BastionModel
+from bastion_edge.errors import bad_request
+from bastion_edge.sandbox.models import BastionModel
 
 ECHO_CHARS = 40
 CHARS_PER_TOKEN = 4

@@ -17,11 +17,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import bad_request
-from .content import estimate_tokens
-from .models import ModelKind, require_model
-from .replies import json_response
-from .state import json_body
+from bastion_edge.errors import bad_request
+from bastion_edge.sandbox.content import estimate_tokens
+from bastion_edge.sandbox.models import ModelKind, require_model
+from bastion_edge.sandbox.replies import json_response
+from bastion_edge.sandbox.state import json_body
 
 PATH = "/v1/embeddings"
 MAX_INPUTS = 2048

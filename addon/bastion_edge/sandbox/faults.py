@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..errors import INVALID_REQUEST, SERVER_ERROR, ApiError, bad_request
-from .replies import error_response
-from .state import is_sandbox_path, state_of
+from bastion_edge.errors import INVALID_REQUEST, SERVER_ERROR, ApiError, bad_request
+from bastion_edge.sandbox.replies import error_response
+from bastion_edge.sandbox.state import is_sandbox_path, state_of
 
 FAULT_HEADER = "x-sandbox-fault"
 TOKEN_DELAY_HEADER = "x-sandbox-token-delay-ms"

@@ -15,10 +15,10 @@ import zlib
 
 from aiohttp import web
 
-from ..errors import bad_request
-from .models import ModelKind, require_model
-from .replies import json_response
-from .state import json_body
+from bastion_edge.errors import bad_request
+from bastion_edge.sandbox.models import ModelKind, require_model
+from bastion_edge.sandbox.replies import json_response
+from bastion_edge.sandbox.state import json_body
 
 PATH = "/v1/images/generations"
 IMAGE_FILES_PATH = "/sandbox/images"

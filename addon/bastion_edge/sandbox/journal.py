@@ -19,9 +19,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDictProxy
 
-from ..errors import ApiError
-from .replies import error_response, json_response
-from .state import is_sandbox_path, state_of
+from bastion_edge.errors import ApiError
+from bastion_edge.sandbox.replies import error_response, json_response
+from bastion_edge.sandbox.state import is_sandbox_path, state_of
 
 JOURNAL_PATH = "/sandbox/journal"
 _JSON_FIELDS = ("model", "store", "stream")

@@ -14,7 +14,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
-from ..errors import INVALID_REQUEST, ApiError, bad_request
+from bastion_edge.errors import INVALID_REQUEST, ApiError, bad_request
 
 OWNER = "qubittron"
 CREATED = 1735689600  # fixed, so listings are deterministic

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import JSON_CONTENT_TYPE, ApiError
+from bastion_edge.errors import JSON_CONTENT_TYPE, ApiError
 
 
 def new_id(prefix: str) -> str:

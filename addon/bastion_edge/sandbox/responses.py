@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import INVALID_REQUEST, ApiError, bad_request
-from .content import (
+from bastion_edge.errors import INVALID_REQUEST, ApiError, bad_request
+from bastion_edge.sandbox.content import (
     ToolCall,
     check_prompt,
     choose_tool_call,
@@ -23,10 +23,10 @@ from .content import (
     text_of,
     tool_result_text,
 )
-from .models import PERSONA, BastionModel, ModelKind, require_model
-from .replies import json_response, new_id
-from .sse import SseStream, named_event
-from .state import json_body
+from bastion_edge.sandbox.models import PERSONA, BastionModel, ModelKind, require_model
+from bastion_edge.sandbox.replies import json_response, new_id
+from bastion_edge.sandbox.sse import SseStream, named_event
+from bastion_edge.sandbox.state import json_body
 
 PATH = "/v1/responses"
 

@@ -25,13 +25,13 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import ApiError
-from ..riva_contract import MAX_AUDIO_SECONDS_PER_REQUEST, AudioEncoding
-from .config import CONFIG_KEY, RIVA_AUDIO_MODES
-from .replies import dumps
-from .ssml import SpeechTextError, parse_utterance
-from .state import json_body
-from .tone import synthesize, wav_header
+from bastion_edge.errors import ApiError
+from bastion_edge.sandbox.config import CONFIG_KEY, RIVA_AUDIO_MODES
+from bastion_edge.sandbox.replies import dumps
+from bastion_edge.sandbox.ssml import SpeechTextError, parse_utterance
+from bastion_edge.sandbox.state import json_body
+from bastion_edge.sandbox.tone import synthesize, wav_header
+from bastion_edge.tts.riva_contract import MAX_AUDIO_SECONDS_PER_REQUEST, AudioEncoding
 
 RIVA_AUDIO_HEADER = "x-sandbox-riva-audio"
 AUDIO_SECONDS_HEADER = "x-sandbox-audio-seconds"

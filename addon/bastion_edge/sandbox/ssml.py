@@ -13,7 +13,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from ..riva_contract import SSML_RATE_MAX_PERCENT, SSML_RATE_MIN_PERCENT
+from bastion_edge.tts.riva_contract import SSML_RATE_MAX_PERCENT, SSML_RATE_MIN_PERCENT
 
 CHARS_PER_SECOND = 15.0  # at 100% rate
 _RATE_WORDS = {

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
-from ..errors import bad_request
+from bastion_edge.errors import bad_request
 
 if TYPE_CHECKING:
-    from .faults import FaultPlan
-    from .journal import JournalEntry
+    from bastion_edge.sandbox.faults import FaultPlan
+    from bastion_edge.sandbox.journal import JournalEntry
 
 SANDBOX_PREFIX = "/sandbox/"
 

@@ -5,6 +5,3 @@ stretch / encode) are plain functions over bytes and dataclasses; `adapter` is t
 module with I/O.
 """
 
-from .adapter import SPEECH_PATH, TOKEN_HEADER, SpeechJob, TtsAdapter
-
-__all__ = ["SPEECH_PATH", "TOKEN_HEADER", "SpeechJob", "TtsAdapter"]

@@ -26,14 +26,14 @@ from dataclasses import dataclass
 import httpx
 from aiohttp import web
 
-from ..errors import AUTHENTICATION, NOT_FOUND, SERVER_ERROR, ApiError, bad_request
-from ..rules import TtsRules
-from .reply import NOTE_HEADER, TTS_HEADER, SpeechReply, error_response
-from .riva_client import synthesize
-from .speech_plan import SpeechPlan, plan_speech
-from .speech_request import parse_speech_request
-from .tokens import TokenRegistry
-from .transcoder import ChunkTranscoder
+from bastion_edge.config.rules import TtsRules
+from bastion_edge.errors import AUTHENTICATION, NOT_FOUND, SERVER_ERROR, ApiError, bad_request
+from bastion_edge.tts.reply import NOTE_HEADER, TTS_HEADER, SpeechReply, error_response
+from bastion_edge.tts.riva_client import synthesize
+from bastion_edge.tts.speech_plan import SpeechPlan, plan_speech
+from bastion_edge.tts.speech_request import parse_speech_request
+from bastion_edge.tts.tokens import TokenRegistry
+from bastion_edge.tts.transcoder import ChunkTranscoder
 
 log = logging.getLogger(__name__)
 

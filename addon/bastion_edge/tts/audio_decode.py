@@ -21,7 +21,7 @@ import av.error
 from av.audio.codeccontext import AudioCodecContext
 from av.audio.frame import AudioFrame
 
-from .audio import SAMPLE_BYTES, Pcm, Resampler
+from bastion_edge.tts.audio import SAMPLE_BYTES, Pcm, Resampler
 
 Container = Literal["wav", "ogg", "flac", "raw"]
 

@@ -17,8 +17,8 @@ import av
 from av.audio.stream import AudioStream
 from av.container import OutputContainer
 
-from .audio import Pcm, Resampler, frame_bytes, resample, to_frame
-from .speech_request import ResponseFormat
+from bastion_edge.tts.audio import Pcm, Resampler, frame_bytes, resample, to_frame
+from bastion_edge.tts.speech_request import ResponseFormat
 
 CONTENT_TYPES: dict[ResponseFormat, str] = {
     "mp3": "audio/mpeg",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 
-from ..riva_contract import MAX_AUDIO_SECONDS_PER_REQUEST
+from bastion_edge.tts.riva_contract import MAX_AUDIO_SECONDS_PER_REQUEST
 
 # Speech runs at roughly 15 characters a second at Riva's natural (100%) rate.
 CHARS_PER_SECOND_AT_NATURAL_RATE = 15.0

@@ -13,7 +13,7 @@ import json
 
 from aiohttp import web
 
-from ..errors import ApiError
+from bastion_edge.errors import ApiError
 
 SSE_CONTENT_TYPE = "text/event-stream"
 TTS_HEADER = "x-bastion-edge-tts"

@@ -15,9 +15,9 @@ import json
 
 import httpx
 
-from ..errors import SERVER_ERROR, ApiError, bad_gateway, bad_request, gateway_timeout
-from ..riva_contract import AudioEncoding
-from .voices import RivaVoice
+from bastion_edge.errors import SERVER_ERROR, ApiError, bad_gateway, bad_request, gateway_timeout
+from bastion_edge.tts.riva_contract import AudioEncoding
+from bastion_edge.tts.voices import RivaVoice
 
 _CLIENT_FAULT_STATUSES = (400, 413, 422)
 _MAX_MESSAGE_CHARS = 300

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..request_facts import CHARS_PER_TOKEN
-from ..rules import TtsRules
-from .chunking import chunk_text, max_chunk_chars
-from .speech_request import SpeechRequest
-from .ssml import SpeedPlan, plan_speed, riva_text
-from .voices import RivaVoice, resolve_voice
+from bastion_edge.config.rules import TtsRules
+from bastion_edge.core.facts import CHARS_PER_TOKEN
+from bastion_edge.tts.chunking import chunk_text, max_chunk_chars
+from bastion_edge.tts.speech_request import SpeechRequest
+from bastion_edge.tts.ssml import SpeedPlan, plan_speed, riva_text
+from bastion_edge.tts.voices import RivaVoice, resolve_voice
 
 
 @dataclass(frozen=True, slots=True)

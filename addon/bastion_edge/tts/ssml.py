@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 from xml.sax.saxutils import escape
 
-from ..riva_contract import SSML_RATE_MAX_PERCENT, SSML_RATE_MIN_PERCENT
+from bastion_edge.tts.riva_contract import SSML_RATE_MAX_PERCENT, SSML_RATE_MIN_PERCENT
 
 # A stretch this close to 1 is inaudible; skip the filter.
 ATEMPO_TOLERANCE = 0.005

@@ -6,11 +6,11 @@ per request.
 
 from __future__ import annotations
 
-from ..errors import bad_gateway
-from .audio import fade_edges, time_stretch
-from .audio_decode import AudioDecodeError, decode_riva_audio
-from .audio_encode import StreamingEncoder
-from .speech_request import ResponseFormat
+from bastion_edge.errors import bad_gateway
+from bastion_edge.tts.audio import fade_edges, time_stretch
+from bastion_edge.tts.audio_decode import AudioDecodeError, decode_riva_audio
+from bastion_edge.tts.audio_encode import StreamingEncoder
+from bastion_edge.tts.speech_request import ResponseFormat
 
 
 class ChunkTranscoder:

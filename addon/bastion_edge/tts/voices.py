@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import bad_request
-from ..rules import TtsRules
+from bastion_edge.config.rules import TtsRules
+from bastion_edge.errors import bad_request
 
 VoiceSource = Literal["mapped", "riva", "default"]
 

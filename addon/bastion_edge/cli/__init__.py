@@ -1,0 +1,1 @@
+"""The `bastion-edge` command line."""

@@ -1,0 +1,297 @@
+"""`bastion-edge run | env | check | sandbox | demo | key-hash`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
+from bastion_edge.deploy.app_env import app_environment
+from bastion_edge.deploy.node_preload import node_env
+from bastion_edge.deploy.redirect import register as register_redirect
+from bastion_edge.deploy.tls_bundles import CLIENT_BUNDLE, PROXY_CA_CERT, client_bundle
+from bastion_edge.report.cli import register as register_report
+
+DEFAULT_CONFDIR = "~/.bastion-edge"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    result: int = args.handler(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bastion-edge",
+        description="Zero-code OpenAI -> Bastion migration proxy (a mitmproxy addon).")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run the proxy in the foreground")
+    run.add_argument("--listen-host", default="127.0.0.1")
+    run.add_argument("--listen-port", type=int, default=8080)
+    run.add_argument("--mode", action="append", default=None, metavar="MODE",
+                     help="mitmproxy proxy mode: regular (default) or transparent; "
+                          "repeat to run several side by side (e.g. --mode regular "
+                          "--mode transparent@8081)")
+    run.add_argument("--rules", default=None,
+                     help="rules file (default: $BASTION_RULES, else ./rules.yaml)")
+    run.add_argument("--confdir", default=DEFAULT_CONFDIR, help="CA and bundles live here")
+    run.add_argument("--metrics-host", default="127.0.0.1")
+    run.add_argument("--metrics-port", type=int, default=9090, help="0 disables")
+    run.add_argument("--access-log", default="", metavar="FILE|-")
+    run.add_argument("--access-log-bodies", action="store_true",
+                     help="also log JSON bodies (credentials redacted)")
+    run.add_argument("--shutdown-grace", type=float, default=20.0, metavar="SECONDS",
+                     help="on SIGTERM/SIGINT, let in-flight requests finish this long")
+    run.add_argument("--web", action="store_true", help="run inside mitmweb for inspection")
+    run.add_argument("--web-host", default="127.0.0.1")
+    run.add_argument("--web-port", type=int, default=8081)
+    run.set_defaults(handler=_cmd_run)
+
+    env = sub.add_parser("env", help="print the environment an app needs")
+    env.add_argument("--confdir", default=DEFAULT_CONFDIR)
+    env.add_argument("--listen-port", type=int, default=8080)
+    env.add_argument("--proxy-host", default="127.0.0.1",
+                     help="host name the app reaches the proxy by (e.g. a sidecar address)")
+    env.set_defaults(handler=_cmd_env)
+
+    check = sub.add_parser("check", help="validate a rules file and print the mapping")
+    check.add_argument("--rules", default=None)
+    check.set_defaults(handler=_cmd_check)
+
+    sandbox = sub.add_parser("sandbox", help="run the local stand-in for Bastion")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8443)
+    sandbox.add_argument("--tls-dir", default="~/.bastion-edge/sandbox")
+    sandbox.add_argument("--http-port", type=int, default=None,
+                         help="also answer plain http here, with Bastion's redirect")
+    sandbox.add_argument("--riva-audio", default="wav",
+                         choices=("wav", "wav-placeholder-sizes", "pcm"))
+    sandbox.add_argument("--persona", default="bastion", choices=("bastion", "openai"),
+                         help="openai: stand in for OpenAI instead (cutover rehearsals)")
+    sandbox.set_defaults(handler=_cmd_sandbox)
+
+    demo = sub.add_parser("demo", help="sandbox + proxy + real SDK calls, offline")
+    demo.set_defaults(handler=_cmd_demo)
+
+    key_hash = sub.add_parser(
+        "key-hash", help="sha256 prefix of an app key read from stdin, for rules' app_key_sha256")
+    key_hash.set_defaults(handler=_cmd_key_hash)
+    register_report(sub)
+    register_redirect(sub)  # `redirect install|remove|show`, handled in redirect.py
+    return parser
+
+
+def rules_path(given: str | None) -> Path:
+    return Path(given or os.environ.get("BASTION_RULES") or "rules.yaml")
+
+
+# ---------------------------------------------------------------------------- run
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    path = rules_path(args.rules)
+    try:
+        apply_environment(load_rules(path), os.environ)
+    except (RulesError, OSError) as e:
+        print(f"bastion-edge: rules {path}: {e}", file=sys.stderr)
+        return 1
+    return asyncio.run(_run_proxy(args, path))
+
+
+async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
+    from mitmproxy import options
+
+    from bastion_edge.proxy.addon import BastionEdge
+    from bastion_edge.proxy.responses import ResponsesState
+
+    confdir = Path(os.path.expanduser(args.confdir))
+    confdir.mkdir(parents=True, exist_ok=True)
+    opts = options.Options(
+        listen_host=args.listen_host, listen_port=args.listen_port, confdir=str(confdir))
+    master: Any
+    if args.web:
+        from mitmproxy.tools.web.master import WebMaster
+
+        master = WebMaster(opts, with_termlog=True)
+        opts.update(web_open_browser=False, web_host=args.web_host, web_port=args.web_port)
+    else:
+        from bastion_edge.proxy.master import proxy_master
+
+        master = proxy_master(opts, args.mode or ["regular"])
+    addon = BastionEdge()
+    master.addons.add(addon, ResponsesState(addon), _StartupBanner(args, confdir))
+    opts.update(
+        mode=args.mode or ["regular"], connection_strategy="lazy", bastion_rules=str(path),
+        bastion_metrics_host=args.metrics_host,
+        bastion_metrics_port=args.metrics_port, bastion_access_log=args.access_log,
+        bastion_access_log_bodies=args.access_log_bodies)
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    async def drain_then_stop() -> None:
+        left = await addon.drain(args.shutdown_grace)
+        if left:
+            print(f"bastion-edge: {left} request(s) still running after the grace period",
+                  file=sys.stderr, flush=True)
+        master.shutdown()
+
+    def on_signal() -> None:
+        if stopping:  # a second signal: stop now
+            master.shutdown()
+        else:
+            stopping.append(loop.create_task(drain_then_stop()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await master.run()
+    return 0
+
+
+class _StartupBanner:
+    """Prints where the proxy listens and what an app needs, once it is listening."""
+
+    def __init__(self, args: argparse.Namespace, confdir: Path) -> None:
+        self.args = args
+        self.confdir = confdir
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        server = ctx.master.addons.get("proxyserver")
+        addrs = server.listen_addrs() if server else []
+        port = addrs[0][1] if addrs else self.args.listen_port
+        print(f"bastion-edge listening on {self.args.listen_host}:{port}", flush=True)
+        web_url = getattr(ctx.master, "web_url", None)
+        if web_url:
+            print(f"mitmweb (rewritten flows annotated): {web_url}", flush=True)
+        print(f"CA certificate: {self.confdir / PROXY_CA_CERT}", flush=True)
+        print("An app needs:", flush=True)
+        print(env_lines(self.confdir, self.args.listen_host, port), flush=True)
+        # Done: leave the addon chain, which every hook of every request walks.
+        asyncio.get_running_loop().call_soon(ctx.master.addons.remove, self)
+
+
+# ---------------------------------------------------------------------------- env
+
+def ensure_ca(confdir: Path) -> Path:
+    """Create the proxy CA the way mitmproxy does, if it does not exist yet."""
+    from mitmproxy import certs
+
+    confdir.mkdir(parents=True, exist_ok=True)
+    certs.CertStore.from_store(str(confdir), "mitmproxy", 2048)
+    return confdir / PROXY_CA_CERT
+
+
+def env_lines(confdir: Path, host: str, port: int) -> str:
+    ensure_ca(confdir)
+    bundle = client_bundle(confdir)
+    values = app_environment(f"http://{host}:{port}", bundle, confdir / PROXY_CA_CERT)
+    values.update(node_env())  # NODE_OPTIONS="--import <preload>": fetch on Node < 24
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    confdir = Path(os.path.expanduser(args.confdir))
+    print(env_lines(confdir, args.proxy_host, args.listen_port))
+    print(f"# SSL_CERT_FILE is {CLIENT_BUNDLE}: the system CAs plus the proxy CA", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------- check
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    path = rules_path(args.rules)
+    try:
+        rules = apply_environment(load_rules(path), os.environ)
+    except (RulesError, OSError) as e:
+        print(f"{path}: {e}", file=sys.stderr)
+        return 1
+    print(describe_rules(rules, os.environ))
+    return 0
+
+
+def describe_rules(rules: Rules, environ: os._Environ[str] | dict[str, str]) -> str:
+    """The effective configuration as a human-readable table (never key values)."""
+    lines = [
+        f"rules: {rules.source} (sha256 {rules.sha256[:12]})",
+        f"upstream: {rules.upstream.base_url}"
+        + (f" (CA {rules.upstream.ca_file})" if rules.upstream.ca_file else ""),
+        f"intercepted: openai={', '.join(rules.openai_hosts)}  "
+        f"bastion={', '.join(rules.bastion_hosts)}",
+        f"unmapped models: {rules.unmapped_models}   reply model: {rules.reply_model}",
+        "",
+        f"{'OpenAI model':<28} {'when':<44} Bastion model",
+        f"{'-' * 28} {'-' * 44} {'-' * 30}",
+    ]
+    for rule in rules.models:
+        for i, choice in enumerate(rule.choices):
+            name = rule.pattern if i == 0 else ""
+            lines.append(f"{name:<28} {describe_condition(choice.when):<44} {choice.use}")
+    lines += ["", "keys:"]
+    status = "set" if environ.get(rules.key_env) else "NOT SET"
+    lines.append(f"  default: ${rules.key_env} ({status})")
+    for key_rule in rules.key_rules:
+        status = "set" if environ.get(key_rule.env) else "NOT SET"
+        lines.append(f"  when {describe_condition(key_rule.when)}: ${key_rule.env} ({status})")
+    if rules.tts.voices:
+        lines += ["", f"tts: {rules.tts.path}  default voice {rules.tts.default_voice}"]
+        lines += [f"  {k:<10} -> {v}" for k, v in rules.tts.voices.items()]
+    return "\n".join(lines)
+
+
+def describe_condition(condition: Any) -> str:
+    parts = []
+    if condition.endpoints:
+        parts.append("endpoint=" + "|".join(condition.endpoints))
+    if condition.has_image is not None:
+        parts.append(f"has_image={str(condition.has_image).lower()}")
+    if condition.prompt_tokens_over is not None:
+        parts.append(f"prompt_tokens>{condition.prompt_tokens_over}")
+    parts += [f"header {k}={v}" for k, v in condition.headers]
+    if condition.app_key_sha256:
+        parts.append("app_key_sha256=" + "|".join(condition.app_key_sha256))
+    if condition.clients:
+        parts.append("client=" + "|".join(str(n) for n in condition.clients))
+    return ", ".join(parts) or "(always)"
+
+
+# ---------------------------------------------------------------------------- others
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from bastion_edge.sandbox import SandboxConfig, run_sandbox
+
+    config = SandboxConfig(
+        host=args.host, port=args.port, tls_dir=Path(os.path.expanduser(args.tls_dir)),
+        http_port=args.http_port, riva_audio=args.riva_audio, persona=args.persona)
+    run_sandbox(config)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from bastion_edge.rehearsal.demo import run_demo
+
+    return run_demo()
+
+
+def _cmd_key_hash(args: argparse.Namespace) -> int:
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("bastion-edge key-hash: pipe the key on stdin", file=sys.stderr)
+        return 2
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    print(f"app_key_sha256: \"{digest[:16]}\"   # full: {digest}")
+    return 0
+

@@ -1,0 +1,1 @@
+"""rules.yaml: the schema, its loading and validation, and hot reloading."""

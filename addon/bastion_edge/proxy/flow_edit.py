@@ -1,0 +1,156 @@
+"""Small helpers that read and edit mitmproxy flows for the hooks.
+
+They are the only code besides `hooks.py` that touches flow objects, so the hook
+methods stay short and the mitmproxy-specific details live in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from mitmproxy import http
+
+from bastion_edge.core.reply_model import restore_model
+from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
+
+
+class ByteCounter:
+    """A pass-through `response.stream` that counts bytes for the access log."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self._exchange = exchange
+
+    def __call__(self, chunk: bytes) -> bytes:
+        self._exchange.bytes_out += len(chunk)
+        return chunk
+
+
+# Bodies up to this size are buffered (as mitmproxy does by default: cheapest per
+# request); larger or unknown-length ones stream through.
+BUFFER_RESPONSES_UP_TO = 1024 * 1024
+
+
+def worth_streaming(headers: Mapping[str, str]) -> bool:
+    """For a response's lower-cased headers: stream it rather than buffer it?"""
+    length = headers.get("content-length", "")
+    return not length.isdigit() or int(length) > BUFFER_RESPONSES_UP_TO
+
+
+# Header access on the per-request path goes through one pass over the raw fields:
+# each of mitmproxy's `headers[name]` gets and sets scans and lower-cases every field,
+# and a dozen of them per request were a measurable share of the proxy's CPU time.
+
+def lower_headers(message: http.Message) -> dict[str, str]:
+    """All headers, names lower-cased (the last value wins), in one pass. Values are
+    decoded as mitmproxy decodes them, so `set_headers` writes back the same bytes."""
+    return {name.decode("latin-1").lower(): value.decode("utf-8", "surrogateescape")
+            for name, value in message.headers.fields}
+
+
+def set_headers(
+    headers: http.Headers, put: Mapping[str, str], drop: Iterable[str] = ()
+) -> None:
+    """Set each header of `put` (in the place of its first occurrence, like
+    `headers[name] = value`) and remove the `drop` names, in one pass."""
+    pending = {name.lower().encode(): _header_bytes(value) for name, value in put.items()}
+    removed = {name.lower().encode() for name in drop} | pending.keys()
+    fields = []
+    for name, value in headers.fields:
+        low = name.lower()
+        if low in pending:
+            fields.append((name, pending.pop(low)))
+        elif low not in removed:
+            fields.append((name, value))
+    fields.extend(pending.items())
+    headers.fields = tuple(fields)
+
+
+def _header_bytes(value: str) -> bytes:
+    return value.encode("utf-8", "surrogateescape")  # as mitmproxy encodes header values
+
+
+def point_at(
+    request: http.Request, scheme: str, host: str, port: int, host_header: str,
+    put: Mapping[str, str] | None = None, drop: Iterable[str] = (),
+) -> None:
+    """Set the destination, the Host header and the other header edits at once (the
+    public setters of scheme, host and port each rewrite the Host header)."""
+    request.data.scheme = scheme.encode()
+    request.data.host = host
+    request.data.port = port
+    edits = dict(put or {})
+    if request.is_http2 or request.is_http3:
+        request.host_header = host_header  # :authority, and Host only if present
+    else:
+        edits["host"] = host_header
+    set_headers(request.headers, edits, drop)
+
+
+def replace_body(message: http.Message, body: bytes, headers: Mapping[str, str]) -> None:
+    """`message.content = body` given its lower-cased headers, with one header pass when
+    the body is not content-encoded (mitmproxy's setter looks headers up three times)."""
+    if "content-encoding" in headers:
+        message.content = body  # encoded again as the header says
+        return
+    message.raw_content = body
+    if "transfer-encoding" not in headers:
+        set_headers(message.headers, {"content-length": str(len(body))})
+
+
+_AUTHORITY = re.compile(r"(?P<host>[^:]+|\[.+\])(?::\d+)?")
+
+
+def request_host(request: http.Request, headers: Mapping[str, str]) -> str:
+    """`request.pretty_host` from already lower-cased headers: the Host header's host
+    (HTTP/1), else the destination. Validity is not checked: only exact matches with
+    the configured hosts count."""
+    if request.is_http2 or request.is_http3:
+        return request.pretty_host
+    authority = headers.get("host")
+    if not authority:
+        return request.host
+    found = _AUTHORITY.fullmatch(authority)
+    if found is None:
+        return authority
+    return found["host"].removeprefix("[").removesuffix("]")
+
+
+def exchange_of(flow: http.HTTPFlow) -> Exchange | None:
+    found = flow.metadata.get(METADATA_KEY)
+    return found if isinstance(found, Exchange) else None
+
+
+def requested_model(flow: http.HTTPFlow) -> str | None:
+    """The `model` the app asked for, for the log of a refused request (error path only)."""
+    try:
+        body = json.loads(flow.request.get_content() or b"")
+    except ValueError:
+        return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def restore_json_model(response: http.Response, original: str) -> None:
+    try:
+        body = json.loads(response.get_content() or b"")
+    except ValueError:
+        return
+    if isinstance(body, dict) and restore_model(body, original):
+        response.content = json.dumps(body, separators=(",", ":")).encode()
+
+
+def annotate(flow: http.HTTPFlow, exchange: Exchange) -> None:
+    """What was changed, shown as the flow's comment and marker in mitmweb."""
+    parts: Sequence[str] = exchange.rewrites
+    summary = ", ".join(parts) or "observed"
+    if exchange.original_model and exchange.upstream_model:
+        summary += f"; model {exchange.original_model} -> {exchange.upstream_model}"
+    if exchange.error:
+        summary += f"; refused: {exchange.error.code}"
+    if exchange.decision not in ("rewrite", "passthrough"):
+        summary += f"; {exchange.decision} -> {exchange.destination}"
+    summary += "".join(f"; {note}" for note in exchange.notes)
+    flow.comment = f"bastion-edge: {summary}"
+    flow.marked = ":arrows_counterclockwise:" if exchange.rewrites else ":eye:"

@@ -1,0 +1,117 @@
+"""Mirror mode: OpenAI serves the app; a rewritten copy goes to Bastion and is compared.
+
+The copy is sent from a background task after the app already has OpenAI's answer,
+with at most `max_in_flight` copies at once: when the limit is reached the copy is
+skipped (and counted), so mirroring can never slow or break the real traffic. The
+copy's body never reaches the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+from bastion_edge.core.mirror_compare import shape_differences
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class MirrorRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    stream: bool
+    primary_status: int
+    primary_json: Any  # OpenAI's parsed reply (None when streamed or not JSON)
+
+
+@dataclass(slots=True)
+class MirrorResult:
+    status: int | None
+    duration_ms: float
+    ttfb_ms: float | None
+    shape_match: bool
+    differences: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+STREAM_END_MARKERS = (b"data: [DONE]", b"response.completed")
+
+
+async def send_copy(client: httpx.AsyncClient, copy: MirrorRequest) -> MirrorResult:
+    """Send the copy and judge it against the primary reply."""
+    started = time.perf_counter()
+    ttfb = None
+    try:
+        async with client.stream(copy.method, copy.url, headers=copy.headers,
+                                 content=copy.body) as reply:
+            ttfb = (time.perf_counter() - started) * 1000
+            body = await reply.aread()
+    except httpx.HTTPError as e:
+        return MirrorResult(None, (time.perf_counter() - started) * 1000, ttfb, False,
+                            error=type(e).__name__)
+    duration = (time.perf_counter() - started) * 1000
+    differences: list[str] = []
+    if reply.status_code != copy.primary_status:
+        differences.append(f"status {copy.primary_status} vs {reply.status_code}")
+    if copy.stream:
+        if reply.status_code < 400 and not any(m in body for m in STREAM_END_MARKERS):
+            differences.append("stream did not complete")
+    elif copy.primary_json is not None:
+        try:
+            differences += shape_differences(copy.primary_json, json.loads(body))
+        except ValueError:
+            differences.append("reply is not JSON")
+    return MirrorResult(reply.status_code, duration, ttfb, not differences, differences)
+
+
+class Mirror:
+    """Runs copies in the background, never more than `max_in_flight` at once."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def try_send(
+        self,
+        client: httpx.AsyncClient,
+        copy: MirrorRequest,
+        max_in_flight: int,
+        on_done: Callable[[MirrorResult], None],
+    ) -> bool:
+        """Start the copy if there is room; False when it was skipped."""
+        if self.in_flight >= max_in_flight:
+            return False
+        self.in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._run(send_copy(client, copy), on_done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _run(
+        self, sending: Awaitable[MirrorResult], on_done: Callable[[MirrorResult], None]
+    ) -> None:
+        try:
+            result = await sending
+        except Exception as e:  # a mirror must never take anything down
+            log.exception("mirror copy failed")
+            result = MirrorResult(None, 0.0, None, False, error=type(e).__name__)
+        finally:
+            self.in_flight -= 1
+        on_done(result)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,205 @@
+"""Turning a create request and its reply into a record. Pure, no I/O.
+
+`turn_from_request` takes what the request contributes (the app's own input items,
+before any expansion); `record_from_response` adds the response object. Replies are
+observed, never changed: `SseObserver` and `JsonObserver` are pass-through
+`response.stream` callables that keep a copy only of what they need (the current SSE
+event; the JSON body up to a limit) and report the final response object.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bastion_edge.state.chain import input_as_items
+from bastion_edge.state.records import Item, StoredResponse
+
+FINAL_EVENTS = frozenset({"response.completed", "response.incomplete"})
+_FINAL_MARKERS = tuple(f'"{kind}"'.encode() for kind in FINAL_EVENTS)
+JSON_CAPTURE_LIMIT = 32 * 1024 * 1024
+RESPONSE_ID = re.compile(r"[A-Za-z0-9_\-.]{1,200}")
+
+OnFinal = Callable[[Item], None]
+
+
+def valid_response_id(value: object) -> bool:
+    return isinstance(value, str) and RESPONSE_ID.fullmatch(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """What a create request contributes to its record."""
+
+    partition: str
+    previous_response_id: str | None
+    ancestors: tuple[str, ...]
+    input_items: tuple[Item, ...]
+    input_item_ids: tuple[str, ...]
+    instructions: object
+    metadata: object
+
+
+def turn_from_request(
+    body: Mapping[str, Any], partition: str, ancestors: tuple[str, ...] = ()
+) -> TurnRequest:
+    """The app's own input items (ids assigned for listing), instructions and metadata."""
+    items = tuple(input_as_items(body.get("input")))
+    previous = body.get("previous_response_id")
+    return TurnRequest(
+        partition=partition,
+        previous_response_id=previous if isinstance(previous, str) else None,
+        ancestors=ancestors,
+        input_items=items,
+        input_item_ids=tuple(_item_id(item) for item in items),
+        instructions=body.get("instructions"),
+        metadata=body.get("metadata"),
+    )
+
+
+def _item_id(item: Item) -> str:
+    given = item.get("id")
+    if isinstance(given, str) and given:
+        return given
+    prefix = "msg" if item.get("type", "message") == "message" else "item"
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def record_from_response(turn: TurnRequest, response: Mapping[str, Any],
+                         now: float) -> StoredResponse | None:
+    """The record for a response object, or None if it is not one."""
+    response_id = response.get("id")
+    if response.get("object") != "response" or not valid_response_id(response_id):
+        return None
+    assert isinstance(response_id, str)
+    stored = dict(response)
+    # What the app asked for, where the upstream (stateless) could not say it.
+    stored["store"] = True
+    stored["previous_response_id"] = turn.previous_response_id
+    if stored.get("instructions") is None and turn.instructions is not None:
+        stored["instructions"] = turn.instructions
+    if not stored.get("metadata") and turn.metadata:
+        stored["metadata"] = turn.metadata
+    created = response.get("created_at")
+    return StoredResponse(
+        id=response_id, partition=turn.partition,
+        created_at=float(created) if isinstance(created, int | float) else now,
+        previous_response_id=turn.previous_response_id, ancestors=turn.ancestors,
+        input_items=turn.input_items, input_item_ids=turn.input_item_ids, response=stored)
+
+
+def response_from_json(raw: bytes) -> Item | None:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+class SseObserver:
+    """Reassembles SSE events as they pass; keeps the final `response` object.
+
+    As a stream callable it returns every chunk unchanged; `b""` ends the stream.
+    """
+
+    def __init__(self, on_final: OnFinal | None = None) -> None:
+        self._on_final = on_final
+        self._partial = bytearray()
+        self._data: list[bytes] = []
+        self.final: Item | None = None
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk:
+            self.feed(chunk)
+        else:
+            self.finish()
+        return chunk
+
+    def feed(self, chunk: bytes) -> None:
+        if b"\n" not in chunk:
+            self._partial += chunk
+            return
+        data = bytes(self._partial) + chunk if self._partial else chunk
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            self._line(data[start:end])
+            start = end + 1
+        self._partial = bytearray(data[start:])
+
+    def finish(self) -> None:
+        if self._partial:
+            self._line(bytes(self._partial))
+            self._partial.clear()
+        self._dispatch()
+
+    def _line(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            self._dispatch()
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            self._data.append(value[1:] if value.startswith(b" ") else value)
+
+    def _dispatch(self) -> None:
+        if not self._data:
+            return
+        payload = b"\n".join(self._data)
+        self._data = []
+        if not any(marker in payload for marker in _FINAL_MARKERS):
+            return
+        event = response_from_json(payload)
+        if event is None or event.get("type") not in FINAL_EVENTS:
+            return
+        response = event.get("response")
+        if isinstance(response, dict):
+            self.final = response
+            if self._on_final is not None:
+                self._on_final(response)
+
+
+class JsonObserver:
+    """Keeps a copy of a JSON reply (up to `limit` bytes) as it streams through.
+
+    As a stream callable it returns every chunk unchanged; `b""` ends the stream.
+    """
+
+    def __init__(self, on_final: OnFinal | None = None, limit: int = JSON_CAPTURE_LIMIT,
+                 decode: Callable[[bytes], bytes] | None = None) -> None:
+        self._on_final = on_final
+        self._limit = limit
+        self._decode = decode  # for a Content-Encoding: the bytes pass through still encoded
+        self._body: bytearray | None = bytearray()
+        self.final: Item | None = None
+        self.too_large = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk:
+            self.feed(chunk)
+        else:
+            self.finish()
+        return chunk
+
+    def feed(self, chunk: bytes) -> None:
+        if self._body is None:
+            return
+        if len(self._body) + len(chunk) > self._limit:
+            self._body = None  # too large to keep: not stored
+            self.too_large = True
+            return
+        self._body += chunk
+
+    def finish(self) -> None:
+        if self._body is None:
+            return
+        raw, self._body = bytes(self._body), None
+        try:
+            self.final = response_from_json(self._decode(raw) if self._decode else raw)
+        except ValueError:  # undecodable: not stored
+            return
+        if self.final is not None and self._on_final is not None:
+            self._on_final(self.final)

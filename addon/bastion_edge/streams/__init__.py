@@ -1,0 +1,1 @@
+"""Incremental codecs for bodies that stream through: SSE events, multipart forms."""

@@ -1,0 +1,100 @@
+"""Prometheus metrics, `bastion_edge_*`, with bounded label values.
+
+Model labels only take ids named in the rules (as sources or targets); anything
+else is reported as `other`, so a client sending random model ids cannot blow up
+the series count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from bastion_edge.config.rules import Rules
+
+OTHER = "other"
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "bastion_edge_requests", "Requests handled by bastion-edge.",
+            ["endpoint", "original_model", "upstream_model", "destination", "status_class",
+             "stream"], registry=r)
+        self.duration = Histogram(
+            "bastion_edge_request_duration_seconds", "Time from request start to response end.",
+            ["endpoint", "destination"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttfb = Histogram(
+            "bastion_edge_time_to_first_byte_seconds",
+            "Time from request start to the upstream's response headers.",
+            ["endpoint", "destination"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.upstream_errors = Counter(
+            "bastion_edge_upstream_errors", "Upstream failures answered by the proxy.",
+            ["kind"], registry=r)
+        self.proxy_errors = Counter(
+            "bastion_edge_proxy_errors", "Requests the proxy refused itself (bad input, no key).",
+            ["code"], registry=r)
+        self.rewrites = Counter(
+            "bastion_edge_rewrites", "Rewrites applied, by kind.", ["kind"], registry=r)
+        self.reloads = Counter(
+            "bastion_edge_rules_reloads", "Rules file (re)loads.", ["result"], registry=r)
+        self.last_reload = Gauge(
+            "bastion_edge_rules_last_reload_timestamp_seconds",
+            "Unix time of the last successful rules load.", registry=r)
+        self.rules_info = Info("bastion_edge_rules", "The loaded rules file.", registry=r)
+        self.mirror = Counter(
+            "bastion_edge_mirror", "Mirrored copies sent to Bastion, by outcome.",
+            ["result"], registry=r)
+        self.mirror_duration = Histogram(
+            "bastion_edge_mirror_duration_seconds", "Duration of mirrored copies.",
+            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self._known_models: frozenset[str] = frozenset()
+        self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
+        self._rewrite_children: dict[str, Any] = {}
+
+    def rules_loaded(self, rules: Rules, timestamp: float) -> None:
+        self._known_models = frozenset(
+            {m.pattern for m in rules.models if not m.is_glob}
+            | {c.use for m in rules.models for c in m.choices}
+        )
+        self._children.clear()  # model labels may map differently now
+        self.reloads.labels("success").inc()
+        self.last_reload.set(timestamp)
+        self.rules_info.info({"sha256": rules.sha256, "source": rules.source})
+
+    def exchange_finished(
+        self, *, endpoint: str, original_model: str | None, upstream_model: str | None,
+        destination: str, status: int | None, stream: bool, duration: float,
+        ttfb: float | None, rewrites: list[str],
+    ) -> None:
+        """Count one exchange. Label children are cached: `labels()` costs microseconds
+        per call, and this runs for every request."""
+        status_class = f"{status // 100}xx" if status else "error"
+        key = (endpoint, self.model_label(original_model), self.model_label(upstream_model),
+               destination, status_class, "true" if stream else "false")
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(*key),
+                self.duration.labels(endpoint, destination),
+                self.ttfb.labels(endpoint, destination))
+        requests, durations, ttfbs = children
+        requests.inc()
+        durations.observe(duration)
+        if ttfb is not None:
+            ttfbs.observe(ttfb)
+        for kind in rewrites:
+            rewrite = self._rewrite_children.get(kind)
+            if rewrite is None:
+                rewrite = self._rewrite_children[kind] = self.rewrites.labels(kind)
+            rewrite.inc()
+
+    def model_label(self, model: str | None) -> str:
+        if not model:
+            return "none"
+        return model if model in self._known_models else OTHER
