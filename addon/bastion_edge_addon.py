@@ -6,6 +6,5 @@ Settings are mitmproxy options (`--set bastion_rules=rules.yaml`,
 """
 
 from bastion_edge.proxy.addon import BastionEdge
-from bastion_edge.proxy.responses import ResponsesState
 
-addons = [edge := BastionEdge(), ResponsesState(edge)]
+addons = [BastionEdge()]

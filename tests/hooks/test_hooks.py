@@ -18,9 +18,10 @@ from mitmproxy.flow import Error
 from mitmproxy.test import taddons, tflow
 from prometheus_client import generate_latest
 
+from bastion_edge.core.planner import STREAM_UPLOADS_OVER
 from bastion_edge.core.routing import HostKind
 from bastion_edge.proxy import gateway_errors
-from bastion_edge.proxy.addon import REDACTED, STREAM_UPLOADS_OVER, BastionEdge
+from bastion_edge.proxy.addon import REDACTED, BastionEdge
 from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
 
 SHIPPED_RULES = (Path(__file__).resolve().parents[2] / "rules.yaml").read_text()

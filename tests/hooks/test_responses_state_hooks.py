@@ -1,4 +1,4 @@
-"""ResponsesState driven hook by hook after BastionEdge, with mitmproxy's test helpers:
+"""Responses state driven through BastionEdge's hooks, with mitmproxy's test helpers:
 the paths the end-to-end tests do not reach (buffered replies, composed SSE rewriting,
 cutover, configuration and hot reload)."""
 
@@ -20,9 +20,10 @@ from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons, tflow
 
 from bastion_edge.config.rules import ResponsesStateRules
+from bastion_edge.core.planner import Policy
 from bastion_edge.proxy.addon import BastionEdge
 from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
-from bastion_edge.proxy.responses import ResponsesState
+from bastion_edge.proxy.responses import ResponsesKeeper
 from bastion_edge.state.sqlite_store import SqliteStore
 
 SHIPPED_RULES = (Path(__file__).resolve().parents[2] / "rules.yaml").read_text()
@@ -43,18 +44,17 @@ def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
 @contextlib.asynccontextmanager
 async def addons(
     tmp_path: Path, rules_text: str = SHIPPED_RULES, environ: dict[str, str] | None = None
-) -> AsyncIterator[tuple[BastionEdge, ResponsesState]]:
+) -> AsyncIterator[tuple[BastionEdge, ResponsesKeeper]]:
     rules = tmp_path / "rules.yaml"
     rules.write_text(rules_text)
     edge = BastionEdge(environ=environ or dict(ENV))
-    state = ResponsesState(edge)
-    with taddons.context(proxyserver.Proxyserver(), edge, state) as tctx:
+    state = edge.responses
+    with taddons.context(proxyserver.Proxyserver(), edge) as tctx:
         tctx.configure(edge, confdir=str(tmp_path / "confdir"), bastion_rules=str(rules),
                        bastion_metrics_port=0)
         try:
             yield edge, state
         finally:
-            await state.done()
             await edge.done()
 
 
@@ -71,20 +71,24 @@ def app_flow(path: str, body: dict[str, Any] | None = None, method: str = "POST"
     return flow
 
 
-async def send(edge: BastionEdge, state: ResponsesState, flow: http.HTTPFlow) -> None:
+async def send(edge: BastionEdge, state: ResponsesKeeper, flow: http.HTTPFlow) -> None:
     edge.requestheaders(flow)
-    edge.request(flow)
-    await state.request(flow)
+    await _awaited(edge.request(flow))
 
 
-async def respond(edge: BastionEdge, state: ResponsesState, flow: http.HTTPFlow, body: bytes,
+async def _awaited(result: Any) -> None:
+    """A hook that may return a coroutine, awaited as mitmproxy does."""
+    if result is not None:
+        await result
+
+
+async def respond(edge: BastionEdge, state: ResponsesKeeper, flow: http.HTTPFlow, body: bytes,
                   content_type: str = "application/json", **headers: str) -> bytes:
     """Upstream answers; returns what the app receives."""
     flow.response = http.Response.make(200, b"", {
         "content-type": content_type, **{k.replace("_", "-"): v for k, v in headers.items()}})
     flow.response.data.content = None
     edge.responseheaders(flow)
-    state.responseheaders(flow)
     stream = flow.response.stream
     if callable(stream):
         out = b"".join(_bytes(stream(body[i:i + 11])) for i in range(0, len(body), 11))
@@ -92,8 +96,7 @@ async def respond(edge: BastionEdge, state: ResponsesState, flow: http.HTTPFlow,
     else:
         flow.response.raw_content = body  # buffered: the bytes as they came off the wire
         out = b""
-    edge.response(flow)
-    await state.response(flow)
+    await _awaited(edge.response(flow))
     return out or (flow.response.raw_content or b"")
 
 
@@ -183,8 +186,8 @@ async def test_store_false_upstream_error_and_foreign_key_leave_nothing(tmp_path
         await send(edge, state, failed)
         failed.response = http.Response.make(502, b'{"error": {}}',
                                              {"content-type": "application/json"})
-        state.responseheaders(failed)
-        await state.response(failed)
+        edge.responseheaders(failed)
+        await _awaited(edge.response(failed))
         kept = app_flow("/v1/responses", {"model": "gpt-4o", "input": "x"})
         await send(edge, state, kept)
         await respond(edge, state, kept, json.dumps(reply("resp_k", "m", "t")).encode())
@@ -198,7 +201,7 @@ async def test_store_false_upstream_error_and_foreign_key_leave_nothing(tmp_path
 
 
 def _partition(flow: http.HTTPFlow) -> str:
-    facts = exchange_of(flow).facts
+    facts = exchange_of(flow).plan.facts
     assert facts is not None and facts.app_key_sha256 is not None
     return facts.app_key_sha256
 
@@ -236,16 +239,16 @@ async def test_hot_reloaded_retention_and_store(tmp_path: Path) -> None:
         assert isinstance(first, SqliteStore)
         assert first.path == tmp_path / "confdir" / "responses.sqlite3"
         rules = edge.rules.responses_state
-        edge.rules = replace(edge.rules, responses_state=replace(rules, ttl_seconds=5))
-        state._follow_rules()
+        edge.policy = Policy.of(replace(edge.rules, responses_state=replace(rules, ttl_seconds=5)))
+        state.follow(edge.rules.responses_state)
         assert state.store is first and first.retention.ttl_seconds == 5
         other = tmp_path / "elsewhere.sqlite3"
-        edge.rules = replace(edge.rules, responses_state=ResponsesStateRules(f"sqlite://{other}"))
-        state._follow_rules()
+        edge.policy = Policy.of(replace(edge.rules, responses_state=ResponsesStateRules(f"sqlite://{other}")))
+        state.follow(edge.rules.responses_state)
         assert isinstance(state.store, SqliteStore) and state.store.path == other
-        edge.rules = replace(edge.rules, responses_state=ResponsesStateRules(
-            encryption_key_env="UNSET_KEY"))
-        state._follow_rules()  # rejected: keeps serving from the last good store
+        edge.policy = Policy.of(replace(edge.rules, responses_state=ResponsesStateRules(
+            encryption_key_env="UNSET_KEY")))
+        state.follow(edge.rules.responses_state)  # rejected: keeps serving from the last good store
         assert isinstance(state.store, SqliteStore) and state.store.path == other
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bastion_edge.core.responses import turn_from_request
 from bastion_edge.state.capture import (
     JsonObserver,
     SseObserver,
     record_from_response,
-    turn_from_request,
 )
 
 RESPONSE = {"id": "resp_abc", "object": "response", "created_at": 1700000000,

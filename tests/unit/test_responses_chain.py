@@ -6,12 +6,8 @@ from typing import Any
 
 import pytest
 
-from bastion_edge.state.chain import (
-    ChainBroken,
-    conversation,
-    expand_request,
-    input_as_items,
-)
+from bastion_edge.core.responses import expand_request, input_as_items
+from bastion_edge.state.chain import ChainBroken, conversation
 from bastion_edge.state.records import StoredResponse
 
 REASONING = {"id": "rs_1", "type": "reasoning", "summary": [{"type": "summary_text",

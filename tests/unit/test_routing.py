@@ -1,4 +1,4 @@
-"""classify_host and bastion_destination: the one place that decides the upstream."""
+"""classify_host and bastion_target: the one place that decides the upstream."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 
 from bastion_edge.config.rules import Rules, UpstreamRules, parse_rules
 from bastion_edge.core.routing import (
-    Destination,
     HostKind,
-    bastion_destination,
+    Target,
+    bastion_target,
     classify_host,
     map_openai_path,
 )
@@ -57,19 +57,19 @@ def test_map_openai_path(prefix: str, path: str, expected: str) -> None:
 
 def test_openai_request_goes_under_base_url() -> None:
     upstream = UpstreamRules(base_url="https://gw.example:9443/bastion/v1/")
-    dest = bastion_destination(upstream, HostKind.OPENAI, "/v1/chat/completions")
-    assert dest == Destination("https", "gw.example", 9443, "/bastion/v1/chat/completions")
+    dest = bastion_target(upstream, HostKind.OPENAI, "/v1/chat/completions")
+    assert dest == Target("https", "gw.example", 9443, "/bastion/v1/chat/completions")
     assert dest.host_header == "gw.example:9443"
     assert dest.url == "https://gw.example:9443/bastion/v1/chat/completions"
 
 
 def test_bastion_request_keeps_its_path_and_uses_https() -> None:
-    dest = bastion_destination(UpstreamRules(), HostKind.BASTION, "/v1/models")
-    assert dest == Destination("https", "api.qubittron.ai", 443, "/v1/models")
+    dest = bastion_target(UpstreamRules(), HostKind.BASTION, "/v1/models")
+    assert dest == Target("https", "api.qubittron.ai", 443, "/v1/models")
     assert dest.host_header == "api.qubittron.ai"  # default port omitted
 
 
 def test_ipv6_base_url_host_header_bracketed() -> None:
     upstream = UpstreamRules(base_url="https://[::1]:9443/v1")
-    dest = bastion_destination(upstream, HostKind.OPENAI, "/v1/models")
+    dest = bastion_target(upstream, HostKind.OPENAI, "/v1/models")
     assert dest.host_header == "[::1]:9443"

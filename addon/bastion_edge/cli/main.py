@@ -115,7 +115,6 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     from mitmproxy import options
 
     from bastion_edge.proxy.addon import BastionEdge
-    from bastion_edge.proxy.responses import ResponsesState
 
     confdir = Path(os.path.expanduser(args.confdir))
     confdir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +131,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
 
         master = proxy_master(opts, args.mode or ["regular"])
     addon = BastionEdge()
-    master.addons.add(addon, ResponsesState(addon), _StartupBanner(args, confdir))
+    master.addons.add(addon, _StartupBanner(args, confdir))
     opts.update(
         mode=args.mode or ["regular"], connection_strategy="lazy", bastion_rules=str(path),
         bastion_metrics_host=args.metrics_host,

@@ -91,7 +91,7 @@ class RequestFacts:
     """Everything a rule condition can test, for one request."""
 
     endpoint: str
-    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # lower-case; creds
     app_key_sha256: str | None = None
     client_ip: str | None = None
     has_image: bool = False

@@ -8,7 +8,7 @@ OpenAI key is never forwarded.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bastion_edge.config.rules import Rules
 from bastion_edge.core.facts import RequestFacts
@@ -18,7 +18,7 @@ from bastion_edge.errors import AUTHENTICATION, ApiError
 @dataclass(frozen=True, slots=True)
 class KeyChoice:
     env: str  # the environment variable the key came from (safe to log)
-    key: str
+    key: str = field(repr=False)
 
 
 def select_key(rules: Rules, facts: RequestFacts, environ: Mapping[str, str]) -> KeyChoice:

@@ -1,7 +1,7 @@
 """Where a request goes: the one place that decides the upstream.
 
 `classify_host` says whose traffic a request is (OpenAI's, Bastion's, or neither);
-`bastion_destination` maps it onto the configured Bastion base URL.
+`bastion_target` maps it onto the configured Bastion base URL.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def classify_host(rules: Rules, host: str) -> HostKind | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Destination:
+class Target:
+    """An upstream address: scheme, host, port and path."""
+
     scheme: str
     host: str
     port: int
@@ -44,11 +46,11 @@ class Destination:
         return f"{self.scheme}://{self.host_header}{self.path}"
 
 
-def bastion_destination(upstream: UpstreamRules, kind: HostKind, path: str) -> Destination:
+def bastion_target(upstream: UpstreamRules, kind: HostKind, path: str) -> Target:
     """OpenAI paths `/v1/...` go under the base URL's path; Bastion paths stay as sent."""
     if kind is HostKind.OPENAI:
         path = map_openai_path(upstream.path_prefix, path)
-    return Destination("https", upstream.host, upstream.port, path)
+    return Target("https", upstream.host, upstream.port, path)
 
 
 def map_openai_path(prefix: str, path: str) -> str:

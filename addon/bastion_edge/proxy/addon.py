@@ -1,12 +1,15 @@
-"""The mitmproxy addon: turns flows into plain values, calls the core, writes back.
+"""The mitmproxy addon: builds a plan's inputs from the flow, applies the plan, meters.
 
-Hook order for one request: `requestheaders` (destination, keys, request streaming:
-the upstream connection may open right after it), `request` (body rewriting),
-`responseheaders` (SSE streaming, model header), `response` / `error` (logging,
-metrics, envelopes for gateway errors).
+Hook order for one request:
+  requestheaders   RequestHead -> plan_head -> point the flow where the plan says (every
+                   OpenAI-bound flow leaves here without the app's credentials: fail
+                   closed); a large form streams with its `model` field replaced
+  request          ParsedBody (+ stored Responses history) -> plan_body -> new body bytes,
+                   or the proxy's own answer (refusal, Responses store)
+  responseheaders  reply streaming, model restoring, Responses capture, our headers
+  response/error   gateway-error envelopes, metrics, the access log, the mirror copy
 
-Fail closed: the first thing done to an OpenAI-bound flow is pointing it at Bastion
-and removing the app's credentials, so no later failure can leak it to OpenAI.
+Decisions live in `bastion_edge.core.planner`; nothing here decides where a request goes.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import logging
 import os
 import random
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from mitmproxy import ctx, exceptions, http
@@ -33,61 +36,43 @@ from bastion_edge.config.rules import (
     apply_environment,
     load_rules,
 )
-from bastion_edge.core.cutover import OPENAI, conversation_key, destination_for
-from bastion_edge.core.facts import (
-    CHAT,
-    COMPLETIONS,
-    EMBEDDINGS,
-    IMAGES_GENERATIONS,
-    MODELS,
-    RESPONSES,
-    SPEECH,
-    RequestFacts,
-    classify_endpoint,
-    is_collection_path,
-    key_sha256,
-)
-from bastion_edge.core.keys import select_key
 from bastion_edge.core.model_map import ModelMap
-from bastion_edge.core.reply_model import restore_model
-from bastion_edge.core.rewrite import (
-    REWRITE_HOST,
-    REWRITE_HTTPS,
-    REWRITE_KEY,
-    REWRITE_MODEL,
-    REWRITE_TTS,
-    BodyRewrite,
-    decide_model,
-    parse_json_object,
-    rewrite_json_body,
-    rewrite_model_path,
+from bastion_edge.core.plan import BodyStep, Decision, Destination, Plan, Route
+from bastion_edge.core.planner import (
+    Policy,
+    answered_from_store,
+    form_model,
+    history_wanted,
+    plan_body,
+    plan_head,
+    refused,
 )
-from bastion_edge.core.routing import HostKind, bastion_destination, classify_host, map_openai_path
+from bastion_edge.core.reply_model import restore_model
+from bastion_edge.core.request import ParsedBody, RequestHead
+from bastion_edge.core.responses import History
+from bastion_edge.core.routing import HostKind, bastion_target
 from bastion_edge.deploy.tls_bundles import upstream_bundle
 from bastion_edge.errors import SERVER_ERROR, ApiError
 from bastion_edge.proxy import gateway_errors
 from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
 from bastion_edge.proxy.flow_edit import (
     ByteCounter,
+    ReplyJson,
     annotate,
     exchange_of,
     lower_headers,
     point_at,
     replace_body,
     request_host,
-    requested_model,
-    restore_json_model,
     set_headers,
     worth_streaming,
 )
 from bastion_edge.proxy.mirror import Mirror, MirrorRequest, MirrorResult
+from bastion_edge.proxy.responses import STORE_UNAVAILABLE, ResponsesKeeper
 from bastion_edge.proxy.timeouts import ResponseTimeouts
 from bastion_edge.proxy.upstream_client import make_upstream_client
-from bastion_edge.streams.multipart import (
-    FormFieldRewriter,
-    boundary_from_content_type,
-    replace_form_field,
-)
+from bastion_edge.state.store import StoreError
+from bastion_edge.streams.multipart import FormFieldRewriter, boundary_from_content_type
 from bastion_edge.streams.sse import SseRewriter
 from bastion_edge.telemetry.access_log import AccessLog, AccessRecord, loggable_body
 from bastion_edge.telemetry.admin_server import AdminServer
@@ -97,20 +82,16 @@ from bastion_edge.tts.reply import NOTE_HEADER, TTS_HEADER
 
 log = logging.getLogger("bastion_edge")
 
-JSON_ENDPOINTS = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, IMAGES_GENERATIONS, RESPONSES})
-# Multipart uploads larger than this are streamed through, not buffered.
-STREAM_UPLOADS_OVER = 1024 * 1024
-APP_CREDENTIAL_HEADERS = ("authorization", "openai-organization", "openai-project")
 UPSTREAM_MODEL_HEADER = "x-bastion-edge-upstream-model"
 REWRITES_HEADER = "x-bastion-edge-rewrites"
 REDACTED = "Bearer [redacted by bastion-edge]"
+JSON_TYPE = {"content-type": "application/json"}
 
 
 class BastionEdge:
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         self.environ = environ if environ is not None else os.environ
-        self.rules = Rules()
-        self.models = ModelMap(self.rules)
+        self.policy = Policy.of(Rules())
         self.metrics = Metrics()
         self.rules_path: Path | None = None
         self.rules_loaded = False
@@ -119,11 +100,20 @@ class BastionEdge:
         self.admin: AdminServer | None = None
         self.tts = TtsAdapter()
         self.mirror = Mirror()
+        self.responses = ResponsesKeeper(self.metrics.registry, self.environ)
         self.in_flight: set[str] = set()  # ids of our flows not finished yet
         self.keeps_flows = False  # mitmweb or a flow file: redact keys on flow objects
         self.draining = False
         self._upstream_client: tuple[UpstreamRules, httpx.AsyncClient] | None = None
         self.timeouts = ResponseTimeouts()
+
+    @property
+    def rules(self) -> Rules:
+        return self.policy.rules
+
+    @property
+    def models(self) -> ModelMap:
+        return self.policy.models
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,6 +132,7 @@ class BastionEdge:
         loader.add_option(
             "bastion_access_log_bodies", bool, False,
             "Also log JSON request/response bodies (up to 64 KiB, credentials redacted).")
+        self.responses.load(loader)
         gateway_errors.install()
 
     def configure(self, updated: set[str]) -> None:
@@ -162,11 +153,13 @@ class BastionEdge:
                 self.access_log.close()
             target = ctx.options.bastion_access_log
             self.access_log = AccessLog(target) if target else None
+        self.responses.configure(updated, self.rules.responses_state)
 
     async def running(self) -> None:
         self.keeps_flows = "web_port" in ctx.options or bool(
             getattr(ctx.options, "save_stream_file", None))
         await self.tts.start()
+        await self.responses.running()
         if self.rules_path is not None:
             self.watcher = RulesWatcher(
                 self.rules_path, self.rules.sha256, self._reloaded, self._reload_failed)
@@ -189,6 +182,7 @@ class BastionEdge:
         with contextlib.suppress(RuntimeError):
             await self.tts.stop()
         await self.mirror.drain()
+        await self.responses.done()
         if self._upstream_client is not None:
             await self._upstream_client[1].aclose()
 
@@ -229,8 +223,7 @@ class BastionEdge:
         return True, f"rules {self.rules.sha256[:12]}"
 
     def _install(self, rules: Rules) -> None:
-        self.rules = rules
-        self.models = ModelMap(rules)
+        self.policy = Policy.of(rules)
         self.rules_loaded = True
         self.metrics.rules_loaded(rules, time.time())
         self._apply_mitmproxy_options()
@@ -241,6 +234,8 @@ class BastionEdge:
             self._install(apply_environment(rules, self.environ))
         except (RulesError, exceptions.OptionsError) as e:
             self._reload_failed(e)
+            return
+        self.responses.follow(self.rules.responses_state)
 
     def _reload_failed(self, error: Exception) -> None:
         self.metrics.reloads.labels("failure").inc()
@@ -271,277 +266,168 @@ class BastionEdge:
             return
         request = flow.request
         headers = lower_headers(request)
-        original_host = request_host(request, headers)
-        kind = classify_host(self.rules, original_host)
-        if kind is None:
+        head = RequestHead(
+            scheme=request.scheme, host=request_host(request, headers), method=request.method,
+            path=request.path, headers=headers, http_version=request.http_version,
+            client=flow.client_conn.peername[0] if flow.client_conn.peername else None)
+        plan = plan_head(head, self.policy, self.environ)
+        if plan is None:
             return  # not ours: untouched
         exchange = Exchange(
             request_id=f"{random.getrandbits(64):016x}",  # correlates log lines; not a secret
-            kind=kind,
-            endpoint=classify_endpoint(request.path),
-            method=request.method,
-            path=request.path.split("?", 1)[0],
-            original_host=original_host,
-            client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
-        )
+            plan=plan, original_host=head.host, client=head.client)
         flow.metadata[METADATA_KEY] = exchange
         self.in_flight.add(flow.id)
-        scheme_in = request.scheme
-        # Fail closed, before anything that could raise: Bastion over https, no app creds.
-        destination = bastion_destination(self.rules.upstream, kind, request.path)
-        app_authorization = headers.get("authorization")
-        if kind is HostKind.OPENAI:
-            exchange.app_credentials = {
-                name: headers[name] for name in APP_CREDENTIAL_HEADERS if name in headers}
-        else:
-            exchange.decision = "passthrough"
-        point_at(request, "https", destination.host, destination.port, destination.host_header,
-                 drop=exchange.app_credentials)
-        request.path = destination.path
-        exchange.upstream_host = destination.host_header
-        if scheme_in == "http":
-            exchange.add_rewrite(REWRITE_HTTPS)
         try:
-            if kind is HostKind.OPENAI:
-                self._openai_headers(flow, exchange, headers, app_authorization)
-        except ApiError as e:
-            exchange.error = e
+            self._apply_route(flow, exchange, plan.route)
+            if plan.refusal is None and plan.body_step is BodyStep.STREAMED_FORM:
+                self._stream_form(flow, exchange, head)
         except Exception as e:  # never crash, never fall through to OpenAI
             log.exception("bastion-edge: requestheaders failed")
-            exchange.error = ApiError(500, f"bastion-edge internal error: {e}", "proxy_error",
-                                      SERVER_ERROR)
+            self._refuse(exchange, _internal_error(e))
 
-    def _openai_headers(
-        self, flow: http.HTTPFlow, exchange: Exchange, headers: dict[str, str],
-        app_authorization: str | None,
-    ) -> None:
+    def _apply_route(self, flow: http.HTTPFlow, exchange: Exchange, route: Route) -> None:
+        """Point the flow where the route says, with its header edits, in one pass."""
         request = flow.request
-        exchange.add_rewrite(REWRITE_HOST)
-        facts = RequestFacts(
-            endpoint=exchange.endpoint,
-            headers=headers,
-            app_key_sha256=key_sha256(app_authorization),
-            client_ip=exchange.client,
-        )
-        exchange.facts = facts
-        if self._cutover_to_openai(flow, exchange, facts):
-            return
-        choice = select_key(self.rules, facts, self.environ)
-        exchange.key_env = choice.env
-        if exchange.endpoint == SPEECH and request.method == "POST":
-            self._route_to_tts(flow, exchange, choice.key)
-            return
-        set_headers(request.headers, {"authorization": f"Bearer {choice.key}"})
-        exchange.add_rewrite(REWRITE_KEY)
-        self._maybe_stream_upload(flow, exchange, facts)
+        target = route.target
+        put = dict(route.put_headers)
+        if route.destination is Destination.TTS and exchange.plan.refusal is None:
+            port, token = self._speech_job(exchange.plan)
+            put[TOKEN_HEADER] = token
+            point_at(request, "http", "127.0.0.1", port, f"127.0.0.1:{port}",
+                     put=put, drop=route.drop_headers)
+            request.path = "/v1/audio/speech"
+        else:
+            point_at(request, target.scheme, target.host, target.port, target.host_header,
+                     put=put, drop=route.drop_headers)
+            request.path = target.path
+        exchange.applied_route = route
 
-    def _cutover_to_openai(
-        self, flow: http.HTTPFlow, exchange: Exchange, facts: RequestFacts
-    ) -> bool:
-        """Apply the cutover mode; True when the flow goes to OpenAI as the app sent it."""
-        cutover = self.rules.cutover
-        exchange.decision = cutover.mode
-        if cutover.mode == "rewrite":
-            return False
-        if cutover.mode == "split" and cutover.sticky_by == "conversation":
-            return False  # decided in `request`, once the body is there
-        sticky = facts.app_key_sha256 or exchange.client or ""
-        if destination_for(cutover, sticky) != OPENAI:
-            return False
-        self._send_to_openai(flow, exchange)
-        return True
-
-    def _send_to_openai(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
-        """Forward unchanged (but over https) to OpenAI with the app's own credentials."""
-        base = urlsplit(self.rules.cutover.openai_base_url)
-        request = flow.request
-        query = request.path.partition("?")[2]
-        point_at(request, "https", base.hostname or "api.openai.com", base.port or 443,
-                 base.netloc, put=exchange.app_credentials, drop=["authorization"])
-        request.path = exchange.path + (f"?{query}" if query else "")
-        exchange.destination = OPENAI
-        exchange.upstream_host = base.netloc
-        exchange.rewrites = [r for r in exchange.rewrites if r == REWRITE_HTTPS]
-
-    def _route_to_tts(self, flow: http.HTTPFlow, exchange: Exchange, key: str) -> None:
+    def _speech_job(self, plan: Plan) -> tuple[int, str]:
         """`/v1/audio/speech` goes to the in-process Riva adapter; the key stays in-process."""
         upstream = self.rules.upstream
         assert self.tts.port is not None, "TTS adapter not started"
+        assert plan.key is not None
         token = self.tts.register(SpeechJob(
             riva_url=f"https://{upstream.host}:{upstream.port}{self.rules.tts.path}",
-            bastion_key=key, tts=self.rules.tts, http_client=self.upstream_client(),
+            bastion_key=plan.key.key, tts=self.rules.tts, http_client=self.upstream_client(),
             timeout_seconds=upstream.response_timeout_seconds))
-        request = flow.request
-        point_at(request, "http", "127.0.0.1", self.tts.port, f"127.0.0.1:{self.tts.port}",
-                 put={TOKEN_HEADER: token})
-        request.path = "/v1/audio/speech"
-        exchange.add_rewrite(REWRITE_TTS)
+        return self.tts.port, token
 
-    def _maybe_stream_upload(
-        self, flow: http.HTTPFlow, exchange: Exchange, facts: RequestFacts
-    ) -> None:
-        """Large multipart uploads are streamed with the `model` part replaced on the fly."""
-        request = flow.request
-        boundary = boundary_from_content_type(facts.headers.get("content-type", ""))
-        if boundary is None or request.http_version not in ("HTTP/1.1", "HTTP/1.0"):
-            return
-        length = facts.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) <= STREAM_UPLOADS_OVER:
-            return
-        rewriter = FormFieldRewriter(
-            boundary, b"model",
-            lambda old: self._replace_form_model(exchange, facts, old, streaming=True))
-        request.stream = rewriter.feed
+    def _stream_form(self, flow: http.HTTPFlow, exchange: Exchange, head: RequestHead) -> None:
+        """A large multipart upload streams through with its `model` field replaced."""
+        boundary = boundary_from_content_type(head.headers.get("content-type", ""))
+        assert boundary is not None
+        policy = self.policy
+
+        def replace_model(old: bytes) -> bytes:
+            decided = form_model(exchange.plan, policy, old, streaming=True)
+            exchange.plan = decided.plan
+            return decided.value
+
+        flow.request.stream = FormFieldRewriter(boundary, b"model", replace_model).feed
         # The replaced value may change the length: re-frame the body as chunked.
-        set_headers(request.headers, {"transfer-encoding": "chunked"}, drop=["content-length"])
-        exchange.streamed_request = True
+        set_headers(flow.request.headers, {"transfer-encoding": "chunked"},
+                    drop=["content-length"])
+        length = head.headers.get("content-length")
         exchange.bytes_in = int(length) if length and length.isdigit() else 0
 
-    def _replace_form_model(
-        self, exchange: Exchange, facts: RequestFacts, old: bytes, *, streaming: bool
-    ) -> bytes:
-        requested = old.decode("utf-8", "replace")
-        exchange.original_model = requested
-        try:
-            resolution = decide_model(requested, facts, self.rules, self.models)
-        except ApiError as e:
-            if not streaming:
-                raise
-            # Too late for a 400 (the upload is already streaming): let upstream reject it.
-            exchange.notes.append(f"streamed upload kept unmapped model: {e.code}")
-            exchange.upstream_model = requested
-            return old
-        if resolution is None or not resolution.changed:
-            exchange.upstream_model = requested
-            return old
-        exchange.resolution = resolution
-        exchange.upstream_model = resolution.upstream
-        exchange.add_rewrite(REWRITE_MODEL)
-        return resolution.upstream.encode()
-
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        """Sync for most flows; a coroutine (awaited by mitmproxy) when the Responses
+        store is needed."""
         exchange = exchange_of(flow)
         if exchange is None or flow.response:
-            return
-        if exchange.error is None and exchange.kind is HostKind.OPENAI:
+            return None
+        plan = exchange.plan
+        if plan.refusal is None and plan.store_action is not None:
+            return self._answer_from_store(flow, exchange)
+        if plan.refusal is None and plan.body_step not in (BodyStep.NONE,
+                                                           BodyStep.STREAMED_FORM):
+            body = self._parsed_body(flow, exchange)
             try:
-                self._split_by_conversation(flow, exchange)
-                if exchange.destination == OPENAI:
-                    self._observe_body(flow, exchange)
-                else:
-                    self._rewrite_body(flow, exchange)
+                previous = history_wanted(plan, body)
             except ApiError as e:
-                exchange.error = e
-                exchange.original_model = exchange.original_model or requested_model(flow)
-            except Exception as e:
-                log.exception("bastion-edge: request rewrite failed")
-                exchange.error = ApiError(500, f"bastion-edge internal error: {e}",
-                                          "proxy_error", SERVER_ERROR)
-        if exchange.error is not None:
-            self.metrics.proxy_errors.labels(exchange.error.code).inc()
-            flow.response = http.Response.make(
-                exchange.error.status, exchange.error.body(),
-                {"content-type": "application/json", "x-bastion-edge-error": exchange.error.code})
-            return
-        self.timeouts.start(flow, exchange, self.rules.upstream.response_timeout_seconds)
+                self._refuse(exchange, e)
+                previous = None
+            if previous is not None:
+                return self._expand_and_plan(flow, exchange, body, previous)
+            self._plan_body(flow, exchange, body)
+        elif not exchange.streamed_request:
+            exchange.bytes_in = len(flow.request.raw_content or b"")
+        self._send_or_answer(flow, exchange)
+        return None
 
-    def _rewrite_body(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+    def _parsed_body(self, flow: http.HTTPFlow, exchange: Exchange) -> ParsedBody:
         request = flow.request
-        if exchange.streamed_request or REWRITE_TTS in exchange.rewrites:
-            return
         raw = request.raw_content or b""
         exchange.bytes_in = len(raw)
-        facts = exchange.facts or RequestFacts(endpoint=exchange.endpoint)
-        if exchange.endpoint == MODELS and request.method == "GET":
-            self._rewrite_model_path(flow, exchange, facts)
-            return
-        content_type = facts.headers.get("content-type", "")
-        body = raw if "content-encoding" not in facts.headers else request.get_content() or b""
-        boundary = boundary_from_content_type(content_type)
-        if boundary is not None and raw:
-            new_raw, _ = replace_form_field(
-                body, boundary, b"model",
-                lambda old: self._replace_form_model(exchange, facts, old, streaming=False))
-            replace_body(request, new_raw, facts.headers)
-            return
-        if _json_create(request, exchange):
-            rewrite = rewrite_json_body(
-                body, facts, self.rules, self.models, is_create=exchange.endpoint == RESPONSES)
-            exchange.stream = rewrite.stream
-            exchange.app_store = rewrite.app_store
-            if rewrite.resolution is not None:
-                self._record_resolution(exchange, rewrite.resolution.requested,
-                                        rewrite.resolution.upstream)
-                exchange.resolution = rewrite.resolution
-            for kind in rewrite.rewrites:
-                exchange.add_rewrite(kind)
-            if rewrite.body is not None:
-                replace_body(request, rewrite.body, facts.headers)
+        if "content-encoding" in exchange.plan.facts.headers:
+            raw = request.get_content() or b""
+        return ParsedBody(raw)
 
-    def _rewrite_model_path(
-        self, flow: http.HTTPFlow, exchange: Exchange, facts: RequestFacts
-    ) -> None:
-        """`GET /v1/models/{id}`: map the id, then place the path under the base URL."""
-        original, resolution = rewrite_model_path(exchange.path, facts, self.rules, self.models)
-        if resolution is None:
-            return
-        exchange.resolution = resolution
-        self._record_resolution(exchange, resolution.requested, resolution.upstream)
-        query = flow.request.path.partition("?")[2]
-        mapped = map_openai_path(self.rules.upstream.path_prefix, original)
-        flow.request.path = f"{mapped}?{query}" if query else mapped
-
-    def _split_by_conversation(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
-        cutover = self.rules.cutover
-        if (cutover.mode != "split" or cutover.sticky_by != "conversation"
-                or exchange.streamed_request or exchange.destination == OPENAI):
-            return
-        key = None
-        # Responses chains (previous_response_id) must stay where their first turn went,
-        # which only the app key guarantees; chat resends history, so it can split finer.
-        if exchange.endpoint != RESPONSES:
-            with contextlib.suppress(ApiError):
-                key = conversation_key(parse_json_object(flow.request.get_content() or b""))
-        facts = exchange.facts
-        sticky = key or (facts.app_key_sha256 if facts else None) or exchange.client or ""
-        if destination_for(cutover, sticky) == OPENAI:
-            self._send_to_openai(flow, exchange)
-
-    def _observe_body(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
-        """What rewriting would have done, recorded but not applied."""
-        rewrite = self._would_rewrite(flow, exchange)
-        if isinstance(rewrite, ApiError):
-            exchange.notes.append(f"would refuse: {rewrite.code}")
-            exchange.original_model = requested_model(flow)
-        elif rewrite is not None:
-            if rewrite.resolution is not None:
-                exchange.original_model = rewrite.resolution.requested
-                exchange.upstream_model = rewrite.resolution.upstream
-            exchange.stream = rewrite.stream
-            would = ["host", "key", *rewrite.rewrites]
-            exchange.notes.append("would rewrite: " + ",".join(would))
-
-    def _would_rewrite(
-        self, flow: http.HTTPFlow, exchange: Exchange
-    ) -> BodyRewrite | ApiError | None:
-        request = flow.request
-        if not _json_create(request, exchange):
-            return None
+    def _plan_body(self, flow: http.HTTPFlow, exchange: Exchange, body: ParsedBody,
+                   history: History | None = None) -> None:
         try:
-            return rewrite_json_body(
-                request.get_content() or b"", exchange.facts or RequestFacts(exchange.endpoint),
-                self.rules, self.models, is_create=exchange.endpoint == RESPONSES)
+            plan = plan_body(exchange.plan, body, self.policy, self.environ, history)
+        except Exception as e:
+            log.exception("bastion-edge: request rewrite failed")
+            plan = refused(exchange.plan, _internal_error(e))
+        exchange.plan = plan
+        if plan.refusal is not None:
+            return
+        if plan.route != exchange.applied_route:  # split by conversation: decided now
+            self._apply_route(flow, exchange, plan.route)
+        if plan.body is not None:
+            replace_body(flow.request, plan.body, plan.facts.headers)
+
+    async def _expand_and_plan(self, flow: http.HTTPFlow, exchange: Exchange,
+                               body: ParsedBody, previous: str) -> None:
+        plan = exchange.plan
+        try:
+            history = await self.responses.history(plan.partition, previous)
         except ApiError as e:
-            return e
+            self._refuse_store(exchange, e)
+        except StoreError as e:
+            log.error("bastion-edge: response store failed: %s", e)
+            self._refuse_store(exchange, STORE_UNAVAILABLE)
+        else:
+            self._plan_body(flow, exchange, body, history)
+        self._send_or_answer(flow, exchange)
 
-    @staticmethod
-    def _record_resolution(exchange: Exchange, requested: str, upstream: str) -> None:
-        exchange.original_model = requested
-        exchange.upstream_model = upstream
-        if requested != upstream:
-            exchange.add_rewrite(REWRITE_MODEL)
+    async def _answer_from_store(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        plan = exchange.plan
+        try:
+            answer = await self.responses.answer(plan, flow.request.path.partition("?")[2])
+        except ApiError as e:
+            self._refuse_store(exchange, e)
+        except StoreError as e:
+            log.error("bastion-edge: response store failed: %s", e)
+            self._refuse_store(exchange, STORE_UNAVAILABLE)
+        else:
+            exchange.plan = answered_from_store(plan)
+            flow.response = http.Response.make(200, json.dumps(answer).encode(), JSON_TYPE)
+            return
+        self._send_or_answer(flow, exchange)
 
-    # ------------------------------------------------------------------ timeouts
+    def _refuse(self, exchange: Exchange, error: ApiError) -> None:
+        exchange.plan = refused(exchange.plan, error)
+
+    def _refuse_store(self, exchange: Exchange, error: ApiError) -> None:
+        self.responses.refused(exchange.plan, error)
+        self._refuse(exchange, error)
+
+    def _send_or_answer(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """The request goes upstream as planned, or the proxy answers its refusal."""
+        error = exchange.plan.refusal
+        if error is not None:
+            if exchange.applied_route != exchange.plan.route:  # no key on a refused flow
+                self._apply_route(flow, exchange, exchange.plan.route)
+            self.metrics.proxy_errors.labels(error.code).inc()
+            flow.response = http.Response.make(
+                error.status, error.body(),
+                {**JSON_TYPE, "x-bastion-edge-error": error.code})
+            return
+        self.timeouts.start(flow, exchange, self.rules.upstream.response_timeout_seconds)
 
     # ------------------------------------------------------------------ response side
 
@@ -553,59 +439,69 @@ class BastionEdge:
         exchange.response_headers_at = time.time()
         response = flow.response
         headers = lower_headers(response)
-        if REWRITE_TTS in exchange.rewrites:
+        plan = exchange.plan
+        if exchange.applied_route is not None \
+                and exchange.applied_route.destination is Destination.TTS:
             self._note_tts(exchange, headers)
         ours = {}
         if exchange.upstream_model:
             ours[UPSTREAM_MODEL_HEADER] = exchange.upstream_model
-        if exchange.rewrites:
-            ours[REWRITES_HEADER] = ",".join(exchange.rewrites)
+        if plan.rewrites:
+            ours[REWRITES_HEADER] = ",".join(plan.rewrites)
         if ours:
             set_headers(response.headers, ours)
         if self.keeps_flows and "authorization" in flow.request.headers:
             flow.request.headers["authorization"] = REDACTED  # sent already; keep it off screens
         content_type = headers.get("content-type", "")
-        restore = self._restores_model(exchange)
         if content_type.startswith("text/event-stream"):
-            exchange.stream = True
-            original = exchange.original_model or ""
+            exchange.streamed_reply = True
+            original = plan.original_model or ""
             response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
-                if restore else ByteCounter(exchange)
+                if self._restores_model(plan) else ByteCounter(exchange)
         elif worth_streaming(headers):
             response.stream = ByteCounter(exchange)
+        if plan.capture is not None and plan.refusal is None:
+            self.responses.observe(flow, plan.capture)
 
     @staticmethod
     def _note_tts(exchange: Exchange, headers: dict[str, str]) -> None:
         """What the TTS adapter did (its Riva voice, notes such as ignored instructions)."""
         details = dict(part.split("=", 1) for part in
                        headers.get(TTS_HEADER, "").split(";") if "=" in part)
-        exchange.upstream_model = details.get("riva_voice")
-        exchange.notes += [n for n in headers.get(NOTE_HEADER, "").split(",") if n]
+        exchange.tts_voice = details.get("riva_voice")
+        exchange.reply_notes += [n for n in headers.get(NOTE_HEADER, "").split(",") if n]
 
-    def _restores_model(self, exchange: Exchange) -> bool:
-        return (self.rules.reply_model == "original" and exchange.resolution is not None
-                and exchange.resolution.changed)
+    def _restores_model(self, plan: Plan) -> bool:
+        return (self.rules.reply_model == "original" and plan.resolution is not None
+                and plan.resolution.changed)
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
         exchange = exchange_of(flow)
         if exchange is None or flow.response is None:
-            return
+            return None
         self.timeouts.stop(flow)
         response = flow.response
+        plan = exchange.plan
+        reply = ReplyJson(response)  # a buffered JSON reply, parsed at most once
         if not response.stream and response.raw_content is not None:
-            if self._restores_model(exchange) and exchange.original_model:
-                restore_json_model(response, exchange.original_model)
+            if self._restores_model(plan) and plan.original_model:
+                reply.restore_model(plan.original_model)
             exchange.bytes_out = len(response.raw_content or b"")
-        record = self._finish(flow, exchange, response.status_code,
-                              write_log=exchange.decision != "mirror")
-        if exchange.decision == "mirror":
-            self._mirror(flow, exchange, record)
+        mirrored = plan.decision is Decision.MIRROR and plan.refusal is None
+        record = self._finish(flow, exchange, response.status_code, write_log=not mirrored)
+        if mirrored:
+            self._mirror(flow, exchange, record, reply)
+        if self.responses.waiting(flow):
+            return self.responses.settle(flow, reply.object() if response.status_code == 200
+                                         else None)
+        return None
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = exchange_of(flow)
         if exchange is None or flow.error is None:
             return
         self.timeouts.stop(flow)
+        self.responses.forget(flow)
         envelope = gateway_errors.classify(
             flow.error.msg, where=exchange.upstream_host or "upstream",
             timed_out=exchange.timed_out,
@@ -623,9 +519,12 @@ class BastionEdge:
         names = [self.rules.key_env, *(r.env for r in self.rules.key_rules)]
         return [self.environ.get(name, "") for name in names]
 
-    def _mirror(self, flow: http.HTTPFlow, exchange: Exchange, record: AccessRecord) -> None:
+    # ------------------------------------------------------------------ mirror
+
+    def _mirror(self, flow: http.HTTPFlow, exchange: Exchange, record: AccessRecord,
+                reply: ReplyJson) -> None:
         """Send Bastion a rewritten copy of what OpenAI just answered; log when compared."""
-        copy = self._mirror_copy(flow, exchange)
+        copy = self._mirror_copy(flow, exchange.plan, reply)
         if isinstance(copy, str):
             self._mirror_done(exchange, record, {"skipped": copy})
             return
@@ -647,33 +546,21 @@ class BastionEdge:
         if self.access_log is not None:
             self.access_log.write(record)
 
-    def _mirror_copy(self, flow: http.HTTPFlow, exchange: Exchange) -> MirrorRequest | str:
+    def _mirror_copy(self, flow: http.HTTPFlow, plan: Plan,
+                     reply: ReplyJson) -> MirrorRequest | str:
         """The request Bastion gets, or why there is none."""
         assert flow.response is not None
-        if exchange.stream and not self.rules.cutover.mirror_streaming:
-            return "streaming"
-        rewrite = self._would_rewrite(flow, exchange)
-        if rewrite is None:
-            return "not mirrored endpoint"
-        if isinstance(rewrite, ApiError):
-            return f"would refuse: {rewrite.code}"
-        try:
-            key = select_key(self.rules, exchange.facts or RequestFacts(exchange.endpoint),
-                             self.environ)
-        except ApiError as e:
-            return e.code
-        primary = None
-        if not flow.response.stream:
-            try:
-                primary = json.loads(flow.response.get_content() or b"")
-            except ValueError:
-                primary = None
-        destination = bastion_destination(self.rules.upstream, HostKind.OPENAI, exchange.path)
+        if plan.mirror_body is None or plan.key is None:
+            return plan.mirror_skip or "not mirrored endpoint"
+        bastion = bastion_target(self.rules.upstream, HostKind.OPENAI, plan.path)
         return MirrorRequest(
-            method=flow.request.method, url=destination.url,
-            headers={"content-type": "application/json", "authorization": f"Bearer {key.key}"},
-            body=rewrite.body or flow.request.get_content() or b"", stream=rewrite.stream,
-            primary_status=flow.response.status_code, primary_json=primary)
+            method=plan.method, url=bastion.url,
+            headers={"content-type": "application/json",
+                     "authorization": f"Bearer {plan.key.key}"},
+            body=plan.mirror_body, stream=plan.stream,
+            primary_status=flow.response.status_code, primary_json=reply.value())
+
+    # ------------------------------------------------------------------ the end
 
     def _finish(self, flow: http.HTTPFlow, exchange: Exchange, status: int | None,
                 write_log: bool = True) -> AccessRecord:
@@ -688,20 +575,18 @@ class BastionEdge:
             rewrites=exchange.rewrites)
         record = exchange.record(status, finished)
         if ctx.options.bastion_access_log_bodies:
-            secrets = [*exchange.app_credentials.values(), *self._key_values()]
+            secrets = [*exchange.plan.app_credentials.values(), *self._key_values()]
             record.request_body = loggable_body(flow.request.raw_content, secrets)
             if flow.response is not None and not flow.response.stream:
                 record.response_body = loggable_body(flow.response.raw_content, secrets)
         if self.access_log is not None and write_log:
             self.access_log.write(record)
         if self.keeps_flows:
+            if "authorization" in flow.request.headers and exchange.destination != "openai":
+                flow.request.headers["authorization"] = REDACTED  # every path: errors too
             annotate(flow, exchange)
         return record
 
 
-def _json_create(request: http.Request, exchange: Exchange) -> bool:
-    """A JSON create on an endpoint whose body is rewritten (not a sub-resource, not a form)."""
-    headers = exchange.facts.headers if exchange.facts else lower_headers(request)
-    return (exchange.endpoint in JSON_ENDPOINTS and request.method == "POST"
-            and is_collection_path(exchange.path)
-            and "multipart" not in headers.get("content-type", ""))
+def _internal_error(e: Exception) -> ApiError:
+    return ApiError(500, f"bastion-edge internal error: {e}", "proxy_error", SERVER_ERROR)

@@ -1,7 +1,8 @@
-"""Per-flow state of one proxied exchange, kept in `flow.metadata`.
+"""One proxied exchange, kept in `flow.metadata`: its plan and its metering.
 
-Plain data: the hooks fill it in as the exchange progresses; the access log and
-the metrics are derived from it at the end.
+The plan is immutable and says what was decided and why; it is replaced whole when
+a later step (the body, a streamed form field) completes it. Metering (times, bytes,
+what the reply said) is the only state the hooks change as the exchange goes on.
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bastion_edge.core.facts import RequestFacts
-from bastion_edge.core.model_map import Resolution
+from bastion_edge.core.plan import BodyStep, Plan, Route
 from bastion_edge.core.routing import HostKind
-from bastion_edge.errors import ApiError
 from bastion_edge.telemetry.access_log import AccessRecord
 
 METADATA_KEY = "bastion_edge"
@@ -22,63 +21,94 @@ METADATA_KEY = "bastion_edge"
 @dataclass(slots=True)
 class Exchange:
     request_id: str
-    kind: HostKind
-    endpoint: str
-    method: str
-    path: str
+    plan: Plan
     original_host: str
     client: str | None
     started: float = field(default_factory=time.time)
-    upstream_host: str | None = None
-    destination: str = "bastion"
-    rewrites: list[str] = field(default_factory=list)
-    key_env: str | None = None
-    resolution: Resolution | None = None
-    original_model: str | None = None
-    upstream_model: str | None = None
-    stream: bool = False
-    streamed_request: bool = False
-    error: ApiError | None = None  # answered by the proxy instead of going upstream
-    upstream_error: str | None = None
-    timed_out: bool = False
+    applied_route: Route | None = None  # what the flow points at now
     response_headers_at: float | None = None
     bytes_in: int = 0
     bytes_out: int = 0
-    notes: list[str] = field(default_factory=list)
-    facts: RequestFacts | None = None  # header-level facts, taken before credentials go
-    app_store: bool | None = None  # the Responses `store` flag as the app sent it (None: absent)
-    decision: str = "rewrite"  # rewrite | passthrough | observe | mirror | split | refused
-    # The app's own OpenAI credentials, kept only to forward them to OpenAI itself
-    # (observe / mirror / split); never logged, never sent anywhere else.
-    app_credentials: dict[str, str] = field(default_factory=dict, repr=False)
+    streamed_reply: bool = False  # the reply came as server-sent events
+    upstream_error: str | None = None
+    timed_out: bool = False
+    tts_voice: str | None = None  # the Riva voice the TTS adapter used
+    reply_notes: list[str] = field(default_factory=list)
 
-    def add_rewrite(self, kind: str) -> None:
-        if kind not in self.rewrites:
-            self.rewrites.append(kind)
+    # What the access log, metrics and tests read: derived from the plan.
+
+    @property
+    def rewrites(self) -> list[str]:
+        return list(self.plan.rewrites)
+
+    @property
+    def notes(self) -> list[str]:
+        return [*self.plan.notes, *self.reply_notes]
+
+    @property
+    def kind(self) -> HostKind:
+        return self.plan.kind
+
+    @property
+    def endpoint(self) -> str:
+        return self.plan.endpoint
+
+    @property
+    def key_env(self) -> str | None:
+        return self.plan.key.env if self.plan.key is not None else None
+
+    @property
+    def original_model(self) -> str | None:
+        return self.plan.original_model
+
+    @property
+    def upstream_model(self) -> str | None:
+        return self.tts_voice or self.plan.upstream_model
+
+    @property
+    def destination(self) -> str:
+        return self.plan.destination.provider
+
+    @property
+    def decision(self) -> str:
+        return self.plan.decision_label
+
+    @property
+    def stream(self) -> bool:
+        return self.plan.stream or self.streamed_reply
+
+    @property
+    def streamed_request(self) -> bool:
+        return self.plan.body_step is BodyStep.STREAMED_FORM and self.plan.refusal is None
+
+    @property
+    def upstream_host(self) -> str | None:
+        return self.plan.upstream_host
 
     def record(self, status: int | None, finished: float) -> AccessRecord:
+        plan = self.plan
         ttfb = self.response_headers_at
         return AccessRecord(
             time=datetime.fromtimestamp(self.started, UTC).isoformat(timespec="milliseconds"),
             request_id=self.request_id,
             client=self.client,
-            method=self.method,
-            path=self.path,
-            endpoint=self.endpoint,
+            method=plan.method,
+            path=plan.path,
+            endpoint=plan.endpoint,
             original_host=self.original_host,
             upstream_host=self.upstream_host,
             original_model=self.original_model,
             upstream_model=self.upstream_model,
-            destination="proxy" if self.error else self.destination,
-            decision="refused" if self.error else self.decision,
+            destination=self.destination,
+            decision=self.decision,
             status=status,
             duration_ms=round((finished - self.started) * 1000, 3),
             ttfb_ms=round((ttfb - self.started) * 1000, 3) if ttfb else None,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
             stream=self.stream,
-            rewrites=list(self.rewrites),
+            rewrites=self.rewrites,
             key_env=self.key_env,
-            error=self.error.code if self.error else self.upstream_error,
-            notes=list(self.notes),
+            error=plan.refusal.code if plan.refusal is not None else self.upstream_error,
+            notes=self.notes,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from mitmproxy import http
 
@@ -122,23 +123,37 @@ def exchange_of(flow: http.HTTPFlow) -> Exchange | None:
     return found if isinstance(found, Exchange) else None
 
 
-def requested_model(flow: http.HTTPFlow) -> str | None:
-    """The `model` the app asked for, for the log of a refused request (error path only)."""
-    try:
-        body = json.loads(flow.request.get_content() or b"")
-    except ValueError:
-        return None
-    model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) else None
+class ReplyJson:
+    """A buffered reply's JSON, parsed on first use and never again."""
 
+    __slots__ = ("_parsed", "_response")
 
-def restore_json_model(response: http.Response, original: str) -> None:
-    try:
-        body = json.loads(response.get_content() or b"")
-    except ValueError:
-        return
-    if isinstance(body, dict) and restore_model(body, original):
-        response.content = json.dumps(body, separators=(",", ":")).encode()
+    _UNPARSED: object = object()
+
+    def __init__(self, response: http.Response) -> None:
+        self._response = response
+        self._parsed: object = ReplyJson._UNPARSED
+
+    def value(self) -> object:
+        """The parsed JSON value; None when streamed or not JSON."""
+        if self._parsed is ReplyJson._UNPARSED:
+            self._parsed = None
+            if not self._response.stream and self._response.raw_content is not None:
+                try:
+                    self._parsed = json.loads(self._response.get_content() or b"")
+                except ValueError:
+                    self._parsed = None
+        return self._parsed
+
+    def object(self) -> dict[str, Any] | None:
+        value = self.value()
+        return value if isinstance(value, dict) else None
+
+    def restore_model(self, original: str) -> None:
+        """Put the app's own model id back where the reply names the model."""
+        body = self.object()
+        if body is not None and restore_model(body, original):
+            self._response.content = json.dumps(body, separators=(",", ":")).encode()
 
 
 def annotate(flow: http.HTTPFlow, exchange: Exchange) -> None:
@@ -147,9 +162,9 @@ def annotate(flow: http.HTTPFlow, exchange: Exchange) -> None:
     summary = ", ".join(parts) or "observed"
     if exchange.original_model and exchange.upstream_model:
         summary += f"; model {exchange.original_model} -> {exchange.upstream_model}"
-    if exchange.error:
-        summary += f"; refused: {exchange.error.code}"
-    if exchange.decision not in ("rewrite", "passthrough"):
+    if exchange.plan.refusal is not None:
+        summary += f"; refused: {exchange.plan.refusal.code}"
+    if exchange.plan.decision not in ("rewrite", "passthrough"):
         summary += f"; {exchange.decision} -> {exchange.destination}"
     summary += "".join(f"; {note}" for note in exchange.notes)
     flow.comment = f"bastion-edge: {summary}"

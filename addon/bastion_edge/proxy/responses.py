@@ -1,15 +1,14 @@
-"""The mitmproxy addon that keeps Responses state for apps, since Bastion keeps none.
+"""Responses state for apps, since Bastion keeps none: the proxy side of the store.
 
-Runs after `BastionEdge` and reads its per-flow `Exchange` (only OpenAI-bound
-`/v1/responses` flows that go to Bastion):
+Not an addon of its own: `BastionEdge` calls it where a plan needs it.
 
-  request          a create with `previous_response_id` is expanded into a
-                   self-contained request; GET/DELETE `/v1/responses/{id}` and
-                   `.../input_items` are answered from the store, never sent upstream
-  responseheaders  the reply stream is observed (bytes pass unchanged) for the final
-                   response object; its store write starts the moment it is seen
-  response         waits (bounded) for that write, so a next turn that arrives after
-                   the reply ends always finds it
+  history   the stored conversation behind a `previous_response_id` (the planner
+            expands the request with it and chooses the model once)
+  answer    GET/DELETE `/v1/responses/{id}` and `.../input_items`, from the store
+  observe   the reply stream is observed (bytes pass unchanged) for the final response
+            object; its store write starts the moment it is seen
+  settle    at the reply's end, waits (bounded) for that write, so a next turn that
+            arrives after the reply ends always finds it
 """
 
 from __future__ import annotations
@@ -17,39 +16,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net import encoding
+from prometheus_client import CollectorRegistry
 
 from bastion_edge.config.rules import ResponsesStateRules
-from bastion_edge.core.cutover import BASTION
-from bastion_edge.core.facts import RESPONSES, facts_from_json, is_collection_path
-from bastion_edge.core.rewrite import REWRITE_MODEL, decide_model
-from bastion_edge.core.routing import HostKind
-from bastion_edge.errors import SERVER_ERROR, ApiError, bad_request
-from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
+from bastion_edge.core.plan import Plan, StoreAction
+from bastion_edge.core.responses import History, Item, TurnRequest, valid_response_id
+from bastion_edge.errors import SERVER_ERROR, ApiError
 from bastion_edge.state import shapes
 from bastion_edge.state.capture import (
     JsonObserver,
     SseObserver,
-    TurnRequest,
     record_from_response,
-    response_from_json,
-    turn_from_request,
-    valid_response_id,
 )
-from bastion_edge.state.chain import ChainBroken, conversation, expand_request
+from bastion_edge.state.chain import ChainBroken, conversation
 from bastion_edge.state.crypto import BodyCipher, CipherError
 from bastion_edge.state.metrics import StateMetrics
-from bastion_edge.state.records import ANONYMOUS, Item, StoredResponse
+from bastion_edge.state.records import StoredResponse
 from bastion_edge.state.store import (
     ResponseStore,
     Retention,
@@ -58,16 +51,15 @@ from bastion_edge.state.store import (
     store_location,
 )
 
-if TYPE_CHECKING:
-    from bastion_edge.proxy.addon import BastionEdge
-
 log = logging.getLogger("bastion_edge")
 
-FLOW_KEY = "bastion_edge.state"
+FLOW_KEY = "bastion_edge.responses_state"
 PURGE_EVERY_SECONDS = 60.0
 WRITE_WAIT_SECONDS = 2.0  # the longest a reply's end waits for its record to be stored
-JSON_TYPE = {"content-type": "application/json"}
 T = TypeVar("T")
+
+STORE_UNAVAILABLE = ApiError(503, "bastion-edge: the response store is unavailable; try again.",
+                             "response_store_unavailable", SERVER_ERROR)
 
 
 @dataclass(slots=True)
@@ -86,10 +78,10 @@ class _Opened:
     keys: tuple[bytes, ...]
 
 
-class ResponsesState:
-    def __init__(self, edge: BastionEdge) -> None:
-        self.edge = edge
-        self.metrics = StateMetrics(edge.metrics.registry)
+class ResponsesKeeper:
+    def __init__(self, registry: CollectorRegistry, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.metrics = StateMetrics(registry)
         self.store: ResponseStore | None = None
         self._opened: _Opened | None = None
         self._rules_seen: ResponsesStateRules | None = None
@@ -100,17 +92,18 @@ class ResponsesState:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def load(self, loader: Any) -> None:
+    @staticmethod
+    def load(loader: Any) -> None:
         loader.add_option(
             "bastion_responses_store", str, "",
             "Where Responses state is kept, overriding rules.yaml responses_state.store: "
             "sqlite (a file in the confdir), sqlite:///<absolute path> or a redis:// URL. "
             "Empty: the rules decide.")
 
-    def configure(self, updated: set[str]) -> None:
+    def configure(self, updated: set[str], rules: ResponsesStateRules) -> None:
         if updated & {"bastion_responses_store", "bastion_rules", "confdir"}:
             try:
-                self._apply(self.edge.rules.responses_state)
+                self._apply(rules)
             except (ValueError, StoreError) as e:
                 raise exceptions.OptionsError(f"bastion-edge responses_state: {e}") from e
 
@@ -136,13 +129,23 @@ class ResponsesState:
         self.store = None
         self._opened = None
 
+    def follow(self, rules: ResponsesStateRules) -> None:
+        """Rules hot-reloaded: follow them, keep the old store on failure."""
+        if rules == self._rules_seen:
+            return
+        try:
+            self._apply(rules)
+        except (ValueError, StoreError) as e:
+            log.error("bastion-edge: responses_state change rejected, keeping %s: %s",
+                      self.store.location if self.store else "no store", e)
+
     def _apply(self, rules: ResponsesStateRules) -> None:
         """Open the configured store, or only update retention if the store is unchanged."""
         self._rules_seen = rules
         confdir = Path(os.path.expanduser(ctx.options.confdir))
         location = store_location(ctx.options.bastion_responses_store or rules.store, confdir)
         try:
-            cipher = BodyCipher.from_env(rules.encryption_key_env, self.edge.environ)
+            cipher = BodyCipher.from_env(rules.encryption_key_env, self.environ)
         except CipherError as e:
             raise ValueError(str(e)) from e
         retention = Retention(rules.ttl_seconds, rules.max_responses)
@@ -172,17 +175,6 @@ class ResponsesState:
 
         self._track(loop.create_task(close_later()))
 
-    def _follow_rules(self) -> None:
-        """Rules hot-reloaded by BastionEdge: follow them, keep the old store on failure."""
-        rules = self.edge.rules.responses_state
-        if rules == self._rules_seen:
-            return
-        try:
-            self._apply(rules)
-        except (ValueError, StoreError) as e:
-            log.error("bastion-edge: responses_state change rejected, keeping %s: %s",
-                      self.store.location if self.store else "no store", e)
-
     async def _purge_forever(self) -> None:
         while True:
             if self.store is not None:
@@ -194,121 +186,56 @@ class ResponsesState:
 
     # ------------------------------------------------------------------ request side
 
-    async def request(self, flow: http.HTTPFlow) -> None:
-        exchange = _exchange(flow)
-        if exchange is None or flow.response is not None or exchange.error is not None:
-            return
-        if (exchange.kind is not HostKind.OPENAI or exchange.endpoint != RESPONSES
-                or exchange.destination != BASTION):
-            return
-        self._follow_rules()
-        if self.store is None:
-            return
-        try:
-            if flow.request.method == "POST" and is_collection_path(exchange.path):
-                await self._create(flow, exchange, self.store)
-            else:
-                await self._answer(flow, exchange, self.store)
-        except ApiError as e:
-            self._refuse(flow, exchange, e)
-        except StoreError as e:
-            log.error("bastion-edge: response store failed: %s", e)
-            self._refuse(flow, exchange, ApiError(
-                503, "bastion-edge: the response store is unavailable; try again.",
-                "response_store_unavailable", SERVER_ERROR))
-
-    async def _create(self, flow: http.HTTPFlow, exchange: Exchange,
-                      store: ResponseStore) -> None:
-        body = response_from_json(flow.request.get_content() or b"")
-        if body is None:
-            return  # BastionEdge already refused what is not a JSON object
-        partition = _partition(exchange)
-        previous = body.get("previous_response_id")
-        ancestors: tuple[str, ...] = ()
-        try:
-            if previous is not None:
-                if not isinstance(previous, str):
-                    raise bad_request("Invalid type for 'previous_response_id': expected a "
-                                      "string.", "invalid_type", "previous_response_id")
-                head, history = await self._history(store, partition, previous)
-                expanded = expand_request(body, history)
-                self._choose_model(exchange, expanded)
-                flow.request.content = json.dumps(
-                    expanded, separators=(",", ":"), ensure_ascii=False).encode()
-                exchange.notes.append(f"expanded previous_response_id: {len(history)} items")
-                self.metrics.expanded.inc()
-                self.metrics.expanded_items.observe(len(history))
-                ancestors = (*head.ancestors, head.id)
-            turn = turn_from_request(body, partition, ancestors)
-        except ValueError as e:
-            raise bad_request(f"Invalid 'input': {e}", "invalid_value", "input") from e
-        if exchange.app_store is not False:
-            flow.metadata[FLOW_KEY] = _Capture(turn)
-
-    async def _history(self, store: ResponseStore, partition: str,
-                       response_id: str) -> tuple[StoredResponse, list[Item]]:
+    async def history(self, partition: str, response_id: str) -> History:
+        """The conversation a create continues; 404 when it is gone, 503 store down."""
+        store = self._require_store()
         head = await self._get(store, partition, response_id, "previous_response_id")
         found = await self._timed("get_many", store.get_many(partition, head.ancestors)) \
             if head.ancestors else {}
         try:
-            return head, conversation(head, found)
+            items = conversation(head, found)
         except ChainBroken as e:
             raise ApiError(
                 404, f"Previous response with id '{response_id}' cannot be continued: the "
                 f"earlier response '{e.missing}' in its conversation was deleted or expired.",
                 "previous_response_not_found", param="previous_response_id") from e
+        self.metrics.expanded.inc()
+        self.metrics.expanded_items.observe(len(items))
+        return History((*head.ancestors, head.id), items)
 
-    def _choose_model(self, exchange: Exchange, body: dict[str, Any]) -> None:
-        """Map the model again for the whole conversation (an image or a long history
-        in an earlier turn decides it as much as the new input does)."""
-        requested = exchange.original_model or body.get("model")
-        if not isinstance(requested, str) or exchange.facts is None:
-            return
-        content = facts_from_json(body)
-        facts = replace(exchange.facts, has_image=content.has_image,
-                        prompt_tokens=content.prompt_tokens)
-        try:
-            resolution = decide_model(requested, facts, self.edge.rules, self.edge.models)
-        except ApiError:
-            return
-        if resolution is None or resolution.upstream == body.get("model"):
-            return
-        body["model"] = resolution.upstream
-        exchange.resolution = resolution
-        exchange.original_model, exchange.upstream_model = requested, resolution.upstream
-        exchange.add_rewrite(REWRITE_MODEL)
-        exchange.notes.append(f"model for the expanded conversation: {resolution.upstream}")
-
-    async def _answer(self, flow: http.HTTPFlow, exchange: Exchange,
-                      store: ResponseStore) -> None:
-        """GET/DELETE /v1/responses/{id} and GET .../input_items, from the store."""
-        parts = exchange.path.rstrip("/").split("/")
-        if len(parts) not in (4, 5) or parts[:3] != ["", "v1", "responses"]:
-            return
-        response_id, sub = parts[3], parts[4] if len(parts) == 5 else None
-        method, partition = flow.request.method, _partition(exchange)
-        query = dict(flow.request.query.items())
-        if sub is None and method == "GET":
-            if query.get("stream", "").lower() == "true":
-                raise bad_request("bastion-edge does not replay stored responses as a stream; "
-                                  "retrieve without stream=true.", "unsupported_parameter",
-                                  "stream")
+    async def answer(self, plan: Plan, query: str) -> Item:
+        """The JSON answer to a store action (retrieve, delete, input items)."""
+        store = self._require_store()
+        partition, response_id = plan.partition, plan.response_id or ""
+        action = plan.store_action
+        if action is StoreAction.RETRIEVE:
             record = await self._get(store, partition, response_id)
-            self._reply(flow, exchange, "retrieve", shapes.retrieved(record))
-        elif sub is None and method == "DELETE":
+            body = shapes.retrieved(record)
+        elif action is StoreAction.DELETE:
             await self._settled(partition, response_id)
             deleted = valid_response_id(response_id) and await self._timed(
                 "delete", store.delete(partition, response_id))
             if not deleted:
                 raise shapes.not_found(response_id)
-            self._reply(flow, exchange, "delete", shapes.deleted(response_id))
-        elif sub == "input_items" and method == "GET":
-            params = shapes.list_params(query)
+            body = shapes.deleted(response_id)
+        else:
+            params = shapes.list_params(dict(parse_qsl(query)))
             record = await self._get(store, partition, response_id)
             found = await self._timed("get_many", store.get_many(partition, record.ancestors)) \
                 if record.ancestors else {}
-            page = shapes.input_items_page(shapes.context_items(record, found), params)
-            self._reply(flow, exchange, "input_items", page)
+            body = shapes.input_items_page(shapes.context_items(record, found), params)
+        self.metrics.answered.labels(str(action), "200").inc()
+        return body
+
+    def refused(self, plan: Plan, error: ApiError) -> None:
+        """Count a store action or expansion the proxy refused."""
+        operation = str(plan.store_action) if plan.store_action else "create"
+        self.metrics.answered.labels(operation, str(error.status)).inc()
+
+    def _require_store(self) -> ResponseStore:
+        if self.store is None:
+            raise STORE_UNAVAILABLE
+        return self.store
 
     async def _get(self, store: ResponseStore, partition: str, response_id: str,
                    param: str | None = None) -> StoredResponse:
@@ -320,33 +247,17 @@ class ResponsesState:
             raise shapes.not_found(response_id, param)
         return record
 
-    def _reply(self, flow: http.HTTPFlow, exchange: Exchange, operation: str,
-               body: Item) -> None:
-        self.metrics.answered.labels(operation, "200").inc()
-        exchange.destination = "proxy"
-        exchange.notes.append("answered from the response store")
-        flow.response = http.Response.make(200, json.dumps(body).encode(), JSON_TYPE)
-
-    def _refuse(self, flow: http.HTTPFlow, exchange: Exchange, error: ApiError) -> None:
-        self.metrics.answered.labels(_operation(flow, exchange), str(error.status)).inc()
-        self.edge.metrics.proxy_errors.labels(error.code).inc()
-        exchange.error = error
-        flow.response = http.Response.make(
-            error.status, error.body(), {**JSON_TYPE, "x-bastion-edge-error": error.code})
-
     # ------------------------------------------------------------------ response side
 
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
-        capture = flow.metadata.get(FLOW_KEY)
+    def observe(self, flow: http.HTTPFlow, turn: TurnRequest) -> None:
+        """At the reply's headers: keep its final response object as a record."""
         response = flow.response
-        if not isinstance(capture, _Capture) or response is None:
+        if self.store is None or response is None or response.status_code != 200:
             return
+        capture = _Capture(turn)
         content_type = response.headers.get("content-type", "")
         coding = response.headers.get("content-encoding", "identity").strip().lower()
         observer: SseObserver | JsonObserver
-        if response.status_code != 200:
-            del flow.metadata[FLOW_KEY]
-            return
         if content_type.startswith("text/event-stream") and coding == "identity":
             observer = SseObserver(lambda final: self._captured(capture, final))
         elif content_type.startswith("application/json"):
@@ -354,31 +265,34 @@ class ResponsesState:
             observer = JsonObserver(lambda final: self._captured(capture, final), decode=decode)
         else:
             log.warning("bastion-edge: not storing response (%s, %s)", content_type, coding)
-            del flow.metadata[FLOW_KEY]
             return
-        if response.stream:  # otherwise buffered: captured in `response`
+        flow.metadata[FLOW_KEY] = capture
+        if response.stream:  # otherwise buffered: captured in `settle`
             inner = response.stream if callable(response.stream) else None
             response.stream = _Observed(inner, observer)
+
+    async def settle(self, flow: http.HTTPFlow, reply: Item | None) -> None:
+        """At the reply's end: store a buffered reply, wait (bounded) for the write."""
+        capture = flow.metadata.pop(FLOW_KEY, None)
+        if not isinstance(capture, _Capture):
+            return
+        if capture.write is None and reply is not None:
+            self._captured(capture, reply)
+        if capture.write is not None:
+            await asyncio.wait({capture.write}, timeout=WRITE_WAIT_SECONDS)
+
+    def waiting(self, flow: http.HTTPFlow) -> bool:
+        """True when `settle` has work for this flow."""
+        return isinstance(flow.metadata.get(FLOW_KEY), _Capture)
+
+    @staticmethod
+    def forget(flow: http.HTTPFlow) -> None:
+        flow.metadata.pop(FLOW_KEY, None)
 
     def _captured(self, capture: _Capture, final: Item) -> None:
         record = record_from_response(capture.turn, final, time.time())
         if record is not None and capture.write is None:
             capture.write = self._write_soon(record)
-
-    async def response(self, flow: http.HTTPFlow) -> None:
-        capture = flow.metadata.pop(FLOW_KEY, None)
-        response = flow.response
-        if not isinstance(capture, _Capture) or response is None:
-            return
-        if capture.write is None and not response.stream and response.status_code == 200:
-            final = response_from_json(response.get_content() or b"")
-            if final is not None:
-                self._captured(capture, final)
-        if capture.write is not None:
-            await asyncio.wait({capture.write}, timeout=WRITE_WAIT_SECONDS)
-
-    def error(self, flow: http.HTTPFlow) -> None:
-        flow.metadata.pop(FLOW_KEY, None)
 
     def _write_soon(self, record: StoredResponse) -> asyncio.Task[None]:
         key = (record.partition, record.id)
@@ -426,7 +340,7 @@ class ResponsesState:
 
 
 class _Observed:
-    """BastionEdge's stream callable (if any), then an observer that sees what the app gets."""
+    """The stream callable already set (if any), then an observer of what the app gets."""
 
     def __init__(self, inner: Callable[[bytes], bytes | Iterable[bytes]] | None,
                  observer: SseObserver | JsonObserver) -> None:
@@ -454,21 +368,3 @@ class _Observed:
 def _decoded(coding: str, raw: bytes) -> bytes:
     decoded = encoding.decode(raw, coding)
     return decoded if isinstance(decoded, bytes) else decoded.encode()
-
-
-def _exchange(flow: http.HTTPFlow) -> Exchange | None:
-    found = flow.metadata.get(METADATA_KEY)
-    return found if isinstance(found, Exchange) else None
-
-
-def _partition(exchange: Exchange) -> str:
-    facts = exchange.facts
-    return facts.app_key_sha256 if facts and facts.app_key_sha256 else ANONYMOUS
-
-
-def _operation(flow: http.HTTPFlow, exchange: Exchange) -> str:
-    if flow.request.method == "POST":
-        return "create"
-    if exchange.path.rstrip("/").endswith("/input_items"):
-        return "input_items"
-    return "delete" if flow.request.method == "DELETE" else "retrieve"

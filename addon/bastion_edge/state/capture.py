@@ -10,63 +10,17 @@ event; the JSON body up to a limit) and report the final response object.
 from __future__ import annotations
 
 import json
-import re
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from bastion_edge.state.chain import input_as_items
-from bastion_edge.state.records import Item, StoredResponse
+from bastion_edge.core.responses import Item, TurnRequest, valid_response_id
+from bastion_edge.state.records import StoredResponse
 
 FINAL_EVENTS = frozenset({"response.completed", "response.incomplete"})
 _FINAL_MARKERS = tuple(f'"{kind}"'.encode() for kind in FINAL_EVENTS)
 JSON_CAPTURE_LIMIT = 32 * 1024 * 1024
-RESPONSE_ID = re.compile(r"[A-Za-z0-9_\-.]{1,200}")
 
 OnFinal = Callable[[Item], None]
-
-
-def valid_response_id(value: object) -> bool:
-    return isinstance(value, str) and RESPONSE_ID.fullmatch(value) is not None
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRequest:
-    """What a create request contributes to its record."""
-
-    partition: str
-    previous_response_id: str | None
-    ancestors: tuple[str, ...]
-    input_items: tuple[Item, ...]
-    input_item_ids: tuple[str, ...]
-    instructions: object
-    metadata: object
-
-
-def turn_from_request(
-    body: Mapping[str, Any], partition: str, ancestors: tuple[str, ...] = ()
-) -> TurnRequest:
-    """The app's own input items (ids assigned for listing), instructions and metadata."""
-    items = tuple(input_as_items(body.get("input")))
-    previous = body.get("previous_response_id")
-    return TurnRequest(
-        partition=partition,
-        previous_response_id=previous if isinstance(previous, str) else None,
-        ancestors=ancestors,
-        input_items=items,
-        input_item_ids=tuple(_item_id(item) for item in items),
-        instructions=body.get("instructions"),
-        metadata=body.get("metadata"),
-    )
-
-
-def _item_id(item: Item) -> str:
-    given = item.get("id")
-    if isinstance(given, str) and given:
-        return given
-    prefix = "msg" if item.get("type", "message") == "message" else "item"
-    return f"{prefix}_{uuid.uuid4().hex}"
 
 
 def record_from_response(turn: TurnRequest, response: Mapping[str, Any],

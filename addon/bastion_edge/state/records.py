@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
-Item = dict[str, Any]
-
-ANONYMOUS = "anonymous"  # the partition of apps that send no key
+from bastion_edge.core.responses import Item
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from bastion_edge.core.responses import Item
 from bastion_edge.errors import ApiError, bad_request
-from bastion_edge.state.records import Item, StoredResponse
+from bastion_edge.state.records import StoredResponse
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100

@@ -1,8 +1,10 @@
-"""rewrite_json_body / rewrite_model_path: model ids and the Responses store flag."""
+"""The planner's JSON body step: model ids (content-aware) and the Responses store flag,
+over plain values (`plan_head` then `plan_body`), plus `rewrite_model_path`."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,26 +18,45 @@ from bastion_edge.core.facts import (
     RESPONSES,
     RequestFacts,
 )
-from bastion_edge.core.model_map import ModelMap
-from bastion_edge.core.rewrite import (
-    IMAGES_DEFAULT_MODEL,
-    REWRITE_MODEL,
-    REWRITE_STORE,
-    rewrite_json_body,
-    rewrite_model_path,
-)
+from bastion_edge.core.model_map import ModelMap, Resolution
+from bastion_edge.core.plan import REWRITE_MODEL, REWRITE_STORE
+from bastion_edge.core.planner import IMAGES_DEFAULT_MODEL, Policy, plan_body, plan_head
+from bastion_edge.core.request import ParsedBody, RequestHead
+from bastion_edge.core.rewrite import rewrite_model_path
 from bastion_edge.errors import ApiError
 
 SHIPPED = load_rules(Path(__file__).resolve().parents[2] / "rules.yaml")
 SHIPPED_MAP = ModelMap(SHIPPED)
+SHIPPED_POLICY = Policy(SHIPPED, SHIPPED_MAP)
+PATHS = {CHAT: "/v1/chat/completions", EMBEDDINGS: "/v1/embeddings",
+         IMAGES_GENERATIONS: "/v1/images/generations", RESPONSES: "/v1/responses"}
+ENV = {"QUBITTRON_API_KEY": "bk-test"}
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    body: bytes | None
+    rewrites: tuple[str, ...]  # the body step's rewrites (not host and key)
+    stream: bool
+    resolution: Resolution | None
+    facts: RequestFacts
 
 
 def rewrite(body: object, endpoint: str = CHAT, *, rules: Rules = SHIPPED,
-            is_create: bool = True, headers: dict[str, str] | None = None):
+            is_create: bool = True, headers: dict[str, str] | None = None) -> Rewritten:
+    """Plan a POST through both steps; a refusal is raised as the ApiError it answers."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    facts = RequestFacts(endpoint, headers=headers or {})
-    models = SHIPPED_MAP if rules is SHIPPED else ModelMap(rules)
-    return rewrite_json_body(raw, facts, rules, models, is_create=is_create)
+    path = PATHS[endpoint] if is_create else f"{PATHS[endpoint]}/resp_1/cancel"
+    policy = SHIPPED_POLICY if rules is SHIPPED else Policy.of(rules)
+    head = RequestHead("https", "api.openai.com", "POST", path,
+                       {"content-type": "application/json", **(headers or {})})
+    plan = plan_head(head, policy, ENV)
+    assert plan is not None and plan.refusal is None
+    plan = plan_body(plan, ParsedBody(raw), policy, ENV)
+    if plan.refusal is not None:
+        raise plan.refusal
+    return Rewritten(plan.body, tuple(r for r in plan.rewrites if r not in ("host", "key")),
+                     plan.stream, plan.resolution, plan.facts)
 
 
 def test_chat_model_mapped_and_other_fields_kept() -> None:

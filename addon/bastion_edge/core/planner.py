@@ -1,0 +1,461 @@
+"""The planner: a request's head, then its body, plus one rules snapshot -> one plan.
+
+    plan = plan_head(head, policy, environ)        # before the body: route, key, streaming
+    plan = plan_body(plan, ParsedBody(raw), policy, history)   # model, store, chain, bytes
+
+Both are pure (no mitmproxy, no I/O) and never raise for a bad request: a refusal is a
+plan whose `refusal` is the envelope to answer. The head step already points every
+OpenAI-bound request at Bastion without the app's credentials (fail closed); only a
+split by conversation waits for the body to choose between Bastion and OpenAI.
+
+To add a rule condition: a field on `RequestFacts` and a test in `Condition.matches`.
+To add an endpoint: its path in `core/facts.py`, then its body step here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from bastion_edge.config.rules import Rules
+from bastion_edge.core.cutover import OPENAI, CutoverRules, conversation_key, destination_for
+from bastion_edge.core.facts import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    IMAGES_GENERATIONS,
+    MODELS,
+    RESPONSES,
+    SPEECH,
+    RequestFacts,
+    classify_endpoint,
+    facts_from_json,
+    is_collection_path,
+    key_sha256,
+)
+from bastion_edge.core.keys import KeyChoice, select_key
+from bastion_edge.core.model_map import ModelMap, Resolution
+from bastion_edge.core.plan import (
+    REWRITE_HOST,
+    REWRITE_HTTPS,
+    REWRITE_KEY,
+    REWRITE_MODEL,
+    REWRITE_STORE,
+    REWRITE_TTS,
+    BodyStep,
+    Decision,
+    Destination,
+    Plan,
+    Route,
+    StoreAction,
+)
+from bastion_edge.core.request import ParsedBody, RequestHead, requested_model_of
+from bastion_edge.core.responses import ANONYMOUS, History, expand_request, turn_from_request
+from bastion_edge.core.rewrite import decide_model, model_not_string_error, rewrite_model_path
+from bastion_edge.core.routing import HostKind, Target, bastion_target, classify_host
+from bastion_edge.errors import ApiError, bad_request
+from bastion_edge.streams.multipart import boundary_from_content_type, replace_form_field
+
+JSON_ENDPOINTS = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, IMAGES_GENERATIONS, RESPONSES})
+# Multipart uploads larger than this are streamed through, not buffered.
+STREAM_UPLOADS_OVER = 1024 * 1024
+# The app's own credentials: never sent to Bastion, only ever back to OpenAI.
+APP_CREDENTIAL_HEADERS = ("authorization", "openai-organization", "openai-project")
+# OpenAI's default when images.generations omits `model`; Bastion requires one.
+IMAGES_DEFAULT_MODEL = "dall-e-2"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One rules snapshot and what is derived from it; swapped whole on reload."""
+
+    rules: Rules
+    models: ModelMap
+
+    @classmethod
+    def of(cls, rules: Rules) -> Policy:
+        return cls(rules, ModelMap(rules))
+
+
+# ---------------------------------------------------------------------- head step
+
+
+def plan_head(head: RequestHead, policy: Policy, environ: Mapping[str, str]) -> Plan | None:
+    """The plan before the body arrives; None for traffic that is not ours."""
+    rules = policy.rules
+    kind = classify_host(rules, head.host)
+    if kind is None:
+        return None
+    endpoint = classify_endpoint(head.path)
+    https = (REWRITE_HTTPS,) if head.scheme == "http" else ()
+    target = bastion_target(rules.upstream, kind, head.path)
+    if kind is HostKind.BASTION:
+        return Plan(kind=kind, endpoint=endpoint, method=head.method, path=head.bare_path,
+                    decision=Decision.PASSTHROUGH, route=Route(Destination.BASTION, target),
+                    facts=RequestFacts(endpoint), rewrites=https)
+    credentials = {name: head.headers[name]
+                   for name in APP_CREDENTIAL_HEADERS if name in head.headers}
+    facts = RequestFacts(endpoint=endpoint, headers=head.headers,
+                         app_key_sha256=key_sha256(credentials.get("authorization")),
+                         client_ip=head.client)
+    hold = Route(Destination.BASTION, target, drop_headers=tuple(credentials))
+    plan = Plan(kind=kind, endpoint=endpoint, method=head.method, path=head.bare_path,
+                decision=Decision(rules.cutover.mode), route=hold, facts=facts,
+                body_step=_body_step(head, endpoint), rewrites=(*https, REWRITE_HOST),
+                partition=facts.app_key_sha256 or ANONYMOUS, app_credentials=credentials)
+    try:
+        return _plan_openai_head(plan, head, policy, environ)
+    except ApiError as e:
+        return refused(plan, e)
+
+
+def _body_step(head: RequestHead, endpoint: str) -> BodyStep:
+    content_type = head.headers.get("content-type", "")
+    boundary = boundary_from_content_type(content_type)
+    if boundary is not None:
+        length = head.headers.get("content-length")
+        small = length is not None and length.isdigit() and int(length) <= STREAM_UPLOADS_OVER
+        if small or head.http_version not in ("HTTP/1.1", "HTTP/1.0"):
+            return BodyStep.FORM
+        return BodyStep.STREAMED_FORM
+    if (endpoint in JSON_ENDPOINTS and head.method == "POST" and is_collection_path(head.path)
+            and "multipart" not in content_type):
+        return BodyStep.JSON
+    return BodyStep.NONE
+
+
+def _plan_openai_head(
+    plan: Plan, head: RequestHead, policy: Policy, environ: Mapping[str, str]
+) -> Plan:
+    rules = policy.rules
+    cutover = rules.cutover
+    by_conversation = cutover.mode == "split" and cutover.sticky_by == "conversation"
+    if cutover.mode != "rewrite":
+        if by_conversation:
+            if plan.body_step is BodyStep.JSON and plan.endpoint != RESPONSES:
+                key = select_key(rules, plan.facts, environ)
+                return replace(plan, key=key, body_step=BodyStep.CONVERSATION)
+            if plan.body_step is not BodyStep.STREAMED_FORM and _goes_to_openai(plan, cutover):
+                return to_openai(plan, head.query, rules, environ)
+        elif _goes_to_openai(plan, cutover):
+            return to_openai(plan, head.query, rules, environ)
+    key = select_key(rules, plan.facts, environ)
+    return _to_bastion(plan, head, policy, key)
+
+
+def _goes_to_openai(plan: Plan, cutover: CutoverRules) -> bool:
+    """Sticky per app (its key, else its address)."""
+    sticky = plan.facts.app_key_sha256 or plan.facts.client_ip or ""
+    return destination_for(cutover, sticky) == OPENAI
+
+
+def _to_bastion(plan: Plan, head: RequestHead, policy: Policy, key: KeyChoice) -> Plan:
+    """Bastion with its key; audio.speech via the TTS adapter; stored Responses from the
+    store; a model id in the path mapped."""
+    hold = plan.route
+    if plan.endpoint == SPEECH and head.method == "POST":
+        return replace(plan, key=key, route=Route(Destination.TTS, hold.target,
+                                                  drop_headers=hold.drop_headers),
+                       rewrites=(*plan.rewrites, REWRITE_TTS), body_step=BodyStep.NONE)
+    bastion = Route(Destination.BASTION, hold.target, {"authorization": f"Bearer {key.key}"},
+                    hold.drop_headers)
+    plan = replace(plan, key=key, route=bastion, rewrites=(*plan.rewrites, REWRITE_KEY))
+    if plan.endpoint == RESPONSES and not is_collection_path(head.path):
+        return _store_action(plan, head)
+    if plan.endpoint == MODELS and head.method == "GET":
+        return _model_path(plan, head, policy)
+    return plan
+
+
+def _store_action(plan: Plan, head: RequestHead) -> Plan:
+    """GET/DELETE /v1/responses/{id} and GET .../input_items: Bastion keeps no state."""
+    parts = head.bare_path.rstrip("/").split("/")
+    if len(parts) not in (4, 5) or parts[:3] != ["", "v1", "responses"]:
+        return plan
+    response_id, sub = parts[3], parts[4] if len(parts) == 5 else None
+    action = None
+    if sub is None and head.method == "GET":
+        if dict(parse_qsl(head.query)).get("stream", "").lower() == "true":
+            raise bad_request("bastion-edge does not replay stored responses as a stream; "
+                              "retrieve without stream=true.", "unsupported_parameter",
+                              "stream")
+        action = StoreAction.RETRIEVE
+    elif sub is None and head.method == "DELETE":
+        action = StoreAction.DELETE
+    elif sub == "input_items" and head.method == "GET":
+        action = StoreAction.INPUT_ITEMS
+    if action is None:
+        return plan  # e.g. POST .../cancel: upstream answers
+    return replace(plan, store_action=action, response_id=response_id,
+                   route=Route(Destination.PROXY, plan.route.target,
+                               drop_headers=plan.route.drop_headers))
+
+
+def _model_path(plan: Plan, head: RequestHead, policy: Policy) -> Plan:
+    """`GET /v1/models/{id}`: the id mapped, the path placed under the base URL."""
+    original, resolution = rewrite_model_path(head.path, plan.facts, policy.rules,
+                                              policy.models)
+    if resolution is None:
+        return plan
+    target = bastion_target(policy.rules.upstream, HostKind.OPENAI, original)
+    plan = _with_resolution(plan, resolution.requested, resolution.upstream, resolution)
+    return replace(plan, route=replace(plan.route, target=target))
+
+
+def to_openai(plan: Plan, query: str, rules: Rules, environ: Mapping[str, str]) -> Plan:
+    """Unchanged (but over https) to OpenAI, with the app's own credentials."""
+    base = urlsplit(rules.cutover.openai_base_url)
+    path = plan.path + (f"?{query}" if query else "")
+    target = Target("https", base.hostname or "api.openai.com", base.port or 443, path)
+    route = Route(Destination.OPENAI, target, put_headers=dict(plan.app_credentials),
+                  drop_headers=("authorization",))
+    key, skip = None, None
+    step = BodyStep.OBSERVE if plan.body_step in (BodyStep.JSON, BodyStep.CONVERSATION) \
+        else BodyStep.NONE
+    if plan.decision is Decision.MIRROR:
+        skip = None if step is BodyStep.OBSERVE else "not mirrored endpoint"
+        try:  # the key of the copy mirrored to Bastion
+            key = select_key(rules, plan.facts, environ)
+        except ApiError as e:
+            skip = skip or e.code
+    return replace(plan, route=route, key=key, body_step=step, mirror_skip=skip,
+                   rewrites=tuple(r for r in plan.rewrites if r == REWRITE_HTTPS))
+
+
+# ---------------------------------------------------------------------- body step
+
+
+def history_wanted(plan: Plan, body: ParsedBody) -> str | None:
+    """The `previous_response_id` whose stored conversation this create needs, if any."""
+    if (plan.refusal is not None or plan.endpoint != RESPONSES
+            or plan.body_step is not BodyStep.JSON):
+        return None
+    parsed = body.json_or_none()
+    previous = parsed.get("previous_response_id") if parsed is not None else None
+    if previous is None:
+        return None
+    if not isinstance(previous, str):
+        raise bad_request("Invalid type for 'previous_response_id': expected a string.",
+                          "invalid_type", "previous_response_id")
+    return previous
+
+
+def plan_body(
+    plan: Plan, body: ParsedBody, policy: Policy, environ: Mapping[str, str],
+    history: History | None = None,
+) -> Plan:
+    """The plan once the body is known (a streamed body keeps its head plan)."""
+    if plan.refusal is not None:
+        return plan
+    try:
+        if plan.body_step is BodyStep.CONVERSATION:
+            plan = _split_by_conversation(plan, body, policy, environ)
+        if plan.body_step is BodyStep.JSON:
+            return _rewrite_json(plan, body, policy, history)
+        if plan.body_step is BodyStep.FORM:
+            return _rewrite_form(plan, body, policy)
+        if plan.body_step is BodyStep.OBSERVE:
+            return _observe(plan, body, policy)
+    except ApiError as e:
+        return refused(plan, e, plan.original_model or requested_model_of(body))
+    return plan
+
+
+def _split_by_conversation(
+    plan: Plan, body: ParsedBody, policy: Policy, environ: Mapping[str, str]
+) -> Plan:
+    parsed = body.json_or_none()
+    key = conversation_key(parsed) if parsed is not None else None
+    sticky = key or plan.facts.app_key_sha256 or plan.facts.client_ip or ""
+    cutover = policy.rules.cutover
+    if destination_for(cutover, sticky) == OPENAI:
+        return to_openai(replace(plan, body_step=BodyStep.JSON), _query(plan.route.target),
+                         policy.rules, environ)
+    assert plan.key is not None
+    route = Route(Destination.BASTION, plan.route.target,
+                  {"authorization": f"Bearer {plan.key.key}"}, plan.route.drop_headers)
+    return replace(plan, route=route, body_step=BodyStep.JSON,
+                   rewrites=(*plan.rewrites, REWRITE_KEY))
+
+
+def _query(target: Target) -> str:
+    return target.path.partition("?")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class _JsonRewrite:
+    body: dict[str, Any]
+    changed: bool
+    resolution: Resolution | None
+    requested: str | None
+    rewrites: tuple[str, ...]
+    facts: RequestFacts
+
+
+def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
+              content_from: dict[str, Any] | None = None) -> _JsonRewrite:
+    """Model (content-aware) and `store: false` on a copy of the app's JSON body."""
+    work = dict(parsed)
+    content = facts_from_json(content_from if content_from is not None else work)
+    facts = replace(plan.facts, has_image=content.has_image,
+                    prompt_tokens=content.prompt_tokens)
+    rewrites: list[str] = []
+    requested = work.get("model")
+    injected = requested is None and plan.endpoint == IMAGES_GENERATIONS
+    if injected:
+        requested = IMAGES_DEFAULT_MODEL
+    resolution = None
+    if isinstance(requested, str):
+        resolution = decide_model(requested, facts, policy.rules, policy.models)
+        upstream = resolution.upstream if resolution is not None else requested
+        if injected or upstream != requested:
+            work["model"] = upstream
+            rewrites.append(REWRITE_MODEL)
+    elif requested is not None:
+        raise model_not_string_error()
+    if plan.endpoint == RESPONSES and work.get("store") is not False:
+        work["store"] = False
+        rewrites.append(REWRITE_STORE)
+    return _JsonRewrite(work, bool(rewrites), resolution,
+                        requested if isinstance(requested, str) else None, tuple(rewrites), facts)
+
+
+def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
+                  history: History | None) -> Plan:
+    parsed = body.json_object()
+    notes = plan.notes
+    expanded = None
+    if history is not None:  # the model is chosen on the whole conversation
+        try:
+            expanded = expand_request(parsed, history.items)
+        except ValueError as e:
+            raise bad_request(f"Invalid 'input': {e}", "invalid_value", "input") from e
+        notes = (*notes, f"expanded previous_response_id: {len(history.items)} items")
+    mapped = _map_json(expanded if expanded is not None else parsed, plan, policy)
+    if expanded is not None and plan.endpoint == RESPONSES and parsed.get("store") is not False:
+        mapped = replace(mapped, rewrites=tuple(dict.fromkeys((*mapped.rewrites,
+                                                               REWRITE_STORE))))
+    app_store = parsed.get("store") if isinstance(parsed.get("store"), bool) else None
+    capture = None
+    if plan.endpoint == RESPONSES and app_store is not False:
+        try:
+            capture = turn_from_request(parsed, plan.partition,
+                                        history.ancestors if history is not None else ())
+        except ValueError as e:
+            raise bad_request(f"Invalid 'input': {e}", "invalid_value", "input") from e
+    new_body = None
+    if mapped.changed or expanded is not None:
+        new_body = _serialise(mapped.body)
+    plan = replace(plan, facts=mapped.facts, stream=parsed.get("stream") is True,
+                   app_store=app_store, body=new_body, capture=capture, notes=notes,
+                   rewrites=(*plan.rewrites, *mapped.rewrites))
+    if mapped.resolution is not None:
+        plan = _with_resolution(plan, mapped.requested or mapped.resolution.requested,
+                                mapped.resolution.upstream, mapped.resolution)
+    return plan
+
+
+def _rewrite_form(plan: Plan, body: ParsedBody, policy: Policy) -> Plan:
+    boundary = boundary_from_content_type(plan.facts.headers.get("content-type", ""))
+    if boundary is None or not body.raw:
+        return plan
+    outcome: list[Plan] = []
+
+    def replace_model(old: bytes) -> bytes:
+        decided = form_model(outcome[-1] if outcome else plan, policy, old, streaming=False)
+        outcome.append(decided.plan)
+        return decided.value
+
+    new_raw, _ = replace_form_field(body.raw, boundary, b"model", replace_model)
+    final = outcome[-1] if outcome else plan
+    return replace(final, body=new_raw if new_raw != body.raw else None)
+
+
+@dataclass(frozen=True, slots=True)
+class FormModel:
+    """The `model` field's new value, and the plan that records the decision."""
+
+    value: bytes
+    plan: Plan
+
+
+def form_model(plan: Plan, policy: Policy, old: bytes, *, streaming: bool) -> FormModel:
+    """A multipart `model` field's value: mapped, kept, or (buffered only) refused."""
+    requested = old.decode("utf-8", "replace")
+    try:
+        resolution = decide_model(requested, plan.facts, policy.rules, policy.models)
+    except ApiError as e:
+        if not streaming:
+            raise
+        # Too late for a 400 (the upload is already streaming): let upstream reject it.
+        note = f"streamed upload kept unmapped model: {e.code}"
+        return FormModel(old, replace(plan, original_model=requested, upstream_model=requested,
+                                      notes=(*plan.notes, note)))
+    if resolution is None or not resolution.changed:
+        return FormModel(old, replace(plan, original_model=requested, upstream_model=requested))
+    return FormModel(resolution.upstream.encode(),
+                     _with_resolution(plan, requested, resolution.upstream, resolution))
+
+
+def _observe(plan: Plan, body: ParsedBody, policy: Policy) -> Plan:
+    """Going to OpenAI: what rewriting would have done, recorded, never applied."""
+    try:
+        mapped = _map_json(body.json_object(), plan, policy)
+    except ApiError as e:
+        note = f"would refuse: {e.code}"
+        stream = (body.json_or_none() or {}).get("stream") is True
+        refused_copy = _mirror_skip(plan, policy, stream) or note \
+            if plan.decision is Decision.MIRROR else None
+        return replace(plan, original_model=requested_model_of(body), stream=stream,
+                       notes=(*plan.notes, note), mirror_skip=refused_copy)
+    stream = body.json_object().get("stream") is True
+    would = ("host", "key", *mapped.rewrites)
+    plan = replace(plan, stream=stream, notes=(*plan.notes, "would rewrite: " + ",".join(would)))
+    if mapped.resolution is not None:
+        upstream = mapped.body.get("model")
+        plan = replace(plan, original_model=mapped.requested,
+                       upstream_model=upstream if isinstance(upstream, str) else None)
+    if plan.decision is Decision.MIRROR:
+        skip: str | None = _mirror_skip(plan, policy, stream) or plan.mirror_skip
+        mirror_body = None
+        if skip is None:
+            mirror_body = _serialise(mapped.body) if mapped.changed else body.raw
+        plan = replace(plan, mirror_skip=skip, mirror_body=mirror_body)
+    return plan
+
+
+def _mirror_skip(plan: Plan, policy: Policy, stream: bool) -> str | None:
+    if plan.decision is Decision.MIRROR and stream and not policy.rules.cutover.mirror_streaming:
+        return "streaming"
+    return None
+
+
+# ---------------------------------------------------------------------- outcomes
+
+
+def refused(plan: Plan, error: ApiError, requested_model: str | None = None) -> Plan:
+    """The proxy answers `error`; the route stays the fail-closed hold."""
+    hold = Route(Destination.BASTION, plan.route.target, drop_headers=plan.route.drop_headers)
+    return replace(plan, refusal=error, route=hold,
+                   original_model=plan.original_model or requested_model)
+
+
+def answered_from_store(plan: Plan) -> Plan:
+    return replace(plan, notes=(*plan.notes, "answered from the response store"))
+
+
+def _with_resolution(plan: Plan, requested: str, upstream: str,
+                     resolution: Resolution | None) -> Plan:
+    rewrites = plan.rewrites
+    if requested != upstream and REWRITE_MODEL not in rewrites:
+        rewrites = (*rewrites, REWRITE_MODEL)
+    return replace(plan, original_model=requested, upstream_model=upstream,
+                   resolution=resolution if resolution is not None else plan.resolution,
+                   rewrites=rewrites)
+
+
+def _serialise(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
