@@ -1,8 +1,10 @@
 """bastion-edge: zero-code OpenAI -> Bastion migration at the network edge.
 
-The package is split into a pure core (rules, model mapping, body rewriting, SSE,
-multipart, TTS translation) and a thin mitmproxy edge (`hooks`). Only `hooks`,
-`gateway_errors` and `cli` import mitmproxy.
+Layers (see the README's Architecture section): `core` decides (pure, one plan per
+request), `config` loads the rules, `streams` and `state` hold codecs and Responses
+state, `proxy` applies plans to mitmproxy flows, `telemetry` reports, `tts` speaks
+Riva, `deploy` runs next to apps, `cli` is the command. Only `proxy` and `cli` import
+mitmproxy.
 """
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from bastion_edge.core.reply_model import restore_model
-from bastion_edge.streams.sse import SseRewriter
+from bastion_edge.streams.sse import SseEvents, SseLines, SseRewriter
 
 UPSTREAM = "gpt-oss-120b"
 ORIGINAL = "gpt-4o"
@@ -144,3 +144,43 @@ def test_restore_model_variants() -> None:
     assert untouched == {"object": "list", "data": [{"id": UPSTREAM}]}
     same = {"model": ORIGINAL, "response": {"model": ORIGINAL}}
     assert restore_model(same, ORIGINAL) is False
+
+
+# --- the one line splitter and event assembler every SSE consumer uses
+
+MIXED = (b'data: {"model":"gpt-oss-120b",\r\ndata: "n":1}\r\n\r\n'  # one object, two lines
+         b'event: x\rdata: {"model":"gpt-oss-120b"}\r\r'            # lone CR line endings
+         b'data: [DONE]\n\n')
+
+
+def test_lines_split_on_crlf_lf_and_lone_cr_across_any_cut() -> None:
+    for cut in range(len(MIXED) + 1):
+        lines = SseLines()
+        block = lines.feed(MIXED[:cut]) + lines.feed(MIXED[cut:]) + lines.flush()
+        assert block == MIXED, f"cut at {cut}"
+        events = SseEvents()
+        assert events.feed(MIXED) == [b'{"model":"gpt-oss-120b",\n"n":1}',
+                                      b'{"model":"gpt-oss-120b"}', b"[DONE]"]
+
+
+def test_cr_at_a_chunk_end_waits_for_a_possible_lf() -> None:
+    lines = SseLines()
+    assert lines.feed(b"data: a\r") == b""
+    assert lines.feed(b"\ndata: b\r") == b"data: a\r\n"
+    assert lines.feed(b"x") == b"data: b\r"
+
+
+def test_multiline_json_event_rewritten_as_one_line_and_lone_cr_rewritten() -> None:
+    for cut in range(len(MIXED) + 1):
+        out = run(SseRewriter(restore), MIXED, [cut])
+        assert out.count(b'"model":"gpt-4o"') == 2, f"cut at {cut}"
+        assert b'data: {"model":"gpt-4o","n":1}\r\n\r\n' in out
+        assert out.endswith(b"data: [DONE]\n\n")
+
+
+def test_stream_bytes_identical_when_nothing_changes_at_every_cut() -> None:
+    def keep(obj: dict[str, object]) -> bool:
+        return False
+
+    for cut in range(len(MIXED) + 1):
+        assert run(SseRewriter(keep), MIXED, [cut]) == MIXED

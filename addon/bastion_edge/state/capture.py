@@ -15,6 +15,7 @@ from typing import Any
 
 from bastion_edge.core.responses import Item, TurnRequest, valid_response_id
 from bastion_edge.state.records import StoredResponse
+from bastion_edge.streams.sse import SseEvents, SseLines
 
 FINAL_EVENTS = frozenset({"response.completed", "response.incomplete"})
 _FINAL_MARKERS = tuple(f'"{kind}"'.encode() for kind in FINAL_EVENTS)
@@ -62,8 +63,8 @@ class SseObserver:
 
     def __init__(self, on_final: OnFinal | None = None) -> None:
         self._on_final = on_final
-        self._partial = bytearray()
-        self._data: list[bytes] = []
+        self._lines = SseLines()
+        self._events = SseEvents()
         self.final: Item | None = None
 
     def __call__(self, chunk: bytes) -> bytes:
@@ -74,36 +75,18 @@ class SseObserver:
         return chunk
 
     def feed(self, chunk: bytes) -> None:
-        if b"\n" not in chunk:
-            self._partial += chunk
-            return
-        data = bytes(self._partial) + chunk if self._partial else chunk
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            self._line(data[start:end])
-            start = end + 1
-        self._partial = bytearray(data[start:])
+        complete = self._lines.feed(chunk)
+        if complete:
+            for payload in self._events.feed(complete):
+                self._dispatch(payload)
 
     def finish(self) -> None:
-        if self._partial:
-            self._line(bytes(self._partial))
-            self._partial.clear()
-        self._dispatch()
+        tail = self._lines.flush()
+        for payload in [*self._events.feed(tail + b"\n"), *self._events.finish()] if tail \
+                else self._events.finish():
+            self._dispatch(payload)
 
-    def _line(self, line: bytes) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            self._dispatch()
-        elif line.startswith(b"data:"):
-            value = line[5:]
-            self._data.append(value[1:] if value.startswith(b" ") else value)
-
-    def _dispatch(self) -> None:
-        if not self._data:
-            return
-        payload = b"\n".join(self._data)
-        self._data = []
+    def _dispatch(self, payload: bytes) -> None:
         if not any(marker in payload for marker in _FINAL_MARKERS):
             return
         event = response_from_json(payload)
