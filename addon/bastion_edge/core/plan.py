@@ -7,8 +7,9 @@ exchange. Printing `plan.explain()` answers "why did this request go there?".
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from bastion_edge.core.facts import RequestFacts
 from bastion_edge.core.keys import KeyChoice
@@ -61,6 +62,8 @@ class StoreAction(StrEnum):
     INPUT_ITEMS = "input_items"
 
 
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
 # Rewrite kinds, as counted in metrics and listed in the access log.
 REWRITE_HTTPS = "https-upgrade"
 REWRITE_HOST = "host"
@@ -70,18 +73,22 @@ REWRITE_STORE = "store"
 REWRITE_TTS = "tts"
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """Where the flow is pointed and which headers change on the way."""
 
     destination: Destination
     target: Target  # for TTS and proxy answers: Bastion's, on whose behalf they act
-    put_headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold keys
+    put_headers: Mapping[str, str] = NO_HEADERS  # may hold the Bastion key: never in repr
     drop_headers: tuple[str, ...] = ()
 
+    def __repr__(self) -> str:
+        return (f"Route({self.destination.value}, {self.target.url}, "
+                f"put={sorted(self.put_headers)}, drop={list(self.drop_headers)})")
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+
+class Plan(NamedTuple):
+    """Immutable (a tuple: cheap to copy with `evolve`, which the hot path does twice)."""
+
     kind: HostKind
     endpoint: str
     method: str
@@ -99,14 +106,23 @@ class Plan:
     upstream_model: str | None = None
     stream: bool = False  # the app asked for a streamed reply
     app_store: bool | None = None  # the Responses `store` flag as the app sent it
-    body: bytes | None = field(default=None, repr=False)  # None: the body is unchanged
+    body: bytes | None = None  # the new body; None: unchanged (never in repr)
     partition: str = ANONYMOUS  # whose Responses state this request may see
     store_action: StoreAction | None = None
     response_id: str | None = None  # the stored response a store action is about
-    capture: TurnRequest | None = field(default=None, repr=False)  # keep the reply's record
-    mirror_body: bytes | None = field(default=None, repr=False)  # what Bastion gets, mirrored
+    capture: TurnRequest | None = None  # keep the reply's record (Responses)
+    mirror_body: bytes | None = None  # what Bastion gets, mirrored (never in repr)
     mirror_skip: str | None = None  # why no copy is mirrored to Bastion
-    app_credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
+    app_credentials: Mapping[str, str] = NO_HEADERS  # only ever for OpenAI (never in repr)
+
+    def evolve(self, **changes: Any) -> Plan:
+        """A copy with `changes`."""
+        return self._replace(**changes)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields
+                          if name not in _UNSHOWN)
+        return f"Plan({shown})"
 
     @property
     def destination(self) -> Destination:
@@ -135,3 +151,7 @@ class Plan:
             "refusal": self.refusal.code if self.refusal is not None else None,
             "notes": list(self.notes),
         }
+
+
+
+_UNSHOWN = frozenset({"body", "mirror_body", "app_credentials", "capture"})

@@ -137,7 +137,7 @@ def _plan_openai_head(
         if by_conversation:
             if plan.body_step is BodyStep.JSON and plan.endpoint != RESPONSES:
                 key = select_key(rules, plan.facts, environ)
-                return replace(plan, key=key, body_step=BodyStep.CONVERSATION)
+                return plan.evolve(key=key, body_step=BodyStep.CONVERSATION)
             if plan.body_step is not BodyStep.STREAMED_FORM and _goes_to_openai(plan, cutover):
                 return to_openai(plan, head.query, rules, environ)
         elif _goes_to_openai(plan, cutover):
@@ -157,12 +157,12 @@ def _to_bastion(plan: Plan, head: RequestHead, policy: Policy, key: KeyChoice) -
     store; a model id in the path mapped."""
     hold = plan.route
     if plan.endpoint == SPEECH and head.method == "POST":
-        return replace(plan, key=key, route=Route(Destination.TTS, hold.target,
+        return plan.evolve(key=key, route=Route(Destination.TTS, hold.target,
                                                   drop_headers=hold.drop_headers),
                        rewrites=(*plan.rewrites, REWRITE_TTS), body_step=BodyStep.NONE)
     bastion = Route(Destination.BASTION, hold.target, {"authorization": f"Bearer {key.key}"},
                     hold.drop_headers)
-    plan = replace(plan, key=key, route=bastion, rewrites=(*plan.rewrites, REWRITE_KEY))
+    plan = plan.evolve(key=key, route=bastion, rewrites=(*plan.rewrites, REWRITE_KEY))
     if plan.endpoint == RESPONSES and not is_collection_path(head.path):
         return _store_action(plan, head)
     if plan.endpoint == MODELS and head.method == "GET":
@@ -189,7 +189,7 @@ def _store_action(plan: Plan, head: RequestHead) -> Plan:
         action = StoreAction.INPUT_ITEMS
     if action is None:
         return plan  # e.g. POST .../cancel: upstream answers
-    return replace(plan, store_action=action, response_id=response_id,
+    return plan.evolve(store_action=action, response_id=response_id,
                    route=Route(Destination.PROXY, plan.route.target,
                                drop_headers=plan.route.drop_headers))
 
@@ -202,7 +202,7 @@ def _model_path(plan: Plan, head: RequestHead, policy: Policy) -> Plan:
         return plan
     target = bastion_target(policy.rules.upstream, HostKind.OPENAI, original)
     plan = _with_resolution(plan, resolution.requested, resolution.upstream, resolution)
-    return replace(plan, route=replace(plan.route, target=target))
+    return plan.evolve(route=plan.route._replace(target=target))
 
 
 def to_openai(plan: Plan, query: str, rules: Rules, environ: Mapping[str, str]) -> Plan:
@@ -221,7 +221,7 @@ def to_openai(plan: Plan, query: str, rules: Rules, environ: Mapping[str, str]) 
             key = select_key(rules, plan.facts, environ)
         except ApiError as e:
             skip = skip or e.code
-    return replace(plan, route=route, key=key, body_step=step, mirror_skip=skip,
+    return plan.evolve(route=route, key=key, body_step=step, mirror_skip=skip,
                    rewrites=tuple(r for r in plan.rewrites if r == REWRITE_HTTPS))
 
 
@@ -272,12 +272,12 @@ def _split_by_conversation(
     sticky = key or plan.facts.app_key_sha256 or plan.facts.client_ip or ""
     cutover = policy.rules.cutover
     if destination_for(cutover, sticky) == OPENAI:
-        return to_openai(replace(plan, body_step=BodyStep.JSON), _query(plan.route.target),
+        return to_openai(plan.evolve(body_step=BodyStep.JSON), _query(plan.route.target),
                          policy.rules, environ)
     assert plan.key is not None
     route = Route(Destination.BASTION, plan.route.target,
                   {"authorization": f"Bearer {plan.key.key}"}, plan.route.drop_headers)
-    return replace(plan, route=route, body_step=BodyStep.JSON,
+    return plan.evolve(route=route, body_step=BodyStep.JSON,
                    rewrites=(*plan.rewrites, REWRITE_KEY))
 
 
@@ -300,8 +300,8 @@ def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
     """Model (content-aware) and `store: false` on a copy of the app's JSON body."""
     work = dict(parsed)
     content = facts_from_json(content_from if content_from is not None else work)
-    facts = replace(plan.facts, has_image=content.has_image,
-                    prompt_tokens=content.prompt_tokens)
+    facts = RequestFacts(plan.facts.endpoint, plan.facts.headers, plan.facts.app_key_sha256,
+                         plan.facts.client_ip, content.has_image, content.prompt_tokens)
     rewrites: list[str] = []
     requested = work.get("model")
     injected = requested is None and plan.endpoint == IMAGES_GENERATIONS
@@ -349,13 +349,13 @@ def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
     new_body = None
     if mapped.changed or expanded is not None:
         new_body = _serialise(mapped.body)
-    plan = replace(plan, facts=mapped.facts, stream=parsed.get("stream") is True,
-                   app_store=app_store, body=new_body, capture=capture, notes=notes,
-                   rewrites=(*plan.rewrites, *mapped.rewrites))
-    if mapped.resolution is not None:
-        plan = _with_resolution(plan, mapped.requested or mapped.resolution.requested,
-                                mapped.resolution.upstream, mapped.resolution)
-    return plan
+    resolution = mapped.resolution
+    models = {} if resolution is None else {
+        "resolution": resolution, "upstream_model": resolution.upstream,
+        "original_model": mapped.requested or resolution.requested}
+    return plan.evolve(facts=mapped.facts, stream=parsed.get("stream") is True,
+                       app_store=app_store, body=new_body, capture=capture, notes=notes,
+                       rewrites=(*plan.rewrites, *mapped.rewrites), **models)
 
 
 def _rewrite_form(plan: Plan, body: ParsedBody, policy: Policy) -> Plan:
@@ -371,7 +371,7 @@ def _rewrite_form(plan: Plan, body: ParsedBody, policy: Policy) -> Plan:
 
     new_raw, _ = replace_form_field(body.raw, boundary, b"model", replace_model)
     final = outcome[-1] if outcome else plan
-    return replace(final, body=new_raw if new_raw != body.raw else None)
+    return final.evolve(body=new_raw if new_raw != body.raw else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,10 +392,10 @@ def form_model(plan: Plan, policy: Policy, old: bytes, *, streaming: bool) -> Fo
             raise
         # Too late for a 400 (the upload is already streaming): let upstream reject it.
         note = f"streamed upload kept unmapped model: {e.code}"
-        return FormModel(old, replace(plan, original_model=requested, upstream_model=requested,
+        return FormModel(old, plan.evolve(original_model=requested, upstream_model=requested,
                                       notes=(*plan.notes, note)))
     if resolution is None or not resolution.changed:
-        return FormModel(old, replace(plan, original_model=requested, upstream_model=requested))
+        return FormModel(old, plan.evolve(original_model=requested, upstream_model=requested))
     return FormModel(resolution.upstream.encode(),
                      _with_resolution(plan, requested, resolution.upstream, resolution))
 
@@ -409,21 +409,21 @@ def _observe(plan: Plan, body: ParsedBody, policy: Policy) -> Plan:
         stream = (body.json_or_none() or {}).get("stream") is True
         refused_copy = _mirror_skip(plan, policy, stream) or note \
             if plan.decision is Decision.MIRROR else None
-        return replace(plan, original_model=requested_model_of(body), stream=stream,
+        return plan.evolve(original_model=requested_model_of(body), stream=stream,
                        notes=(*plan.notes, note), mirror_skip=refused_copy)
     stream = body.json_object().get("stream") is True
     would = ("host", "key", *mapped.rewrites)
-    plan = replace(plan, stream=stream, notes=(*plan.notes, "would rewrite: " + ",".join(would)))
+    plan = plan.evolve(stream=stream, notes=(*plan.notes, "would rewrite: " + ",".join(would)))
     if mapped.resolution is not None:
         upstream = mapped.body.get("model")
-        plan = replace(plan, original_model=mapped.requested,
+        plan = plan.evolve(original_model=mapped.requested,
                        upstream_model=upstream if isinstance(upstream, str) else None)
     if plan.decision is Decision.MIRROR:
         skip: str | None = _mirror_skip(plan, policy, stream) or plan.mirror_skip
         mirror_body = None
         if skip is None:
             mirror_body = _serialise(mapped.body) if mapped.changed else body.raw
-        plan = replace(plan, mirror_skip=skip, mirror_body=mirror_body)
+        plan = plan.evolve(mirror_skip=skip, mirror_body=mirror_body)
     return plan
 
 
@@ -439,12 +439,12 @@ def _mirror_skip(plan: Plan, policy: Policy, stream: bool) -> str | None:
 def refused(plan: Plan, error: ApiError, requested_model: str | None = None) -> Plan:
     """The proxy answers `error`; the route stays the fail-closed hold."""
     hold = Route(Destination.BASTION, plan.route.target, drop_headers=plan.route.drop_headers)
-    return replace(plan, refusal=error, route=hold,
+    return plan.evolve(refusal=error, route=hold,
                    original_model=plan.original_model or requested_model)
 
 
 def answered_from_store(plan: Plan) -> Plan:
-    return replace(plan, notes=(*plan.notes, "answered from the response store"))
+    return plan.evolve(notes=(*plan.notes, "answered from the response store"))
 
 
 def _with_resolution(plan: Plan, requested: str, upstream: str,
@@ -452,7 +452,7 @@ def _with_resolution(plan: Plan, requested: str, upstream: str,
     rewrites = plan.rewrites
     if requested != upstream and REWRITE_MODEL not in rewrites:
         rewrites = (*rewrites, REWRITE_MODEL)
-    return replace(plan, original_model=requested, upstream_model=upstream,
+    return plan.evolve(original_model=requested, upstream_model=upstream,
                    resolution=resolution if resolution is not None else plan.resolution,
                    rewrites=rewrites)
 

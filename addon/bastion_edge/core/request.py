@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bastion_edge.errors import ApiError, bad_request
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHead:
+class RequestHead(NamedTuple):
     """A request before its body: plain values taken from the flow once."""
 
     scheme: str  # as the app sent it: "http" is upgraded
     host: str  # as the app addressed it (Host header, else the destination)
     method: str
     path: str  # with the query string
-    headers: Mapping[str, str] = field(repr=False)  # lower-case names; holds credentials
+    headers: Mapping[str, str]  # lower-case names; holds credentials: never in repr
     client: str | None = None  # the client's address
     http_version: str = "HTTP/1.1"
+
+    def __repr__(self) -> str:
+        return f"RequestHead({self.method} {self.scheme}://{self.host}{self.path})"
 
     @property
     def bare_path(self) -> str:

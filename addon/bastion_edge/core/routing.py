@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from bastion_edge.config.rules import Rules, UpstreamRules
 
@@ -26,8 +26,7 @@ def classify_host(rules: Rules, host: str) -> HostKind | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """An upstream address: scheme, host, port and path."""
 
     scheme: str
