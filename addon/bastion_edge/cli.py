@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
                          choices=("wav", "wav-placeholder-sizes", "pcm"))
     sandbox.add_argument("--persona", default="bastion", choices=("bastion", "openai"),
                          help="openai: stand in for OpenAI instead (cutover rehearsals)")
+    sandbox.add_argument("--unavailable-model", action="append", default=[], metavar="ID",
+                         help="answer 404 model_not_found for this model and leave it out "
+                              "of /v1/models (repeatable; also PATCH /sandbox/models/ID)")
+    sandbox.add_argument("--capabilities", default=None, metavar="RULES",
+                         help="a rules file whose `capabilities:` the sandbox enforces: a "
+                              "field a model lacks answers 502 upstream_error")
     sandbox.set_defaults(handler=_cmd_sandbox)
 
     demo = sub.add_parser("demo", help="sandbox + proxy + real SDK calls, offline")
@@ -273,9 +279,17 @@ def describe_condition(condition: Any) -> str:
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     from .sandbox import SandboxConfig, run_sandbox
 
+    capabilities = {}
+    if args.capabilities:
+        try:
+            capabilities = dict(load_rules(args.capabilities).capabilities)
+        except (RulesError, OSError) as e:
+            print(f"bastion-edge sandbox: {args.capabilities}: {e}", file=sys.stderr)
+            return 1
     config = SandboxConfig(
         host=args.host, port=args.port, tls_dir=Path(os.path.expanduser(args.tls_dir)),
-        http_port=args.http_port, riva_audio=args.riva_audio, persona=args.persona)
+        http_port=args.http_port, riva_audio=args.riva_audio, persona=args.persona,
+        unavailable_models=frozenset(args.unavailable_model), capabilities=capabilities)
     run_sandbox(config)
     return 0
 

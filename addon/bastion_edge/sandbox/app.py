@@ -9,7 +9,7 @@ from aiohttp.typedefs import Handler
 
 from ..errors import INVALID_REQUEST, SERVER_ERROR, ApiError
 from ..riva_contract import DEFAULT_TTS_PATH
-from . import audio, chat, completions, embeddings, images, responses, riva
+from . import audio, availability, chat, completions, embeddings, images, responses, riva
 from .auth import auth_middleware
 from .config import CONFIG_KEY, SandboxConfig
 from .faults import fault_middleware
@@ -67,6 +67,7 @@ def build_app(config: SandboxConfig, journal: Journal) -> web.Application:
             error_middleware,
             auth_middleware(config.api_keys, config.persona),
             fault_middleware,
+            availability.availability_middleware,
         ],
     )
     app[CONFIG_KEY] = config
@@ -86,6 +87,7 @@ def build_app(config: SandboxConfig, journal: Journal) -> web.Application:
     add("GET", JOURNAL_PATH, get_journal)
     add("DELETE", JOURNAL_PATH, clear_journal)
     add("GET", images.IMAGE_FILES_PATH + "/{colour}.png", images.image_file)
+    availability.install(app)  # /sandbox/models: unavailable models, capabilities
     return app
 
 
