@@ -82,6 +82,7 @@ from .sse import SseRewriter
 from .tls_bundles import upstream_bundle
 from .tts import TOKEN_HEADER, SpeechJob, TtsAdapter
 from .tts.reply import NOTE_HEADER, TTS_HEADER
+from .model_catalog import ModelCatalog
 from .upstream_client import make_upstream_client
 from .upstream_timeouts import ResponseTimeouts
 
@@ -114,6 +115,7 @@ class BastionEdge:
         self.draining = False
         self._upstream_client: tuple[UpstreamRules, httpx.AsyncClient] | None = None
         self.timeouts = ResponseTimeouts()
+        self.catalog = ModelCatalog(self.metrics)  # Bastion's live model list
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -157,6 +159,8 @@ class BastionEdge:
         self.keeps_flows = "web_port" in ctx.options or bool(
             getattr(ctx.options, "save_stream_file", None))
         await self.tts.start()
+        self.catalog.start(lambda: self.rules, self.environ,
+                           Path(os.path.expanduser(ctx.options.confdir)))
         if self.rules_path is not None:
             self.watcher = RulesWatcher(
                 self.rules_path, self.rules.sha256, self._reloaded, self._reload_failed)
@@ -169,6 +173,7 @@ class BastionEdge:
                      ctx.options.bastion_metrics_host, self.admin.port)
 
     async def done(self) -> None:
+        await self.catalog.stop()
         if self.watcher is not None:
             await self.watcher.stop()
         if self.admin is not None:
@@ -223,6 +228,7 @@ class BastionEdge:
         self.models = ModelMap(rules)
         self.rules_loaded = True
         self.metrics.rules_loaded(rules, time.time())
+        self.catalog.rules_changed()
         self._apply_mitmproxy_options()
         log.info("bastion-edge rules loaded from %s (sha256 %s)", rules.source, rules.sha256[:12])
 
