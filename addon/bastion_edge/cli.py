@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a rules file and print the mapping")
     check.add_argument("--rules", default=None)
+    check.add_argument("--live", action="store_true",
+                       help="also ask Bastion (GET /v1/models with the configured keys) which "
+                            "model would serve each mapped id now; exit 1 if one has none")
+    check.add_argument("--confdir", default=DEFAULT_CONFDIR,
+                       help="where the upstream CA bundle is written (--live)")
     check.set_defaults(handler=_cmd_check)
 
     sandbox = sub.add_parser("sandbox", help="run the local stand-in for Bastion")
@@ -226,6 +231,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"{path}: {e}", file=sys.stderr)
         return 1
     print(describe_rules(rules, os.environ))
+    if args.live:
+        from .live_check import live_check
+
+        confdir = Path(os.path.expanduser(args.confdir))
+        confdir.mkdir(parents=True, exist_ok=True)
+        status, report = asyncio.run(
+            live_check(rules, os.environ, confdir, describe_condition))
+        print("\n" + report)
+        return status
     return 0
 
 

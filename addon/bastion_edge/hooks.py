@@ -47,6 +47,7 @@ from .flow_edit import (
 from .keys import select_key
 from .metrics import Metrics
 from .mirror import Mirror, MirrorRequest, MirrorResult
+from .model_catalog import ModelCatalog
 from .model_map import ModelMap
 from .multipart import FormFieldRewriter, boundary_from_content_type, replace_form_field
 from .reload import RulesWatcher
@@ -82,7 +83,6 @@ from .sse import SseRewriter
 from .tls_bundles import upstream_bundle
 from .tts import TOKEN_HEADER, SpeechJob, TtsAdapter
 from .tts.reply import NOTE_HEADER, TTS_HEADER
-from .model_catalog import ModelCatalog
 from .upstream_client import make_upstream_client
 from .upstream_timeouts import ResponseTimeouts
 

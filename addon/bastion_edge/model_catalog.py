@@ -78,12 +78,14 @@ class ModelCatalog:
 
     def __init__(self, metrics: Metrics | None = None, *,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, log_failures: bool = True) -> None:
         self.metrics = metrics
+        self.log_failures = log_failures
         self.transport = transport
         self.clock = clock
         self.refreshed_at: float | None = None  # last refresh that read every key
         self.failures = 0
+        self.last_errors: tuple[str, ...] = ()  # why the last refresh failed (no keys)
         self._lists: dict[str, frozenset[str]] = {}  # key env name -> listed ids
         self._marked: set[str] = set()  # 404 model_not_found since the last refresh
         self._rules: Rules | None = None
@@ -139,6 +141,7 @@ class ModelCatalog:
         self._lists = {env: read.get(env, self._lists.get(env, frozenset()))
                        for env in keys if env in read or env in self._lists}
         ok = not errors
+        self.last_errors = tuple(errors)
         if ok:
             self._marked.clear()
             self.refreshed_at = self.clock()
@@ -148,8 +151,9 @@ class ModelCatalog:
             self.failures += 1
             if self.metrics is not None:
                 self.metrics.models_refresh_failures.inc()
-            log.warning("bastion-edge: reading Bastion's model list failed (keeping the last "
-                        "good list): %s", "; ".join(errors))
+            if self.log_failures:
+                log.warning("bastion-edge: reading Bastion's model list failed (keeping the last "
+                            "good list): %s", "; ".join(errors))
         self._publish()
         return ok
 
