@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import wave
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from sandbox_support import AUTH, KEY, client_for, run_sandbox_thread
 
+from bastion_edge.cli import main
 from bastion_edge.rules import ModelCapabilities
 from bastion_edge.sandbox import RunningSandbox
 from bastion_edge.sandbox.availability import ModelAvailability
@@ -156,3 +158,12 @@ def test_update_applies_nothing_on_error() -> None:
     state.update(MID, {"available": False, "context_tokens": 1000})
     assert state.unavailable == {MID}
     assert state.capabilities[MID] == ModelCapabilities(context_tokens=1000)
+
+
+def test_cli_refuses_an_invalid_capabilities_file(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "caps.yaml"
+    bad.write_text("capabilities:\n  gpt-oss-20b: {tools: maybe}\n")
+    assert main(["sandbox", "--port", "0", "--capabilities", str(bad)]) == 1
+    assert 'capabilities."gpt-oss-20b".tools: expected true or false (line 2)' in (
+        capsys.readouterr().err)
