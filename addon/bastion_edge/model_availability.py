@@ -16,6 +16,7 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .errors import ApiError, bad_request
 from .request_facts import CHAT, COMPLETIONS, RESPONSES, facts_from_json
 from .rules import ALL_SUPPORTED, ModelCapabilities
 
@@ -70,6 +71,11 @@ class CapabilityRefusal:
 
 
 Selection = Candidates | CapabilityRefusal
+
+
+def refusal_error(refusal: CapabilityRefusal) -> ApiError:
+    """The 400 the app gets (OpenAI envelope, `param` naming the field)."""
+    return bad_request(refusal.message, refusal.code, refusal.param)
 
 
 def fallback_chain(target: str, fallbacks: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:

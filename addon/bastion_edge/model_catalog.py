@@ -30,11 +30,15 @@ class ModelListError(Exception):
     """Bastion's model list could not be read (never carries a key)."""
 
 
-def models_client(upstream: UpstreamRules, confdir: Path,
-                  transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """A short-lived client trusting what the proxy trusts upstream; no redirects."""
+async def models_client(upstream: UpstreamRules, confdir: Path,
+                        transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """A short-lived client trusting what the proxy trusts upstream; no redirects.
+
+    The TLS context (CA bundle file, certificate parsing) is built off the event loop.
+    """
+    context = await asyncio.to_thread(upstream_ssl_context, upstream, confdir)
     return httpx.AsyncClient(
-        verify=upstream_ssl_context(upstream, confdir), timeout=MODELS_TIMEOUT_SECONDS,
+        verify=context, timeout=MODELS_TIMEOUT_SECONDS,
         follow_redirects=False, trust_env=False, transport=transport)
 
 
@@ -95,7 +99,8 @@ class ModelCatalog:
     # ---------------------------------------------------------------- lookups
 
     def available_models(self, key_env: str | None = None) -> frozenset[str] | None:
-        """Models listed for `key_env` (None: listed for every key), minus marked ones.
+        """Models listed for `key_env`, minus marked ones. With None (or a key whose list
+        was never read): the models listed for every key read so far.
 
         None when no list has been read yet: callers treat every model as available.
         """
@@ -128,7 +133,8 @@ class ModelCatalog:
             errors.append(f"no Bastion key is set (${rules.key_env})")
         else:
             try:
-                async with models_client(rules.upstream, confdir, self.transport) as client:
+                client = await models_client(rules.upstream, confdir, self.transport)
+                async with client:
                     for env, key in keys.items():
                         try:
                             read[env] = await fetch_model_ids(

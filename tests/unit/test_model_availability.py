@@ -15,6 +15,7 @@ from bastion_edge.model_availability import (
     fallback_chain,
     is_model_not_found,
     needs_from_json,
+    refusal_error,
     select_candidates,
 )
 from bastion_edge.request_facts import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
@@ -92,6 +93,11 @@ def test_no_model_with_the_capability_is_a_refusal_naming_the_field() -> None:
     assert refused.capability == "json_schema"
     assert refused.code == CAPABILITY_UNSUPPORTED
     assert BIG in refused.message and LONG in refused.message
+    error = refusal_error(refused).envelope()["error"]
+    assert refusal_error(refused).status == 400
+    assert error["code"] == "model_capability_unsupported"
+    assert error["param"] == "response_format"
+    assert error["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize(("needs", "param", "capability"), [
