@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a rules file and print the mapping")
     check.add_argument("--rules", default=None)
+    check.add_argument("--live", action="store_true",
+                       help="also ask Bastion (GET /v1/models with the configured keys) which "
+                            "model would serve each mapped id now; exit 1 if one has none")
+    check.add_argument("--confdir", default=DEFAULT_CONFDIR,
+                       help="where the upstream CA bundle is written (--live)")
     check.set_defaults(handler=_cmd_check)
 
     sandbox = sub.add_parser("sandbox", help="run the local stand-in for Bastion")
@@ -82,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
                          choices=("wav", "wav-placeholder-sizes", "pcm"))
     sandbox.add_argument("--persona", default="bastion", choices=("bastion", "openai"),
                          help="openai: stand in for OpenAI instead (cutover rehearsals)")
+    sandbox.add_argument("--unavailable-model", action="append", default=[], metavar="ID",
+                         help="answer 404 model_not_found for this model and leave it out "
+                              "of /v1/models (repeatable; also PATCH /sandbox/models/ID)")
+    sandbox.add_argument("--capabilities", default=None, metavar="RULES",
+                         help="a rules file whose `capabilities:` the sandbox enforces: a "
+                              "field a model lacks answers 502 upstream_error")
     sandbox.set_defaults(handler=_cmd_sandbox)
 
     demo = sub.add_parser("demo", help="sandbox + proxy + real SDK calls, offline")
@@ -219,6 +230,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"{path}: {e}", file=sys.stderr)
         return 1
     print(describe_rules(rules, os.environ))
+    if args.live:
+        from bastion_edge.cli.live_check import live_check
+
+        confdir = Path(os.path.expanduser(args.confdir))
+        confdir.mkdir(parents=True, exist_ok=True)
+        status, report = asyncio.run(
+            live_check(rules, os.environ, confdir, describe_condition))
+        print("\n" + report)
+        return status
     return 0
 
 
@@ -272,9 +292,17 @@ def describe_condition(condition: Any) -> str:
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     from bastion_edge.sandbox import SandboxConfig, run_sandbox
 
+    capabilities = {}
+    if args.capabilities:
+        try:
+            capabilities = dict(load_rules(args.capabilities).capabilities)
+        except (RulesError, OSError) as e:
+            print(f"bastion-edge sandbox: {args.capabilities}: {e}", file=sys.stderr)
+            return 1
     config = SandboxConfig(
         host=args.host, port=args.port, tls_dir=Path(os.path.expanduser(args.tls_dir)),
-        http_port=args.http_port, riva_audio=args.riva_audio, persona=args.persona)
+        http_port=args.http_port, riva_audio=args.riva_audio, persona=args.persona,
+        unavailable_models=frozenset(args.unavailable_model), capabilities=capabilities)
     run_sandbox(config)
     return 0
 

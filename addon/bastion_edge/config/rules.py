@@ -144,6 +144,19 @@ class TtsRules:
     sample_rate_hz: int = 22050
 
 
+@dataclass(frozen=True, slots=True)
+class ModelCapabilities:
+    """What one Bastion model supports (`capabilities:`); an unlisted field = supported."""
+
+    tools: bool = True  # chat `tools`/`functions`, Responses `tools`
+    json_schema: bool = True  # chat `response_format` / Responses `text.format` json_schema
+    vision: bool = True  # image input
+    context_tokens: int | None = None  # None: no limit known
+
+
+ALL_SUPPORTED = ModelCapabilities()
+DEFAULT_MODELS_REFRESH_SECONDS = 300.0
+
 RESPONSES_STORE_FORMS = "sqlite, sqlite:///<absolute path> or a redis:// (rediss://) URL"
 
 
@@ -170,6 +183,9 @@ class Rules:
     tts: TtsRules = TtsRules()
     cutover: CutoverRules = field(default_factory=CutoverRules)
     responses_state: ResponsesStateRules = ResponsesStateRules()
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # Bastion id -> ids
+    capabilities: Mapping[str, ModelCapabilities] = field(default_factory=dict)
+    models_refresh_seconds: float = DEFAULT_MODELS_REFRESH_SECONDS  # GET /v1/models interval
     source: str = "<defaults>"
     sha256: str = ""
 
@@ -306,7 +322,8 @@ class _Parser:
         top = self.mapping(tree, ())
         self.only_keys(top, (), (
             "upstream", "intercept", "keys", "models", "unmapped_models", "reply_model",
-            "tts", "cutover", "responses_state",
+            "tts", "cutover", "responses_state", "fallbacks", "capabilities",
+            "models_refresh_seconds",
         ))
         rules = Rules()
         if "upstream" in top:
@@ -340,7 +357,53 @@ class _Parser:
         if "responses_state" in top:
             rules = replace(rules, responses_state=self.responses_state(
                 top["responses_state"], ("responses_state",)))
+        if top.get("fallbacks") is not None:
+            rules = replace(rules, fallbacks=self.fallbacks(top["fallbacks"], ("fallbacks",)))
+        if top.get("capabilities") is not None:
+            rules = replace(rules, capabilities=self.capabilities(
+                top["capabilities"], ("capabilities",)))
+        if "models_refresh_seconds" in top:
+            rules = replace(rules, models_refresh_seconds=self.number(
+                top["models_refresh_seconds"], ("models_refresh_seconds",)))
         return rules
+
+    def fallbacks(self, value: object, path: Path_) -> Mapping[str, tuple[str, ...]]:
+        section = self.mapping(value, path)
+        out: dict[str, tuple[str, ...]] = {}
+        for model, alternatives in section.items():
+            entry_path = (*path, str(model))
+            if isinstance(alternatives, list) and not alternatives:
+                raise self.fail(entry_path, "expected a Bastion model id or a list of them")
+            ids = self.strings(alternatives, entry_path)
+            if str(model) in ids:
+                raise self.fail(entry_path, f"{model!r} cannot be its own fallback")
+            if len(set(ids)) != len(ids):
+                raise self.fail(entry_path, "a fallback is listed twice")
+            out[str(model)] = ids
+        return out
+
+    def capabilities(self, value: object, path: Path_) -> Mapping[str, ModelCapabilities]:
+        section = self.mapping(value, path)
+        out: dict[str, ModelCapabilities] = {}
+        for model, entry in section.items():
+            entry_path = (*path, str(model))
+            fields = self.mapping(entry, entry_path)
+            self.only_keys(fields, entry_path, ("tools", "json_schema", "vision",
+                                                "context_tokens"))
+            caps = ALL_SUPPORTED
+            for name in ("tools", "json_schema", "vision"):
+                if name in fields:
+                    if not isinstance(fields[name], bool):
+                        raise self.fail((*entry_path, name), "expected true or false")
+                    caps = replace(caps, **{name: fields[name]})
+            if fields.get("context_tokens") is not None:
+                tokens = fields["context_tokens"]
+                if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+                    raise self.fail((*entry_path, "context_tokens"),
+                                    "expected a positive integer or null")
+                caps = replace(caps, context_tokens=tokens)
+            out[str(model)] = caps
+        return out
 
     def upstream(self, value: object, path: Path_) -> UpstreamRules:
         section = self.mapping(value, path)

@@ -68,6 +68,7 @@ from bastion_edge.proxy.flow_edit import (
     worth_streaming,
 )
 from bastion_edge.proxy.mirror import Mirror, MirrorRequest, MirrorResult
+from bastion_edge.proxy.model_catalog import ModelCatalog
 from bastion_edge.proxy.responses import STORE_UNAVAILABLE, ResponsesKeeper
 from bastion_edge.proxy.timeouts import ResponseTimeouts
 from bastion_edge.proxy.upstream_client import make_upstream_client
@@ -106,6 +107,7 @@ class BastionEdge:
         self.draining = False
         self._upstream_client: tuple[UpstreamRules, httpx.AsyncClient] | None = None
         self.timeouts = ResponseTimeouts()
+        self.catalog = ModelCatalog(self.metrics)  # Bastion's live model list
 
     @property
     def rules(self) -> Rules:
@@ -160,6 +162,8 @@ class BastionEdge:
             getattr(ctx.options, "save_stream_file", None))
         await self.tts.start()
         await self.responses.running()
+        self.catalog.start(lambda: self.rules, self.environ,
+                           Path(os.path.expanduser(ctx.options.confdir)))
         if self.rules_path is not None:
             self.watcher = RulesWatcher(
                 self.rules_path, self.rules.sha256, self._reloaded, self._reload_failed)
@@ -172,6 +176,7 @@ class BastionEdge:
                      ctx.options.bastion_metrics_host, self.admin.port)
 
     async def done(self) -> None:
+        await self.catalog.stop()
         if self.watcher is not None:
             await self.watcher.stop()
         if self.admin is not None:
@@ -226,6 +231,7 @@ class BastionEdge:
         self.policy = Policy.of(rules)
         self.rules_loaded = True
         self.metrics.rules_loaded(rules, time.time())
+        self.catalog.rules_changed()
         self._apply_mitmproxy_options()
         log.info("bastion-edge rules loaded from %s (sha256 %s)", rules.source, rules.sha256[:12])
 

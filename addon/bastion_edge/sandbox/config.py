@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
 from aiohttp import web
+
+from bastion_edge.config.rules import ModelCapabilities
 
 RivaAudioMode = Literal["wav", "wav-placeholder-sizes", "pcm"]
 # Who the sandbox pretends to be: Bastion (strict, the default) or OpenAI (accepts
@@ -31,6 +34,9 @@ class SandboxConfig:
     `riva_audio` is how the Riva endpoint frames LINEAR_PCM (a request may override it
     with the `x-sandbox-riva-audio` header). The journal keeps the last `journal_size`
     requests and their bodies' text when at most `journal_body_limit` bytes.
+    `unavailable_models` answer 404 `model_not_found` and are not listed; a request using
+    a field its model's `capabilities` entry says it lacks answers 502 `upstream_error`
+    (both changeable at run time through /sandbox/models, see availability.py).
     """
 
     host: str = "127.0.0.1"
@@ -42,6 +48,8 @@ class SandboxConfig:
     journal_size: int = 1000
     journal_body_limit: int = 16_384
     persona: Persona = "bastion"
+    unavailable_models: frozenset[str] = frozenset()
+    capabilities: Mapping[str, ModelCapabilities] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.riva_audio not in RIVA_AUDIO_MODES:

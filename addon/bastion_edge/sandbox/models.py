@@ -76,10 +76,17 @@ OPENAI_MODELS: Final[Mapping[str, BastionModel]] = MappingProxyType(
 
 # Set per request by the auth middleware from the sandbox's configured persona.
 PERSONA: ContextVar[str] = ContextVar("sandbox_persona", default="bastion")
+# Set per request by availability.py: ids made unavailable (404, not listed).
+UNAVAILABLE: ContextVar[frozenset[str]] = ContextVar(
+    "sandbox_unavailable_models", default=frozenset())
 
 
 def catalogue() -> Mapping[str, BastionModel]:
-    return OPENAI_MODELS if PERSONA.get() == "openai" else MODELS
+    models = OPENAI_MODELS if PERSONA.get() == "openai" else MODELS
+    unavailable = UNAVAILABLE.get()
+    if unavailable:
+        return {k: m for k, m in models.items() if k not in unavailable}
+    return models
 
 
 def model_not_found(model_id: str) -> ApiError:

@@ -53,6 +53,17 @@ class Metrics:
         self.mirror_duration = Histogram(
             "bastion_edge_mirror_duration_seconds", "Duration of mirrored copies.",
             ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.model_available = Gauge(
+            "bastion_edge_model_available",
+            "1 when Bastion's GET /v1/models lists the model (for every configured key) and "
+            "it has not answered 404 model_not_found since; 0 otherwise.",
+            ["model"], registry=r)
+        self.models_last_refresh = Gauge(
+            "bastion_edge_models_last_refresh_timestamp_seconds",
+            "Unix time Bastion's model list was last read successfully.", registry=r)
+        self.models_refresh_failures = Counter(
+            "bastion_edge_models_refresh_failures",
+            "Failed reads of Bastion's model list (the last good list is kept).", registry=r)
         self._known_models: frozenset[str] = frozenset()
         self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
         self._rewrite_children: dict[str, Any] = {}
@@ -93,6 +104,12 @@ class Metrics:
             if rewrite is None:
                 rewrite = self._rewrite_children[kind] = self.rewrites.labels(kind)
             rewrite.inc()
+
+    def models_available(self, availability: dict[str, bool]) -> None:
+        """Per Bastion model the rules name (a bounded set): listed now or not."""
+        self.model_available.clear()
+        for model, available in availability.items():
+            self.model_available.labels(model).set(1 if available else 0)
 
     def model_label(self, model: str | None) -> str:
         if not model:
