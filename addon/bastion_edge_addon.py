@@ -6,6 +6,9 @@ Settings are mitmproxy options (`--set bastion_rules=rules.yaml`,
 """
 
 from bastion_edge.hooks import BastionEdge
+from bastion_edge.proxy_gate import ProxyGate
 from bastion_edge.responses_state import ResponsesState
 
-addons = [edge := BastionEdge(), ResponsesState(edge)]
+# ProxyGate first: it authenticates apps and checks egress before BastionEdge acts.
+edge = BastionEdge()
+addons = [ProxyGate(edge), edge, ResponsesState(edge)]

@@ -44,11 +44,13 @@ from .flow_edit import (
     set_headers,
     worth_streaming,
 )
+from .key_files import KeyFiles
 from .keys import select_key
 from .metrics import Metrics
 from .mirror import Mirror, MirrorRequest, MirrorResult
 from .model_map import ModelMap
 from .multipart import FormFieldRewriter, boundary_from_content_type, replace_form_field
+from .proxy_gate import APP_METADATA_KEY
 from .reload import RulesWatcher
 from .reply_model import restore_model
 from .request_facts import (
@@ -102,6 +104,7 @@ class BastionEdge:
         self.rules = Rules()
         self.models = ModelMap(self.rules)
         self.metrics = Metrics()
+        self.key_files = KeyFiles(self.metrics.registry)  # keys.default_file, bastion_key_file
         self.rules_path: Path | None = None
         self.rules_loaded = False
         self.access_log: AccessLog | None = None
@@ -171,6 +174,7 @@ class BastionEdge:
     async def done(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
+        await self.key_files.stop()
         if self.admin is not None:
             await self.admin.stop()
         if self.access_log is not None:
@@ -312,11 +316,12 @@ class BastionEdge:
             headers=headers,
             app_key_sha256=key_sha256(app_authorization),
             client_ip=exchange.client,
+            app=flow.metadata.get(APP_METADATA_KEY),
         )
         exchange.facts = facts
         if self._cutover_to_openai(flow, exchange, facts):
             return
-        choice = select_key(self.rules, facts, self.environ)
+        choice = select_key(self.rules, facts, self.environ, self.key_files)
         exchange.key_env = choice.env
         if exchange.endpoint == SPEECH and request.method == "POST":
             self._route_to_tts(flow, exchange, choice.key)
@@ -649,7 +654,7 @@ class BastionEdge:
             return f"would refuse: {rewrite.code}"
         try:
             key = select_key(self.rules, exchange.facts or RequestFacts(exchange.endpoint),
-                             self.environ)
+                             self.environ, self.key_files)
         except ApiError as e:
             return e.code
         primary = None
