@@ -44,7 +44,7 @@ egress:
      "clients.apps[0].bastion_key"),
 ])
 def test_a_literal_key_or_secret_is_refused_by_location(text: str, location: str) -> None:
-    with pytest.raises(RulesError, match="never go in rules.yaml") as e:
+    with pytest.raises(RulesError, match=r"never go in rules\.yaml") as e:
         parse_rules(text)
     assert e.value.location == location
 
