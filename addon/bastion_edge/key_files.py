@@ -75,7 +75,9 @@ class KeyFiles:
         result = "loaded" if watched.key is None else "changed"
         watched.key = key
         self.events.labels(f"file:{path}", result).inc()
-        log.info("bastion-edge: key file %s %s", path, result)
+        # A rotation is worth seeing at the default log level; the first read is not.
+        (log.info if result == "loaded" else log.warning)(
+            "bastion-edge: key file %s %s (now in use)", path, result)
 
     def start(self) -> None:
         if self._task is not None:
