@@ -260,11 +260,25 @@ def describe_rules(rules: Rules, environ: os._Environ[str] | dict[str, str]) -> 
             name = rule.pattern if i == 0 else ""
             lines.append(f"{name:<28} {describe_condition(choice.when):<44} {choice.use}")
     lines += ["", "keys:"]
-    status = "set" if environ.get(rules.key_env) else "NOT SET"
-    lines.append(f"  default: ${rules.key_env} ({status})")
+    if rules.key_file:
+        status = "readable" if os.access(rules.key_file, os.R_OK) else "NOT READABLE"
+        lines.append(f"  default: file {rules.key_file} ({status})")
+    else:
+        status = "set" if environ.get(rules.key_env) else "NOT SET"
+        lines.append(f"  default: ${rules.key_env} ({status})")
     for key_rule in rules.key_rules:
         status = "set" if environ.get(key_rule.env) else "NOT SET"
         lines.append(f"  when {describe_condition(key_rule.when)}: ${key_rule.env} ({status})")
+    if rules.clients.apps:
+        lines += ["", "apps (proxy credentials required):"]
+        for app in rules.clients.apps:
+            key = (f"file {app.bastion_key_file}" if app.bastion_key_file else
+                   f"${app.bastion_key_env}" if app.bastion_key_env else "by keys rules")
+            lines.append(f"  {app.name:<20} key: {key}")
+        if rules.clients.transparent_app:
+            lines.append(f"  transparent listeners: {rules.clients.transparent_app}")
+    if rules.egress.allow:
+        lines.append("egress exceptions: " + ", ".join(a.text for a in rules.egress.allow))
     if rules.tts.voices:
         lines += ["", f"tts: {rules.tts.path}  default voice {rules.tts.default_voice}"]
         lines += [f"  {k:<10} -> {v}" for k, v in rules.tts.voices.items()]
@@ -284,6 +298,8 @@ def describe_condition(condition: Any) -> str:
         parts.append("app_key_sha256=" + "|".join(condition.app_key_sha256))
     if condition.clients:
         parts.append("client=" + "|".join(str(n) for n in condition.clients))
+    if condition.apps:
+        parts.append("app=" + "|".join(condition.apps))
     return ", ".join(parts) or "(always)"
 
 

@@ -45,7 +45,7 @@ from .flow_edit import (
     worth_streaming,
 )
 from .key_files import KeyFiles
-from .keys import select_key
+from .keys import all_key_sources, read_source, select_key
 from .metrics import Metrics
 from .mirror import Mirror, MirrorRequest, MirrorResult
 from .model_map import ModelMap
@@ -615,8 +615,8 @@ class BastionEdge:
         self._finish(flow, exchange, envelope.status if envelope else None)
 
     def _key_values(self) -> list[str]:
-        names = [self.rules.key_env, *(r.env for r in self.rules.key_rules)]
-        return [self.environ.get(name, "") for name in names]
+        return [read_source(source, self.environ, self.key_files)
+                for source in all_key_sources(self.rules)]
 
     def _mirror(self, flow: http.HTTPFlow, exchange: Exchange, record: AccessRecord) -> None:
         """Send Bastion a rewritten copy of what OpenAI just answered; log when compared."""

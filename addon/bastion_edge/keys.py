@@ -42,17 +42,34 @@ def key_source(rules: Rules, facts: RequestFacts) -> str:
     return FILE_PREFIX + rules.key_file if rules.key_file else rules.key_env
 
 
+def all_key_sources(rules: Rules) -> list[str]:
+    """Every source a key may come from (for redaction and `bastion-edge check`)."""
+    sources = [FILE_PREFIX + rules.key_file if rules.key_file else rules.key_env]
+    sources += [rule.env for rule in rules.key_rules]
+    for app in rules.clients.apps:
+        if app.bastion_key_file:
+            sources.append(FILE_PREFIX + app.bastion_key_file)
+        elif app.bastion_key_env:
+            sources.append(app.bastion_key_env)
+    return sources
+
+
+def read_source(source: str, environ: Mapping[str, str], files: KeyFileReader | None) -> str:
+    if source.startswith(FILE_PREFIX):
+        return (files.read(source.removeprefix(FILE_PREFIX)) if files else None) or ""
+    return environ.get(source, "").strip()
+
+
 def select_key(
     rules: Rules, facts: RequestFacts, environ: Mapping[str, str],
     files: KeyFileReader | None = None,
 ) -> KeyChoice:
     """The Bastion key for this request; fails closed with a 401 envelope."""
     source = key_source(rules, facts)
+    key = read_source(source, environ, files)
     if source.startswith(FILE_PREFIX):
-        key = (files.read(source.removeprefix(FILE_PREFIX)) if files else None) or ""
         missing = f"key file {source.removeprefix(FILE_PREFIX)} is unreadable or empty"
     else:
-        key = environ.get(source, "").strip()
         missing = f"environment variable {source} is not set"
     if not key:
         raise ApiError(

@@ -44,3 +44,24 @@ def test_app_add_prints_a_rules_entry_and_a_proxy_url(capsys: pytest.CaptureFixt
     assert rules.clients.apps[0].name == "billing"
     assert rules.clients.apps[0].secret_sha256 == digest
     assert main(["app", "add", "bad name"]) == 2
+
+
+def test_check_lists_apps_key_sources_and_egress_exceptions_never_secrets() -> None:
+    from bastion_edge.cli import describe_rules
+
+    rules = parse_rules(f"""
+keys: {{default_file: /nonexistent/key}}
+clients:
+  apps:
+    - {{name: billing, secret_sha256: '{hashlib.sha256(b"x").hexdigest()}',
+       bastion_key_env: KEY_BILLING}}
+  transparent_app: billing
+egress: {{allow: ["localhost:8443"]}}
+models:
+  gpt-4o: [{{when: {{app: billing}}, use: big}}, {{use: small}}]
+""")
+    text = describe_rules(rules, {"KEY_BILLING": "bk-secret-value"})
+    assert "file /nonexistent/key (NOT READABLE)" in text
+    assert "billing" in text and "$KEY_BILLING" in text and "app=billing" in text
+    assert "transparent listeners: billing" in text and "localhost:8443" in text
+    assert "bk-secret-value" not in text and hashlib.sha256(b"x").hexdigest() not in text
