@@ -108,7 +108,8 @@ class ProxyGate:
 
     def own_ports(self) -> frozenset[int]:
         ports = {port for port in (self.edge.tts.port,
-                                   self.edge.admin.port if self.edge.admin else None) if port}
+                                   self.edge.admin.port if self.edge.admin else None,
+                                   getattr(ctx.options, "web_port", None)) if port}
         server = ctx.master.addons.get("proxyserver")  # type: ignore[no-untyped-call]
         if server is not None:
             ports.update(addr[1] for addr in server.listen_addrs())
