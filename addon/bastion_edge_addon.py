@@ -6,5 +6,8 @@ Settings are mitmproxy options (`--set bastion_rules=rules.yaml`,
 """
 
 from bastion_edge.proxy.addon import BastionEdge
+from bastion_edge.proxy.gate import ProxyGate
 
-addons = [BastionEdge()]
+# ProxyGate first: it authenticates apps and checks egress before BastionEdge acts.
+edge = BastionEdge()
+addons = [ProxyGate(edge), edge]

@@ -177,7 +177,8 @@ def test_access_log_records_the_exchange(client: openai.OpenAI, proxy: Proxy) ->
 def test_metrics_count_requests(client: openai.OpenAI, proxy: Proxy) -> None:
     client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "m"}])
     text = proxy.metrics()
-    wanted = ('destination="bastion",endpoint="chat.completions",original_model="gpt-4o",'
+    wanted = ('app="none",destination="bastion",endpoint="chat.completions",'
+              'original_model="gpt-4o",'
               'status_class="2xx",stream="false",upstream_model="gpt-oss-120b"')
     line = next(line for line in text.splitlines()
                 if line.startswith(f"bastion_edge_requests_total{{{wanted}}}"))

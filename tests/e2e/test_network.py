@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 from aiohttp import web
-from harness import APP_KEY, BASTION_KEY, Proxy, Sandbox, free_port
+from harness import APP_KEY, BASTION_KEY, REPO, Proxy, Sandbox, free_port, proxy_env, start_proxy
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -90,6 +90,20 @@ def other_tls_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[i
     yield port, ca_path
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    sandbox: Sandbox, other_tls_host: tuple[int, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    """The shipped rules, plus the egress exception the loopback stand-in host needs."""
+    tmp = tmp_path_factory.mktemp("proxy")
+    rules = tmp / "rules.yaml"
+    rules.write_text((REPO / "rules.yaml").read_text()
+                     + f'egress:\n  allow: ["localhost:{other_tls_host[0]}"]\n')
+    running = start_proxy(tmp, proxy_env(sandbox), rules)
+    yield running
+    assert running.process.stop() == 0, running.process.log()
 
 
 def test_other_tls_hosts_are_tunnelled_with_their_own_certificate(

@@ -630,7 +630,7 @@ async def test_response_in_time_cancels_timeout(tmp_path: Path) -> None:
 
 
 ACCESS_FIELDS = {
-    "time", "request_id", "client", "method", "path", "endpoint", "original_host",
+    "time", "request_id", "client", "app", "method", "path", "endpoint", "original_host",
     "upstream_host", "original_model", "upstream_model", "destination", "decision", "status",
     "duration_ms", "ttfb_ms", "bytes_in", "bytes_out", "stream", "rewrites", "key_env", "error",
     "notes",
@@ -681,8 +681,8 @@ async def test_metrics_count_requests_with_bounded_labels(rules_path: Path) -> N
             send(addon, flow)
             respond(addon, flow, b"{}")
         text = generate_latest(addon.metrics.registry).decode()
-    assert ('bastion_edge_requests_total{destination="bastion",endpoint="chat.completions",'
-            'original_model="gpt-4o",status_class="2xx",stream="false",'
+    assert ('bastion_edge_requests_total{app="none",destination="bastion",'
+            'endpoint="chat.completions",original_model="gpt-4o",status_class="2xx",stream="false",'
             'upstream_model="gpt-oss-120b"} 1.0') in text
     assert ('original_model="other",status_class="2xx",stream="false",'
             'upstream_model="gpt-oss-120b"} 1.0') in text

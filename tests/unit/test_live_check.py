@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bastion_edge.cli.live_check import format_rows, live_rows, needs_of_condition
-from bastion_edge.core.model_availability import NO_NEEDS, RequestNeeds
 from bastion_edge.config.rules import Condition, parse_rules
+from bastion_edge.core.model_availability import NO_NEEDS, RequestNeeds
 
 RULES = parse_rules("""
 models:

@@ -33,7 +33,8 @@ def test_random_models_produce_bounded_series() -> None:
     metrics.rules_loaded(RULES, 0.0)
     for i in range(200):
         label = metrics.model_label(f"attacker-{i}")
-        metrics.requests.labels("chat.completions", label, label, "bastion", "2xx", "false").inc()
+        metrics.requests.labels("chat.completions", "none", label, label, "bastion", "2xx",
+                                "false").inc()
     text = generate_latest(metrics.registry).decode()
     series = [line for line in text.splitlines() if line.startswith("bastion_edge_requests_total")]
     assert len(series) == 1

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from bastion_edge.config.rules import ModelCapabilities
+from bastion_edge.core.facts import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
 from bastion_edge.core.model_availability import (
     CAPABILITY_UNSUPPORTED,
     NO_NEEDS,
@@ -18,8 +20,6 @@ from bastion_edge.core.model_availability import (
     refusal_error,
     select_candidates,
 )
-from bastion_edge.core.facts import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
-from bastion_edge.config.rules import ModelCapabilities
 
 SMALL = "Llama-3.1-8B-Instruct"
 MID = "gpt-oss-20b"

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 from sandbox_support import AUTH, client_for, run_sandbox_thread
 
-from bastion_edge.telemetry.metrics import Metrics
+from bastion_edge.config.rules import Condition, KeyRule, Rules, UpstreamRules, parse_rules
 from bastion_edge.proxy.model_catalog import (
     ModelCatalog,
     ModelListError,
@@ -20,8 +20,8 @@ from bastion_edge.proxy.model_catalog import (
     configured_keys,
     fetch_model_ids,
 )
-from bastion_edge.config.rules import Condition, KeyRule, Rules, UpstreamRules, parse_rules
 from bastion_edge.sandbox import RunningSandbox
+from bastion_edge.telemetry.metrics import Metrics
 
 KEY = "bastion-test-key"
 STAGING_KEY = "bastion-staging-key"

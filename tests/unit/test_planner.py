@@ -256,3 +256,36 @@ def test_small_form_has_its_model_replaced_byte_exact() -> None:
     plan = plan_body(first, ParsedBody(raw), SHIPPED, ENV)
     assert plan.body == raw.replace(b"whisper-1", b"whisper-large-v3")
     assert plan.upstream_model == "whisper-large-v3"
+
+
+def test_app_identity_is_a_condition_a_partition_and_the_split_key() -> None:
+    policy = with_rules("""
+clients:
+  apps:
+    - name: billing
+      secret_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+      bastion_key_env: QUBITTRON_API_KEY_BILLING
+""")
+    env = {**ENV, "QUBITTRON_API_KEY_BILLING": "bk-billing"}
+    billing = head()._replace(app="billing")
+    plan = plan_head(billing, policy, env)
+    assert plan is not None and plan.key is not None
+    assert (plan.key.env, plan.key.key) == ("QUBITTRON_API_KEY_BILLING", "bk-billing")
+    assert plan.partition == "app:billing" and plan.facts.app == "billing"
+    keyless = plan_head(head(headers={"authorization": ""})._replace(
+        headers={"content-type": "application/json"}), policy, env)
+    assert keyless is not None and keyless.partition == "client:10.1.2.3"
+
+
+def test_metrics_label_only_declared_apps() -> None:
+    from bastion_edge.telemetry.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.rules_loaded(with_rules("""
+clients:
+  apps:
+    - name: billing
+      secret_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+""").rules, 0.0)
+    assert [metrics.app_label(a) for a in ("billing", "intruder", None)] == \
+        ["billing", "other", "none"]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion_edge.config.rules import Condition, Rules
 from bastion_edge.core.model_availability import (
     NO_NEEDS,
     CapabilityRefusal,
@@ -18,7 +19,6 @@ from bastion_edge.core.model_availability import (
     select_candidates,
 )
 from bastion_edge.proxy.model_catalog import ModelCatalog, configured_keys
-from bastion_edge.config.rules import Condition, Rules
 
 
 @dataclass(frozen=True, slots=True)

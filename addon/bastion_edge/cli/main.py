@@ -1,4 +1,4 @@
-"""`bastion-edge run | env | check | sandbox | demo | key-hash`."""
+"""`bastion-edge run | env | check | sandbox | demo | key-hash | app add`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
 from bastion_edge.deploy.app_env import app_environment
+from bastion_edge.deploy.exposure import EXIT_EXPOSED, exposure_problem
 from bastion_edge.deploy.node_preload import node_env
 from bastion_edge.deploy.redirect import register as register_redirect
 from bastion_edge.deploy.tls_bundles import CLIENT_BUNDLE, PROXY_CA_CERT, client_bundle
@@ -56,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="also log JSON bodies (credentials redacted)")
     run.add_argument("--shutdown-grace", type=float, default=20.0, metavar="SECONDS",
                      help="on SIGTERM/SIGINT, let in-flight requests finish this long")
+    run.add_argument("--allow-unauthenticated", action="store_true",
+                     help="listen beyond loopback although no apps are declared "
+                          "(anyone who can connect spends the Bastion key)")
     run.add_argument("--web", action="store_true", help="run inside mitmweb for inspection")
     run.add_argument("--web-host", default="127.0.0.1")
     run.add_argument("--web-port", type=int, default=8081)
@@ -101,6 +105,15 @@ def _parser() -> argparse.ArgumentParser:
     key_hash = sub.add_parser(
         "key-hash", help="sha256 prefix of an app key read from stdin, for rules' app_key_sha256")
     key_hash.set_defaults(handler=_cmd_key_hash)
+    app = sub.add_parser("app", help="apps that may use the proxy (clients.apps)")
+    app_sub = app.add_subparsers(dest="app_command", required=True)
+    app_add = app_sub.add_parser(
+        "add", help="create an app's proxy secret; print its rules entry and proxy URL")
+    app_add.add_argument("name")
+    app_add.add_argument("--proxy-host", default="127.0.0.1",
+                         help="host name the app reaches the proxy by")
+    app_add.add_argument("--listen-port", type=int, default=8080)
+    app_add.set_defaults(handler=_cmd_app_add)
     register_report(sub)
     register_redirect(sub)  # `redirect install|remove|show`, handled in redirect.py
     return parser
@@ -115,10 +128,14 @@ def rules_path(given: str | None) -> Path:
 def _cmd_run(args: argparse.Namespace) -> int:
     path = rules_path(args.rules)
     try:
-        apply_environment(load_rules(path), os.environ)
+        rules = apply_environment(load_rules(path), os.environ)
     except (RulesError, OSError) as e:
         print(f"bastion-edge: rules {path}: {e}", file=sys.stderr)
         return 1
+    problem = exposure_problem(rules, args.listen_host, args.mode or ["regular"])
+    if problem and not args.allow_unauthenticated:
+        print(f"bastion-edge: {problem}", file=sys.stderr)
+        return EXIT_EXPOSED
     return asyncio.run(_run_proxy(args, path))
 
 
@@ -126,6 +143,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     from mitmproxy import options
 
     from bastion_edge.proxy.addon import BastionEdge
+    from bastion_edge.proxy.gate import ProxyGate
 
     confdir = Path(os.path.expanduser(args.confdir))
     confdir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +160,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
 
         master = proxy_master(opts, args.mode or ["regular"])
     addon = BastionEdge()
-    master.addons.add(addon, _StartupBanner(args, confdir))
+    master.addons.add(ProxyGate(addon), addon, _StartupBanner(args, confdir))
     opts.update(
         mode=args.mode or ["regular"], connection_strategy="lazy", bastion_rules=str(path),
         bastion_metrics_host=args.metrics_host,
@@ -260,11 +278,25 @@ def describe_rules(rules: Rules, environ: os._Environ[str] | dict[str, str]) -> 
             name = rule.pattern if i == 0 else ""
             lines.append(f"{name:<28} {describe_condition(choice.when):<44} {choice.use}")
     lines += ["", "keys:"]
-    status = "set" if environ.get(rules.key_env) else "NOT SET"
-    lines.append(f"  default: ${rules.key_env} ({status})")
+    if rules.key_file:
+        status = "readable" if os.access(rules.key_file, os.R_OK) else "NOT READABLE"
+        lines.append(f"  default: file {rules.key_file} ({status})")
+    else:
+        status = "set" if environ.get(rules.key_env) else "NOT SET"
+        lines.append(f"  default: ${rules.key_env} ({status})")
     for key_rule in rules.key_rules:
         status = "set" if environ.get(key_rule.env) else "NOT SET"
         lines.append(f"  when {describe_condition(key_rule.when)}: ${key_rule.env} ({status})")
+    if rules.clients.apps:
+        lines += ["", "apps (proxy credentials required):"]
+        for app in rules.clients.apps:
+            key = (f"file {app.bastion_key_file}" if app.bastion_key_file else
+                   f"${app.bastion_key_env}" if app.bastion_key_env else "by keys rules")
+            lines.append(f"  {app.name:<20} key: {key}")
+        if rules.clients.transparent_app:
+            lines.append(f"  transparent listeners: {rules.clients.transparent_app}")
+    if rules.egress.allow:
+        lines.append("egress exceptions: " + ", ".join(a.text for a in rules.egress.allow))
     if rules.tts.voices:
         lines += ["", f"tts: {rules.tts.path}  default voice {rules.tts.default_voice}"]
         lines += [f"  {k:<10} -> {v}" for k, v in rules.tts.voices.items()]
@@ -284,6 +316,8 @@ def describe_condition(condition: Any) -> str:
         parts.append("app_key_sha256=" + "|".join(condition.app_key_sha256))
     if condition.clients:
         parts.append("client=" + "|".join(str(n) for n in condition.clients))
+    if condition.apps:
+        parts.append("app=" + "|".join(condition.apps))
     return ", ".join(parts) or "(always)"
 
 
@@ -322,3 +356,20 @@ def _cmd_key_hash(args: argparse.Namespace) -> int:
     print(f"app_key_sha256: \"{digest[:16]}\"   # full: {digest}")
     return 0
 
+
+
+def _cmd_app_add(args: argparse.Namespace) -> int:
+    from bastion_edge.config.rules import APP_NAME
+    from bastion_edge.core.proxy_auth import new_secret, proxy_url, secret_sha256
+
+    if not APP_NAME.fullmatch(args.name):
+        print(f"bastion-edge app add: {args.name!r}: use letters, digits, '.', '_' or '-'",
+              file=sys.stderr)
+        return 2
+    secret = new_secret()
+    print("# rules.yaml, under clients.apps (the secret itself is not stored anywhere):")
+    print(f"  - name: {args.name}")
+    print(f"    secret_sha256: {secret_sha256(secret)}")
+    print("# the app's proxy URL (shown once; keep it like a password):")
+    print(f"HTTPS_PROXY={proxy_url(args.name, secret, args.proxy_host, args.listen_port)}")
+    return 0

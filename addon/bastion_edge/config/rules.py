@@ -52,8 +52,11 @@ class Condition:
     headers: tuple[tuple[str, str], ...] = ()  # (lower-case name, glob)
     app_key_sha256: tuple[str, ...] = ()  # hex prefixes
     clients: tuple[IpNetwork, ...] = ()
+    apps: tuple[str, ...] = ()  # authenticated app names (clients.apps)
 
     def matches(self, facts: RequestFacts) -> bool:
+        if self.apps and facts.app not in self.apps:
+            return False
         if self.endpoints and facts.endpoint not in self.endpoints:
             return False
         if self.has_image is not None and facts.has_image != self.has_image:
@@ -186,6 +189,9 @@ class Rules:
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # Bastion id -> ids
     capabilities: Mapping[str, ModelCapabilities] = field(default_factory=dict)
     models_refresh_seconds: float = DEFAULT_MODELS_REFRESH_SECONDS  # GET /v1/models interval
+    key_file: str | None = None  # keys.default_file: wins over key_env when set
+    clients: ClientsRules = field(default_factory=lambda: ClientsRules())
+    egress: EgressRules = field(default_factory=lambda: EgressRules())
     source: str = "<defaults>"
     sha256: str = ""
 
@@ -323,7 +329,7 @@ class _Parser:
         self.only_keys(top, (), (
             "upstream", "intercept", "keys", "models", "unmapped_models", "reply_model",
             "tts", "cutover", "responses_state", "fallbacks", "capabilities",
-            "models_refresh_seconds",
+            "models_refresh_seconds", "clients", "egress",
         ))
         rules = Rules()
         if "upstream" in top:
@@ -339,7 +345,12 @@ class _Parser:
                 rules = replace(rules, bastion_hosts=hosts)
         if "keys" in top:
             key_env, key_rules = self.keys(top["keys"], ("keys",))
-            rules = replace(rules, key_env=key_env, key_rules=key_rules)
+            rules = replace(rules, key_env=key_env, key_rules=key_rules,
+                            key_file=parse_key_file(self, top["keys"], ("keys",)))
+        if "clients" in top:
+            rules = replace(rules, clients=parse_clients(self, top["clients"], ("clients",)))
+        if "egress" in top:
+            rules = replace(rules, egress=parse_egress(self, top["egress"], ("egress",)))
         if top.get("models") is not None:
             rules = replace(rules, models=self.models(top["models"], ("models",)))
         if "unmapped_models" in top:
@@ -432,7 +443,8 @@ class _Parser:
 
     def keys(self, value: object, path: Path_) -> tuple[str, tuple[KeyRule, ...]]:
         section = self.mapping(value, path)
-        self.only_keys(section, path, ("default_env", "select"))
+        reject_literal_keys(self, section, path)
+        self.only_keys(section, path, ("default_env", "default_file", "select"))
         key_env = DEFAULT_KEY_ENV
         if "default_env" in section:
             key_env = self.env_name(section["default_env"], (*path, "default_env"))
@@ -486,8 +498,11 @@ class _Parser:
         entry = self.mapping(value, path)
         self.only_keys(entry, path, (
             "endpoint", "has_image", "prompt_tokens_over", "header", "app_key_sha256", "client",
+            "app",
         ))
         condition = Condition()
+        if "app" in entry:
+            condition = replace(condition, apps=self.strings(entry["app"], (*path, "app")))
         if "endpoint" in entry:
             endpoints = self.strings(entry["endpoint"], (*path, "endpoint"))
             for name in endpoints:
@@ -613,3 +628,164 @@ class _Parser:
     def string_map(self, value: object, path: Path_) -> Mapping[str, str]:
         section = self.mapping(value, path)
         return {str(k): self.string(v, (*path, str(k))) for k, v in section.items()}
+
+
+# --------------------------------------------------------------------- trust boundary
+# Apps that may use the proxy (`clients`), the key file (`keys.default_file`) and the
+# egress exceptions (`egress.allow`). Secrets and keys never appear here: apps are
+# known by the sha256 of their proxy secret, keys by the file or variable holding them.
+
+APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# Fields someone might use to paste a key or secret into rules.yaml: refused by name.
+LITERAL_KEY_FIELDS = ("key", "api_key", "bastion_key", "default", "default_key", "value",
+                      "secret", "password", "token")
+
+
+@dataclass(frozen=True, slots=True)
+class AppRules:
+    """One `clients.apps` entry: who it is, how it proves it, which Bastion key it spends."""
+
+    name: str
+    secret_sha256: str  # lower-case hex of sha256(secret)
+    bastion_key_env: str | None = None
+    bastion_key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientsRules:
+    apps: tuple[AppRules, ...] = ()
+    # Transparent listeners carry no proxy credentials: their traffic is this app's.
+    transparent_app: str | None = None
+
+    def app(self, name: str | None) -> AppRules | None:
+        return next((a for a in self.apps if a.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class EgressAllow:
+    """One `egress.allow` entry: a host name (exact) or a network, optionally one port."""
+
+    text: str
+    host: str | None = None
+    network: IpNetwork | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EgressRules:
+    allow: tuple[EgressAllow, ...] = ()
+
+
+def reject_literal_keys(parser: _Parser, section: Mapping[str, Any], path: Path_) -> None:
+    for name in LITERAL_KEY_FIELDS:
+        if name in section:
+            raise parser.fail((*path, name),
+                              "keys and secrets never go in rules.yaml; name an environment "
+                              "variable (*_env), a file (*_file) or, for an app's proxy "
+                              "secret, its secret_sha256 (`bastion-edge app add`)")
+
+
+def parse_key_file(parser: _Parser, value: object, path: Path_) -> str | None:
+    section = parser.mapping(value, path)
+    if "default_file" not in section:
+        return None
+    if "default_env" in section:
+        raise parser.fail((*path, "default_file"), "give default_env or default_file, not both")
+    return parser.string(section["default_file"], (*path, "default_file"), "a file path")
+
+
+def parse_clients(parser: _Parser, value: object, path: Path_) -> ClientsRules:
+    section = parser.mapping(value, path)
+    parser.only_keys(section, path, ("apps", "transparent_app"))
+    items = section.get("apps") or []
+    if not isinstance(items, list):
+        raise parser.fail((*path, "apps"), "expected a list of {name, secret_sha256}")
+    apps: list[AppRules] = []
+    for i, item in enumerate(items):
+        app = _parse_app(parser, item, (*path, "apps", i))
+        if any(a.name == app.name for a in apps):
+            raise parser.fail((*path, "apps", i, "name"), f"app {app.name!r} declared twice")
+        apps.append(app)
+    clients = ClientsRules(tuple(apps))
+    if section.get("transparent_app") is not None:
+        name = parser.string(section["transparent_app"], (*path, "transparent_app"))
+        if clients.app(name) is None:
+            raise parser.fail((*path, "transparent_app"),
+                              f"{name!r} is not one of the apps declared in clients.apps")
+        clients = replace(clients, transparent_app=name)
+    return clients
+
+
+def _parse_app(parser: _Parser, value: object, path: Path_) -> AppRules:
+    entry = parser.mapping(value, path)
+    reject_literal_keys(parser, entry, path)
+    parser.only_keys(entry, path,
+                     ("name", "secret_sha256", "bastion_key_env", "bastion_key_file"))
+    name = parser.string(entry.get("name"), (*path, "name"), "an app name")
+    if not APP_NAME.fullmatch(name):
+        raise parser.fail((*path, "name"),
+                          f"expected letters, digits, '.', '_' or '-' (it is the user part of "
+                          f"the proxy URL), got {name!r}")
+    digest = entry.get("secret_sha256")
+    if not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest.lower()):
+        raise parser.fail((*path, "secret_sha256"),
+                          "expected the 64 hex digits of sha256(secret) "
+                          "(`bastion-edge app add NAME` prints it)")
+    app = AppRules(name, digest.lower())
+    if "bastion_key_env" in entry and "bastion_key_file" in entry:
+        raise parser.fail((*path, "bastion_key_file"),
+                          "give bastion_key_env or bastion_key_file, not both")
+    if entry.get("bastion_key_env") is not None:
+        app = replace(app, bastion_key_env=parser.env_name(
+            entry["bastion_key_env"], (*path, "bastion_key_env")))
+    if entry.get("bastion_key_file") is not None:
+        app = replace(app, bastion_key_file=parser.string(
+            entry["bastion_key_file"], (*path, "bastion_key_file"), "a file path"))
+    return app
+
+
+def parse_egress(parser: _Parser, value: object, path: Path_) -> EgressRules:
+    section = parser.mapping(value, path)
+    parser.only_keys(section, path, ("allow",))
+    if section.get("allow") is None:
+        return EgressRules()
+    texts = parser.strings(section["allow"], (*path, "allow"))
+    allow = []
+    for i, text in enumerate(texts):
+        try:
+            allow.append(parse_egress_allow(text))
+        except ValueError as e:
+            where = (*path, "allow", i) if isinstance(section["allow"], list) else (*path, "allow")
+            raise parser.fail(where, str(e)) from e
+    return EgressRules(tuple(allow))
+
+
+def parse_egress_allow(text: str) -> EgressAllow:
+    """`host`, `host:port`, `[v6]:port`, an IP or a CIDR (a network has no port)."""
+    shape = "expected host, host:port or a CIDR"
+    if "/" in text:
+        try:
+            return EgressAllow(text, network=ipaddress.ip_network(text, strict=False))
+        except ValueError as e:
+            raise ValueError(f"{shape}: {e}") from e
+    with_port = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?", text)
+    if with_port:
+        host, port_text = with_port.group(1), with_port.group(2)
+    else:
+        try:
+            ipaddress.ip_address(text)  # a bare address, v6 included
+            host, port_text = text, None
+        except ValueError:
+            host, _, port_text = text.partition(":")
+            port_text = port_text or None
+    port = int(port_text) if port_text is not None and port_text.isdigit() else None
+    if port_text is not None and (port is None or not 0 < port < 65536):
+        raise ValueError(f"{shape}: bad port in {text!r}")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+            raise ValueError(f"{shape}, got {text!r}") from None
+        return EgressAllow(text, host=host.lower().rstrip("."), port=port)
+    return EgressAllow(text, network=ipaddress.ip_network(address), port=port)

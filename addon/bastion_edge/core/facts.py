@@ -96,6 +96,7 @@ class RequestFacts:
     client_ip: str | None = None
     has_image: bool = False
     prompt_tokens: int = 0
+    app: str | None = None  # the authenticated app (clients.apps), None if unauthenticated
 
 
 @dataclass(frozen=True, slots=True)

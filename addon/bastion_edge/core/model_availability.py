@@ -16,9 +16,9 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bastion_edge.errors import ApiError, bad_request
-from bastion_edge.core.facts import CHAT, COMPLETIONS, RESPONSES, facts_from_json
 from bastion_edge.config.rules import ALL_SUPPORTED, ModelCapabilities
+from bastion_edge.core.facts import CHAT, COMPLETIONS, RESPONSES, facts_from_json
+from bastion_edge.errors import ApiError, bad_request
 
 DEFAULT_MAX_ATTEMPTS = 3
 CAPABILITY_UNSUPPORTED = "model_capability_unsupported"

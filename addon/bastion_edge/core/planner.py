@@ -36,7 +36,7 @@ from bastion_edge.core.facts import (
     is_collection_path,
     key_sha256,
 )
-from bastion_edge.core.keys import KeyChoice, select_key
+from bastion_edge.core.keys import KeyChoice, KeyFileReader, select_key
 from bastion_edge.core.model_map import ModelMap, Resolution
 from bastion_edge.core.plan import (
     REWRITE_HOST,
@@ -83,8 +83,12 @@ class Policy:
 # ---------------------------------------------------------------------- head step
 
 
-def plan_head(head: RequestHead, policy: Policy, environ: Mapping[str, str]) -> Plan | None:
-    """The plan before the body arrives; None for traffic that is not ours."""
+def plan_head(head: RequestHead, policy: Policy, environ: Mapping[str, str],
+              files: KeyFileReader | None = None) -> Plan | None:
+    """The plan before the body arrives; None for traffic that is not ours.
+
+    Keys come from `environ` and, for `keys.default_file` / `bastion_key_file`, `files`.
+    """
     rules = policy.rules
     kind = classify_host(rules, head.host)
     if kind is None:
@@ -100,14 +104,14 @@ def plan_head(head: RequestHead, policy: Policy, environ: Mapping[str, str]) -> 
                    for name in APP_CREDENTIAL_HEADERS if name in head.headers}
     facts = RequestFacts(endpoint=endpoint, headers=head.headers,
                          app_key_sha256=key_sha256(credentials.get("authorization")),
-                         client_ip=head.client)
+                         client_ip=head.client, app=head.app)
     hold = Route(Destination.BASTION, target, drop_headers=tuple(credentials))
     plan = Plan(kind=kind, endpoint=endpoint, method=head.method, path=head.bare_path,
                 decision=Decision(rules.cutover.mode), route=hold, facts=facts,
                 body_step=_body_step(head, endpoint), rewrites=(*https, REWRITE_HOST),
-                partition=facts.app_key_sha256 or ANONYMOUS, app_credentials=credentials)
+                partition=partition_of(facts), app_credentials=credentials)
     try:
-        return _plan_openai_head(plan, head, policy, environ)
+        return _plan_openai_head(plan, head, policy, environ, files)
     except ApiError as e:
         return refused(plan, e)
 
@@ -127,8 +131,24 @@ def _body_step(head: RequestHead, endpoint: str) -> BodyStep:
     return BodyStep.NONE
 
 
+def partition_of(facts: RequestFacts) -> str:
+    """Whose Responses state a request may see: its app, else its key, else its address
+    (keyless clients never share one partition)."""
+    if facts.app:
+        return f"app:{facts.app}"
+    if facts.app_key_sha256:
+        return facts.app_key_sha256
+    return f"client:{facts.client_ip}" if facts.client_ip else ANONYMOUS
+
+
+def sticky_key(facts: RequestFacts) -> str:
+    """What keeps one app on one side of a split: its name, key or address."""
+    return facts.app or facts.app_key_sha256 or facts.client_ip or ""
+
+
 def _plan_openai_head(
-    plan: Plan, head: RequestHead, policy: Policy, environ: Mapping[str, str]
+    plan: Plan, head: RequestHead, policy: Policy, environ: Mapping[str, str],
+    files: KeyFileReader | None,
 ) -> Plan:
     rules = policy.rules
     cutover = rules.cutover
@@ -136,20 +156,19 @@ def _plan_openai_head(
     if cutover.mode != "rewrite":
         if by_conversation:
             if plan.body_step is BodyStep.JSON and plan.endpoint != RESPONSES:
-                key = select_key(rules, plan.facts, environ)
+                key = select_key(rules, plan.facts, environ, files)
                 return plan.evolve(key=key, body_step=BodyStep.CONVERSATION)
             if plan.body_step is not BodyStep.STREAMED_FORM and _goes_to_openai(plan, cutover):
-                return to_openai(plan, head.query, rules, environ)
+                return to_openai(plan, head.query, rules, environ, files)
         elif _goes_to_openai(plan, cutover):
-            return to_openai(plan, head.query, rules, environ)
-    key = select_key(rules, plan.facts, environ)
+            return to_openai(plan, head.query, rules, environ, files)
+    key = select_key(rules, plan.facts, environ, files)
     return _to_bastion(plan, head, policy, key)
 
 
 def _goes_to_openai(plan: Plan, cutover: CutoverRules) -> bool:
-    """Sticky per app (its key, else its address)."""
-    sticky = plan.facts.app_key_sha256 or plan.facts.client_ip or ""
-    return destination_for(cutover, sticky) == OPENAI
+    """Sticky per app."""
+    return destination_for(cutover, sticky_key(plan.facts)) == OPENAI
 
 
 def _to_bastion(plan: Plan, head: RequestHead, policy: Policy, key: KeyChoice) -> Plan:
@@ -205,7 +224,8 @@ def _model_path(plan: Plan, head: RequestHead, policy: Policy) -> Plan:
     return plan.evolve(route=plan.route._replace(target=target))
 
 
-def to_openai(plan: Plan, query: str, rules: Rules, environ: Mapping[str, str]) -> Plan:
+def to_openai(plan: Plan, query: str, rules: Rules, environ: Mapping[str, str],
+              files: KeyFileReader | None = None) -> Plan:
     """Unchanged (but over https) to OpenAI, with the app's own credentials."""
     base = urlsplit(rules.cutover.openai_base_url)
     path = plan.path + (f"?{query}" if query else "")
@@ -218,7 +238,7 @@ def to_openai(plan: Plan, query: str, rules: Rules, environ: Mapping[str, str]) 
     if plan.decision is Decision.MIRROR:
         skip = None if step is BodyStep.OBSERVE else "not mirrored endpoint"
         try:  # the key of the copy mirrored to Bastion
-            key = select_key(rules, plan.facts, environ)
+            key = select_key(rules, plan.facts, environ, files)
         except ApiError as e:
             skip = skip or e.code
     return plan.evolve(route=route, key=key, body_step=step, mirror_skip=skip,
@@ -245,14 +265,14 @@ def history_wanted(plan: Plan, body: ParsedBody) -> str | None:
 
 def plan_body(
     plan: Plan, body: ParsedBody, policy: Policy, environ: Mapping[str, str],
-    history: History | None = None,
+    history: History | None = None, files: KeyFileReader | None = None,
 ) -> Plan:
     """The plan once the body is known (a streamed body keeps its head plan)."""
     if plan.refusal is not None:
         return plan
     try:
         if plan.body_step is BodyStep.CONVERSATION:
-            plan = _split_by_conversation(plan, body, policy, environ)
+            plan = _split_by_conversation(plan, body, policy, environ, files)
         if plan.body_step is BodyStep.JSON:
             return _rewrite_json(plan, body, policy, history)
         if plan.body_step is BodyStep.FORM:
@@ -265,15 +285,16 @@ def plan_body(
 
 
 def _split_by_conversation(
-    plan: Plan, body: ParsedBody, policy: Policy, environ: Mapping[str, str]
+    plan: Plan, body: ParsedBody, policy: Policy, environ: Mapping[str, str],
+    files: KeyFileReader | None,
 ) -> Plan:
     parsed = body.json_or_none()
     key = conversation_key(parsed) if parsed is not None else None
-    sticky = key or plan.facts.app_key_sha256 or plan.facts.client_ip or ""
+    sticky = key or sticky_key(plan.facts)
     cutover = policy.rules.cutover
     if destination_for(cutover, sticky) == OPENAI:
         return to_openai(plan.evolve(body_step=BodyStep.JSON), _query(plan.route.target),
-                         policy.rules, environ)
+                         policy.rules, environ, files)
     assert plan.key is not None
     route = Route(Destination.BASTION, plan.route.target,
                   {"authorization": f"Bearer {plan.key.key}"}, plan.route.drop_headers)

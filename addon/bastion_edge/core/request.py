@@ -19,6 +19,7 @@ class RequestHead(NamedTuple):
     headers: Mapping[str, str]  # lower-case names; holds credentials: never in repr
     client: str | None = None  # the client's address
     http_version: str = "HTTP/1.1"
+    app: str | None = None  # the app its proxy credentials named (clients.apps)
 
     def __repr__(self) -> str:
         return f"RequestHead({self.method} {self.scheme}://{self.host}{self.path})"

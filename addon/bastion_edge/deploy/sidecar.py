@@ -21,8 +21,13 @@ from bastion_edge.deploy.tls_bundles import PROXY_CA_CERT, client_bundle
 # Every variable the entrypoint reads, with its default. The examples in
 # sidecar/examples/ are tested against this table.
 ENV_VARS: dict[str, str] = {
-    "BASTION_LISTEN_HOST": "0.0.0.0",
+    # Containers of a pod (or a compose service with `network_mode: service:`) share
+    # the network namespace: loopback is enough, and nothing else may spend the key.
+    "BASTION_LISTEN_HOST": "127.0.0.1",
     "BASTION_LISTEN_PORT": "8080",
+    # Kubelet probes and Prometheus come from outside the pod: the metrics port listens
+    # on every interface. It serves only /metrics, /healthz and /readyz (no proxying,
+    # no keys, bounded labels) and the egress policy keeps apps from tunnelling to it.
     "BASTION_METRICS_HOST": "0.0.0.0",
     "BASTION_METRICS_PORT": "9090",
     "BASTION_RULES": "/etc/bastion-edge/rules.yaml",
@@ -34,6 +39,7 @@ ENV_VARS: dict[str, str] = {
     "BASTION_ACCESS_LOG": "-",
     "BASTION_SHUTDOWN_GRACE": "20",
     "BASTION_WEB": "false",
+    "BASTION_ALLOW_UNAUTHENTICATED": "false",  # listen beyond loopback with no apps declared
     # Read by the proxy itself (see the README): QUBITTRON_API_KEY, BASTION_BASE_URL,
     # BASTION_UPSTREAM_CA, BASTION_OPENAI_URL and any key variables the rules name.
 }
@@ -57,6 +63,7 @@ class SidecarConfig:
     access_log: str
     shutdown_grace: float
     web: bool
+    allow_unauthenticated: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> SidecarConfig:
@@ -81,6 +88,8 @@ class SidecarConfig:
             access_log=get("BASTION_ACCESS_LOG"),
             shutdown_grace=float(get("BASTION_SHUTDOWN_GRACE")),
             web=get("BASTION_WEB").lower() in ("1", "true", "yes"),
+            allow_unauthenticated=get("BASTION_ALLOW_UNAUTHENTICATED").lower()
+            in ("1", "true", "yes"),
         )
 
     def run_argv(self) -> list[str]:
@@ -90,6 +99,8 @@ class SidecarConfig:
                 "--access-log", self.access_log, "--shutdown-grace", str(self.shutdown_grace)]
         for mode in self.modes:
             argv += ["--mode", mode]
+        if self.allow_unauthenticated:
+            argv.append("--allow-unauthenticated")
         return argv + (["--web"] if self.web else [])
 
 

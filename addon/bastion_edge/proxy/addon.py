@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from mitmproxy import ctx, exceptions, http
 
+from bastion_edge.config.key_files import KeyFiles
 from bastion_edge.config.reload import RulesWatcher
 from bastion_edge.config.rules import (
     Rules,
@@ -36,6 +37,7 @@ from bastion_edge.config.rules import (
     apply_environment,
     load_rules,
 )
+from bastion_edge.core.keys import all_key_sources, read_source
 from bastion_edge.core.model_map import ModelMap
 from bastion_edge.core.plan import BodyStep, Decision, Destination, Plan, Route
 from bastion_edge.core.planner import (
@@ -67,6 +69,7 @@ from bastion_edge.proxy.flow_edit import (
     set_headers,
     worth_streaming,
 )
+from bastion_edge.proxy.gate import APP_METADATA_KEY
 from bastion_edge.proxy.mirror import Mirror, MirrorRequest, MirrorResult
 from bastion_edge.proxy.model_catalog import ModelCatalog
 from bastion_edge.proxy.responses import STORE_UNAVAILABLE, ResponsesKeeper
@@ -108,6 +111,7 @@ class BastionEdge:
         self._upstream_client: tuple[UpstreamRules, httpx.AsyncClient] | None = None
         self.timeouts = ResponseTimeouts()
         self.catalog = ModelCatalog(self.metrics)  # Bastion's live model list
+        self.key_files = KeyFiles(self.metrics.registry)  # keys.default_file, bastion_key_file
 
     @property
     def rules(self) -> Rules:
@@ -177,6 +181,7 @@ class BastionEdge:
 
     async def done(self) -> None:
         await self.catalog.stop()
+        await self.key_files.stop()
         if self.watcher is not None:
             await self.watcher.stop()
         if self.admin is not None:
@@ -275,8 +280,9 @@ class BastionEdge:
         head = RequestHead(
             scheme=request.scheme, host=request_host(request, headers), method=request.method,
             path=request.path, headers=headers, http_version=request.http_version,
-            client=flow.client_conn.peername[0] if flow.client_conn.peername else None)
-        plan = plan_head(head, self.policy, self.environ)
+            client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+            app=flow.metadata.get(APP_METADATA_KEY))
+        plan = plan_head(head, self.policy, self.environ, self.key_files)
         if plan is None:
             return  # not ours: untouched
         exchange = Exchange(
@@ -374,7 +380,8 @@ class BastionEdge:
     def _plan_body(self, flow: http.HTTPFlow, exchange: Exchange, body: ParsedBody,
                    history: History | None = None) -> None:
         try:
-            plan = plan_body(exchange.plan, body, self.policy, self.environ, history)
+            plan = plan_body(exchange.plan, body, self.policy, self.environ, history,
+                             self.key_files)
         except Exception as e:
             log.exception("bastion-edge: request rewrite failed")
             plan = refused(exchange.plan, _internal_error(e))
@@ -522,8 +529,8 @@ class BastionEdge:
         self._finish(flow, exchange, envelope.status if envelope else None)
 
     def _key_values(self) -> list[str]:
-        names = [self.rules.key_env, *(r.env for r in self.rules.key_rules)]
-        return [self.environ.get(name, "") for name in names]
+        return [read_source(source, self.environ, self.key_files)
+                for source in all_key_sources(self.rules)]
 
     # ------------------------------------------------------------------ mirror
 
@@ -573,7 +580,8 @@ class BastionEdge:
         self.in_flight.discard(flow.id)
         finished = time.time()
         self.metrics.exchange_finished(
-            endpoint=exchange.endpoint, original_model=exchange.original_model,
+            endpoint=exchange.endpoint, app=exchange.plan.facts.app,
+            original_model=exchange.original_model,
             upstream_model=exchange.upstream_model, destination=exchange.destination,
             status=status, stream=exchange.stream, duration=finished - exchange.started,
             ttfb=(exchange.response_headers_at - exchange.started

@@ -92,6 +92,7 @@ class Exchange:
             time=datetime.fromtimestamp(self.started, UTC).isoformat(timespec="milliseconds"),
             request_id=self.request_id,
             client=self.client,
+            app=plan.facts.app,
             method=plan.method,
             path=plan.path,
             endpoint=plan.endpoint,

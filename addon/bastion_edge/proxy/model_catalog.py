@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 
-from bastion_edge.telemetry.metrics import Metrics
 from bastion_edge.config.rules import Rules, UpstreamRules
 from bastion_edge.proxy.upstream_client import upstream_ssl_context
+from bastion_edge.telemetry.metrics import Metrics
 
 MODELS_TIMEOUT_SECONDS = 15.0
 log = logging.getLogger(__name__)

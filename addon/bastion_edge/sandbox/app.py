@@ -8,14 +8,29 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bastion_edge.errors import INVALID_REQUEST, SERVER_ERROR, ApiError
-from bastion_edge.tts.riva_contract import DEFAULT_TTS_PATH
-from bastion_edge.sandbox import audio, availability, chat, completions, embeddings, images, responses, riva
+from bastion_edge.sandbox import (
+    audio,
+    availability,
+    chat,
+    completions,
+    embeddings,
+    images,
+    responses,
+    riva,
+)
 from bastion_edge.sandbox.auth import auth_middleware
 from bastion_edge.sandbox.config import CONFIG_KEY, SandboxConfig
 from bastion_edge.sandbox.faults import fault_middleware
-from bastion_edge.sandbox.journal import JOURNAL_KEY, JOURNAL_PATH, Journal, clear_journal, get_journal
+from bastion_edge.sandbox.journal import (
+    JOURNAL_KEY,
+    JOURNAL_PATH,
+    Journal,
+    clear_journal,
+    get_journal,
+)
 from bastion_edge.sandbox.models import catalogue, model_list, model_not_found, model_object
 from bastion_edge.sandbox.replies import error_response, json_response
+from bastion_edge.tts.riva_contract import DEFAULT_TTS_PATH
 
 CLIENT_MAX_SIZE = 64 * 1024 * 1024
 log = logging.getLogger(__name__)

@@ -21,10 +21,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bastion_edge.errors import bad_gateway, bad_request
-from bastion_edge.core.model_availability import missing_capability, needs_from_json
-from bastion_edge.core.facts import classify_endpoint
 from bastion_edge.config.rules import ALL_SUPPORTED, ModelCapabilities
+from bastion_edge.core.facts import classify_endpoint
+from bastion_edge.core.model_availability import missing_capability, needs_from_json
+from bastion_edge.errors import bad_gateway, bad_request
 from bastion_edge.sandbox.config import CONFIG_KEY
 from bastion_edge.sandbox.models import UNAVAILABLE, model_not_found
 from bastion_edge.sandbox.replies import json_response

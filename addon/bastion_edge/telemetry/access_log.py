@@ -20,6 +20,7 @@ class AccessRecord:
     time: str
     request_id: str
     client: str | None
+    app: str | None  # the app its proxy credentials named
     method: str
     path: str
     endpoint: str

@@ -24,8 +24,8 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "bastion_edge_requests", "Requests handled by bastion-edge.",
-            ["endpoint", "original_model", "upstream_model", "destination", "status_class",
-             "stream"], registry=r)
+            ["endpoint", "app", "original_model", "upstream_model", "destination",
+             "status_class", "stream"], registry=r)
         self.duration = Histogram(
             "bastion_edge_request_duration_seconds", "Time from request start to response end.",
             ["endpoint", "destination"], buckets=_LATENCY_BUCKETS, registry=r)
@@ -65,6 +65,7 @@ class Metrics:
             "bastion_edge_models_refresh_failures",
             "Failed reads of Bastion's model list (the last good list is kept).", registry=r)
         self._known_models: frozenset[str] = frozenset()
+        self._known_apps: frozenset[str] = frozenset()
         self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
         self._rewrite_children: dict[str, Any] = {}
 
@@ -73,20 +74,23 @@ class Metrics:
             {m.pattern for m in rules.models if not m.is_glob}
             | {c.use for m in rules.models for c in m.choices}
         )
+        self._known_apps = frozenset(app.name for app in rules.clients.apps)
         self._children.clear()  # model labels may map differently now
         self.reloads.labels("success").inc()
         self.last_reload.set(timestamp)
         self.rules_info.info({"sha256": rules.sha256, "source": rules.source})
 
     def exchange_finished(
-        self, *, endpoint: str, original_model: str | None, upstream_model: str | None,
+        self, *, endpoint: str, app: str | None, original_model: str | None,
+        upstream_model: str | None,
         destination: str, status: int | None, stream: bool, duration: float,
         ttfb: float | None, rewrites: list[str],
     ) -> None:
         """Count one exchange. Label children are cached: `labels()` costs microseconds
         per call, and this runs for every request."""
         status_class = f"{status // 100}xx" if status else "error"
-        key = (endpoint, self.model_label(original_model), self.model_label(upstream_model),
+        key = (endpoint, self.app_label(app), self.model_label(original_model),
+               self.model_label(upstream_model),
                destination, status_class, "true" if stream else "false")
         children = self._children.get(key)
         if children is None:
@@ -110,6 +114,12 @@ class Metrics:
         self.model_available.clear()
         for model, available in availability.items():
             self.model_available.labels(model).set(1 if available else 0)
+
+    def app_label(self, app: str | None) -> str:
+        """An app declared in the rules (a bounded set), else `none`/`other`."""
+        if not app:
+            return "none"
+        return app if app in self._known_apps else OTHER
 
     def model_label(self, model: str | None) -> str:
         if not model:
