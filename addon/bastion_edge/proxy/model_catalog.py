@@ -23,6 +23,8 @@ from bastion_edge.proxy.upstream_client import upstream_ssl_context
 from bastion_edge.telemetry.metrics import Metrics
 
 MODELS_TIMEOUT_SECONDS = 15.0
+# Says in Bastion's logs (and the sandbox journal) that the proxy itself asked.
+CATALOG_USER_AGENT = "bastion-edge model-catalog"
 log = logging.getLogger(__name__)
 
 
@@ -46,7 +48,8 @@ async def fetch_model_ids(client: httpx.AsyncClient, base_url: str, key: str) ->
     """The ids in `GET {base_url}/models`, or ModelListError."""
     url = base_url.rstrip("/") + "/models"
     try:
-        response = await client.get(url, headers={"Authorization": f"Bearer {key}"})
+        response = await client.get(url, headers={"Authorization": f"Bearer {key}",
+                                                  "User-Agent": CATALOG_USER_AGENT})
     except httpx.HTTPError as e:
         raise ModelListError(f"GET {url}: {type(e).__name__}: {e}") from None
     if response.status_code != 200:

@@ -87,11 +87,13 @@ class Sandbox:
     def client(self) -> httpx.Client:
         return httpx.Client(verify=ssl.create_default_context(cafile=str(self.ca)), timeout=10)
 
-    def journal(self) -> list[dict[str, Any]]:
+    def journal(self, background: bool = False) -> list[dict[str, Any]]:
+        """What the sandbox received; without the proxy's own background model-list
+        reads unless `background`."""
         with self.client() as c:
             entries: list[dict[str, Any]] = c.get(
                 f"https://127.0.0.1:{self.port}/sandbox/journal").json()
-            return entries
+        return entries if background else [e for e in entries if not _background(e)]
 
     def clear_journal(self) -> None:
         with self.client() as c:
@@ -193,3 +195,11 @@ def start_proxy(
         proxy.env_lines[name] = shlex.split(value)[0]
     return proxy
 
+
+
+def _background(entry: dict[str, Any]) -> bool:
+    headers = entry.get("headers") or {}
+    if isinstance(headers, list):
+        headers = dict(headers)
+    agent = next((v for k, v in headers.items() if k.lower() == "user-agent"), "")
+    return isinstance(agent, str) and agent.startswith("bastion-edge model-catalog")
