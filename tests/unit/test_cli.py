@@ -90,7 +90,7 @@ def test_env_prints_export_lines_with_combined_bundle(
     confdir = tmp_path / "conf"
     assert cli.main(["env", "--confdir", str(confdir), "--listen-port", "18080"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 8
+    assert len(lines) == 9
     exports = {}
     for line in lines:
         assert line.startswith("export ")
@@ -104,6 +104,7 @@ def test_env_prints_export_lines_with_combined_bundle(
         "NO_PROXY": "localhost,127.0.0.1,::1",
         "SSL_CERT_FILE": str(bundle),
         "REQUESTS_CA_BUNDLE": str(bundle),
+        "CURL_CA_BUNDLE": str(bundle),
         "NODE_EXTRA_CA_CERTS": str(proxy_ca),
         "NODE_USE_ENV_PROXY": "1",
         "NODE_OPTIONS": f"--import {preload_path()}",
