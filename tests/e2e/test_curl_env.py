@@ -20,7 +20,9 @@ curl -sS --fail-with-body https://api.openai.com/v1/embeddings \\
 """
 
 
-def _curl_in_shell(proxy: Proxy, tmp_path: Path, drop: str = "") -> subprocess.CompletedProcess[str]:
+def _curl_in_shell(
+    proxy: Proxy, tmp_path: Path, drop: str = ""
+) -> subprocess.CompletedProcess[str]:
     wrong = tmp_path / "unrelated-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(wrong))
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WRONG_BUNDLE": str(wrong),
