@@ -21,6 +21,8 @@ from .models import ModelKind, require_model
 from .replies import json_response, new_id
 from .sse import DONE, SseStream, data_event
 from .state import json_body
+from .strict import check_reasoning_fields
+from .structured import chat_structured_text
 
 PATH = "/v1/chat/completions"
 
@@ -71,7 +73,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             "'messages' must be a non-empty array.", "missing_required_parameter", "messages"
         )
     prompt_tokens = check_prompt(model, messages, "messages")
+    check_reasoning_fields(body, model.id)
     text, call = _reply_for(model.id, messages, body.get("tools"))
+    if call is None:
+        text = chat_structured_text(body.get("response_format")) or text
     base = {
         "id": new_id("chatcmpl-"),
         "created": int(time.time()),
