@@ -48,6 +48,7 @@ from .capture import (
 )
 from .chain import ChainBroken, conversation, expand_request
 from .crypto import BodyCipher, CipherError
+from .item_refs import body_with_references_resolved
 from .metrics import StateMetrics
 from .records import ANONYMOUS, Item, StoredResponse
 from .store import ResponseStore, Retention, StoreError, open_store, store_location
@@ -233,11 +234,24 @@ class ResponsesState:
                 self.metrics.expanded.inc()
                 self.metrics.expanded_items.observe(len(history))
                 ancestors = (*head.ancestors, head.id)
+            await self._resolve_item_references(flow, exchange, store, partition)
             turn = turn_from_request(body, partition, ancestors)
         except ValueError as e:
             raise bad_request(f"Invalid 'input': {e}", "invalid_value", "input") from e
         if exchange.app_store is not False:
             flow.metadata[FLOW_KEY] = _Capture(turn)
+
+    async def _resolve_item_references(self, flow: http.HTTPFlow, exchange: Exchange,
+                                       store: ResponseStore, partition: str) -> None:
+        """`item_reference` input items (expanded history included) -> the stored items."""
+        resolved = await self._timed("items", body_with_references_resolved(
+            flow.request.get_content() or b"", store, partition))
+        if resolved is not None:
+            body, count = resolved
+            self._choose_model(exchange, body)
+            flow.request.content = json.dumps(
+                body, separators=(",", ":"), ensure_ascii=False).encode()
+            exchange.notes.append(f"resolved item_reference: {count} items")
 
     async def _history(self, store: ResponseStore, partition: str,
                        response_id: str) -> tuple[StoredResponse, list[Item]]:
