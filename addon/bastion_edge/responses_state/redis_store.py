@@ -132,8 +132,8 @@ class RedisStore:
             values = await self._redis.mget([self._item_key(partition, i) for i in ids])
         except (RedisError, OSError) as e:
             raise StoreError(f"{self.location}: {e}") from e
-        return {item_id: value.decode() for item_id, value in zip(ids, values, strict=True)
-                if value is not None}
+        return {item_id: value.decode() if isinstance(value, bytes) else str(value)
+                for item_id, value in zip(ids, values, strict=True) if value is not None}
 
     async def delete(self, partition: str, response_id: str) -> bool:
         try:

@@ -81,12 +81,14 @@ def _follow(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, 
 
 def _of_type(kind: str, here: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> Any:
     if kind == "object":
-        properties = here.get("properties") if isinstance(here.get("properties"), dict) else {}
+        found = here.get("properties")
+        properties: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
         required = [p for p in here.get("required") or [] if isinstance(p, str)]
         return {name: minimal_instance(properties.get(name, {}), root, depth + 1)
                 for name in required}
     if kind == "array":
-        prefix = here.get("prefixItems") if isinstance(here.get("prefixItems"), list) else []
+        given = here.get("prefixItems")
+        prefix: list[Any] = given if isinstance(given, list) else []
         values = [minimal_instance(s, root, depth + 1) for s in prefix]
         count = int(here.get("minItems") or 0)
         while len(values) < count:
