@@ -465,6 +465,7 @@ class BastionEdge:
                 exchange.resolution = rewrite.resolution
             for kind in rewrite.rewrites:
                 exchange.add_rewrite(kind)
+            exchange.notes.extend(rewrite.notes)
             if rewrite.body is not None:
                 replace_body(request, rewrite.body, facts.headers)
 

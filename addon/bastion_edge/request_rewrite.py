@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import ApiError, bad_request
 from .model_map import ModelMap, Resolution
+from .request_adapt import Adaptation, adapt_for_bastion
 from .request_facts import IMAGES_GENERATIONS, RESPONSES, RequestFacts, facts_from_json
 from .rules import Rules
 
@@ -36,6 +37,7 @@ class BodyRewrite:
     stream: bool
     facts: RequestFacts
     app_store: bool | None = None  # `store` as the app sent it, before forcing false
+    notes: tuple[str, ...] = ()  # for the access log
 
 
 def decide_model(
@@ -92,6 +94,9 @@ def rewrite_json_body(
             rewrites.append(REWRITE_MODEL)
     elif requested is not None:
         raise model_not_string_error()
+    adapted = adapt_for_bastion(body, facts.endpoint, requested, body["model"], rules) \
+        if isinstance(requested, str) else Adaptation()
+    rewrites += adapted.rewrites
 
     app_store = body.get("store") if isinstance(body.get("store"), bool) else None
     if facts.endpoint == RESPONSES and is_create and body.get("store") is not False:
@@ -102,7 +107,7 @@ def rewrite_json_body(
     if rewrites:
         new_body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     return BodyRewrite(new_body, resolution, tuple(rewrites), body.get("stream") is True, facts,
-                       app_store)
+                       app_store, tuple(adapted.notes))
 
 
 def rewrite_model_path(

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from .cutover import CutoverMode, CutoverRules, StickyBy
+from .embedding_dims import DEFAULT_DIMENSIONS
 from .request_facts import ENDPOINTS, RequestFacts
 from .riva_contract import DEFAULT_TTS_PATH
 
@@ -170,6 +171,9 @@ class Rules:
     tts: TtsRules = TtsRules()
     cutover: CutoverRules = field(default_factory=CutoverRules)
     responses_state: ResponsesStateRules = ResponsesStateRules()
+    # model id (OpenAI's or Bastion's) -> native embedding vector size
+    embedding_dimensions: Mapping[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_DIMENSIONS))
     source: str = "<defaults>"
     sha256: str = ""
 
@@ -306,7 +310,7 @@ class _Parser:
         top = self.mapping(tree, ())
         self.only_keys(top, (), (
             "upstream", "intercept", "keys", "models", "unmapped_models", "reply_model",
-            "tts", "cutover", "responses_state",
+            "tts", "cutover", "responses_state", "embedding_dimensions",
         ))
         rules = Rules()
         if "upstream" in top:
@@ -337,6 +341,9 @@ class _Parser:
             rules = replace(rules, tts=self.tts(top["tts"], ("tts",)))
         if "cutover" in top:
             rules = replace(rules, cutover=self.cutover(top["cutover"], ("cutover",)))
+        if "embedding_dimensions" in top:
+            rules = replace(rules, embedding_dimensions=self.embedding_dimensions(
+                top["embedding_dimensions"], ("embedding_dimensions",)))
         if "responses_state" in top:
             rules = replace(rules, responses_state=self.responses_state(
                 top["responses_state"], ("responses_state",)))
@@ -498,6 +505,15 @@ class _Parser:
                 raise self.fail((*path, "mirror_streaming"), "expected true or false")
             cutover = replace(cutover, mirror_streaming=section["mirror_streaming"])
         return cutover
+
+    def embedding_dimensions(self, value: object, path: Path_) -> Mapping[str, int]:
+        sizes = dict(DEFAULT_DIMENSIONS)
+        for model, size in self.mapping(value, path).items():
+            if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+                raise self.fail((*path, str(model)), "expected a positive whole number "
+                                "(the model's embedding vector size)")
+            sizes[str(model)] = size
+        return sizes
 
     def responses_state(self, value: object, path: Path_) -> ResponsesStateRules:
         section = self.mapping(value, path)
