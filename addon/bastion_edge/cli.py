@@ -220,7 +220,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"{path}: {e}", file=sys.stderr)
         return 1
     print(describe_rules(rules, os.environ))
+    print(_check_extras(rules))
     return 0
+
+
+def _check_extras(rules: Rules) -> str:
+    """Which known OpenAI ids each glob covers; embedding mappings that change size."""
+    from .embedding_dims import size_change_warnings
+    from .known_models import coverage_report, known_openai_ids
+
+    mapping = [(rule.pattern, [choice.use for choice in rule.choices]) for rule in rules.models]
+    warnings = size_change_warnings(mapping, rules.embedding_dimensions)
+    return "\n".join(["", coverage_report(rules.models, known_openai_ids()), *warnings])
 
 
 def describe_rules(rules: Rules, environ: os._Environ[str] | dict[str, str]) -> str:

@@ -32,7 +32,8 @@ def test_check_valid_file_prints_table(capsys: pytest.CaptureFixture[str]) -> No
     assert ("header", "x-bastion-route=coding", "Qwen3-Coder-30B-A3B-Instruct") in rows
     assert ("prompt_tokens>24000", "Meta-Llama-3_3-70B-Instruct") in rows
     assert ("text-embedding-3-small", "(always)", "bge-m3") in rows
-    assert ("gpt-4o-*", "(always)", "gpt-oss-120b") in rows
+    assert ("gpt-4o-*", "has_image=true", "Qwen2.5-VL-72B-Instruct") in rows
+    assert ("gpt-3.5-turbo*", "(always)", "gpt-oss-20b") in rows
     assert "default: $QUBITTRON_API_KEY (NOT SET)" in out
 
 
