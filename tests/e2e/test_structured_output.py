@@ -4,10 +4,12 @@ sandbox, which answers json_schema requests with JSON that fits the schema."""
 from __future__ import annotations
 
 import json
+import subprocess
 from enum import Enum
+from pathlib import Path
 
 import openai
-from harness import Sandbox
+from harness import Proxy, Sandbox
 from pydantic import BaseModel, Field
 
 
@@ -58,3 +60,30 @@ def test_streamed_chat_parse(client: openai.OpenAI) -> None:
         final = stream.get_final_completion()
     task = final.choices[0].message.parsed
     assert isinstance(task, Task) and task.tags == []
+
+
+AI_SDK_OBJECT_APP = """\
+import { generateObject, jsonSchema } from "ai";
+import { openai } from "@ai-sdk/openai";
+const { object } = await generateObject({
+  model: openai("gpt-4o"), maxRetries: 0, prompt: "a recipe",
+  schema: jsonSchema({ type: "object", additionalProperties: false,
+    required: ["name", "servings", "steps"],
+    properties: { name: { type: "string" }, servings: { type: "integer", minimum: 1 },
+                  steps: { type: "array", items: { type: "string" }, minItems: 2 } } }),
+});
+console.log(JSON.stringify(object));
+"""
+
+
+def test_vercel_ai_sdk_generate_object(proxy: Proxy, tmp_path: Path) -> None:
+    """The AI SDK's generateObject (Responses with text.format json_schema) via the preload."""
+    from test_transparent import app_env, node_app, require_node
+
+    require_node()
+    app = node_app(tmp_path / "ai-sdk-object", AI_SDK_OBJECT_APP)
+    done = subprocess.run(["node", str(app)], env=app_env(tmp_path, **proxy.app_env()),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "name": "", "servings": 1, "steps": ["", ""]}
