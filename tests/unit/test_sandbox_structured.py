@@ -9,6 +9,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, Field
 
+from bastion_edge.errors import ApiError
 from bastion_edge.sandbox.structured import (
     UnsupportedSchema,
     chat_structured_text,
@@ -73,3 +74,7 @@ def test_request_shapes_for_chat_and_responses() -> None:
     text = {"format": {"type": "json_schema", "name": "N", "schema": schema, "strict": True}}
     assert json.loads(responses_structured_text(text) or "") == {"n": 0}
     assert responses_structured_text({"format": {"type": "text"}}) is None
+    broken = {"type": "json_schema", "json_schema": {"name": "b", "schema": {"$ref": "#/x"}}}
+    with pytest.raises(ApiError) as raised:
+        chat_structured_text(broken)
+    assert (raised.value.status, raised.value.param) == (400, "response_format")

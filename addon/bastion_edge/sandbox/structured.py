@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import bad_request
+
 MAX_DEPTH = 64
 _FORMATS = {"date-time": "2025-01-01T00:00:00Z", "date": "2025-01-01", "time": "00:00:00Z",
             "email": "user@example.com", "uri": "https://example.com/",
@@ -115,12 +117,17 @@ def _number(here: Mapping[str, Any], *, integer: bool) -> int | float:
     return math.ceil(value) if integer else float(value)
 
 
-def structured_text(kind: object, schema: object) -> str | None:
+def structured_text(kind: object, schema: object, param: str) -> str | None:
     """The reply text for a structured-output request, or None for plain text.
 
-    `kind` is the format's `type` (`json_schema`, `json_object`, `text`)."""
+    `kind` is the format's `type` (`json_schema`, `json_object`, `text`); a schema the
+    sandbox cannot satisfy is a 400 naming `param`."""
     if kind == "json_schema":
-        return json.dumps(minimal_instance(schema if schema is not None else {}))
+        try:
+            return json.dumps(minimal_instance(schema if schema is not None else {}))
+        except UnsupportedSchema as e:
+            raise bad_request(f"Invalid schema for '{param}': {e}.", "invalid_value",
+                              param) from e
     if kind == "json_object":
         return "{}"
     return None
@@ -132,7 +139,7 @@ def chat_structured_text(response_format: object) -> str | None:
         return None
     spec = response_format.get("json_schema")
     schema = spec.get("schema") if isinstance(spec, Mapping) else None
-    return structured_text(response_format.get("type"), schema)
+    return structured_text(response_format.get("type"), schema, "response_format")
 
 
 def responses_structured_text(text: object) -> str | None:
@@ -140,4 +147,4 @@ def responses_structured_text(text: object) -> str | None:
     fmt = text.get("format") if isinstance(text, Mapping) else None
     if not isinstance(fmt, Mapping):
         return None
-    return structured_text(fmt.get("type"), fmt.get("schema"))
+    return structured_text(fmt.get("type"), fmt.get("schema"), "text.format")
