@@ -198,8 +198,8 @@ def test_float_embeddings_pass_too(client: openai.OpenAI) -> None:
 def test_environment_is_all_the_app_got(proxy: Proxy) -> None:
     env = proxy.app_env()
     assert set(env) == {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "SSL_CERT_FILE",
-                        "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "NODE_USE_ENV_PROXY",
-                        "NODE_OPTIONS"}
+                        "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
+                        "NODE_USE_ENV_PROXY", "NODE_OPTIONS"}
     assert env["NODE_OPTIONS"].startswith("--import /")  # the preload for Node's fetch
     bundle = Path(env["SSL_CERT_FILE"]).read_text()
     proxy_ca = Path(env["NODE_EXTRA_CA_CERTS"]).read_text().strip()

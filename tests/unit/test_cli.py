@@ -32,7 +32,8 @@ def test_check_valid_file_prints_table(capsys: pytest.CaptureFixture[str]) -> No
     assert ("header", "x-bastion-route=coding", "Qwen3-Coder-30B-A3B-Instruct") in rows
     assert ("prompt_tokens>24000", "Meta-Llama-3_3-70B-Instruct") in rows
     assert ("text-embedding-3-small", "(always)", "bge-m3") in rows
-    assert ("gpt-4o-*", "(always)", "gpt-oss-120b") in rows
+    assert ("gpt-4o-*", "has_image=true", "Qwen2.5-VL-72B-Instruct") in rows
+    assert ("gpt-3.5-turbo*", "(always)", "gpt-oss-20b") in rows
     assert "default: $QUBITTRON_API_KEY (NOT SET)" in out
 
 
@@ -90,7 +91,7 @@ def test_env_prints_export_lines_with_combined_bundle(
     confdir = tmp_path / "conf"
     assert cli.main(["env", "--confdir", str(confdir), "--listen-port", "18080"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 8
+    assert len(lines) == 9
     exports = {}
     for line in lines:
         assert line.startswith("export ")
@@ -104,6 +105,7 @@ def test_env_prints_export_lines_with_combined_bundle(
         "NO_PROXY": "localhost,127.0.0.1,::1",
         "SSL_CERT_FILE": str(bundle),
         "REQUESTS_CA_BUNDLE": str(bundle),
+        "CURL_CA_BUNDLE": str(bundle),
         "NODE_EXTRA_CA_CERTS": str(proxy_ca),
         "NODE_USE_ENV_PROXY": "1",
         "NODE_OPTIONS": f"--import {preload_path()}",

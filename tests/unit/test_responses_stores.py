@@ -226,3 +226,32 @@ def test_cipher_keys_come_from_the_environment() -> None:
         BodyCipher.from_env("K", {})
     with pytest.raises(CipherError, match="not a Fernet key"):
         BodyCipher.from_env("K", {"K": "hunter2"})
+
+
+def test_items_are_indexed_by_id_for_item_references(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        try:
+            first = record("resp_1")
+            output = [{"id": "msg_out_1", "type": "message", "role": "assistant",
+                       "content": [{"type": "output_text", "text": "hi"}]},
+                      {"id": "fc_1", "type": "function_call", "call_id": "call_1",
+                       "name": "f", "arguments": "{}"}]
+            first = StoredResponse(**{**{f: getattr(first, f) for f in first.__slots__},
+                                      "response": {**first.response, "output": output}})
+            await store.put(first)
+            second = StoredResponse(
+                id="resp_2", partition="app", created_at=2.0, previous_response_id=None,
+                ancestors=(), input_items=({"type": "item_reference", "id": "msg_out_1"},),
+                input_item_ids=("msg_out_1",), response={"id": "resp_2", "object": "response"})
+            await store.put(second)  # a reference is not an item: msg_out_1 stays resp_1's
+            found = await store.responses_holding("app", ["msg_1", "msg_out_1", "fc_1", "nope"])
+            assert found == {"msg_1": "resp_1", "msg_out_1": "resp_1", "fc_1": "resp_1"}
+            assert await store.responses_holding("other-app", ["msg_out_1"]) == {}
+            assert await store.delete("app", "resp_1")
+            gone = await store.responses_holding("app", ["msg_out_1"])
+            assert not await store.get_many("app", list(gone.values()))
+        finally:
+            await store.close()
+
+    run(scenario())

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bastion_edge.cli.run_state import RunState, env_target, remove_state, write_state
 from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
 from bastion_edge.deploy.app_env import app_environment
 from bastion_edge.deploy.exposure import EXIT_EXPOSED, exposure_problem
@@ -66,10 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     env = sub.add_parser("env", help="print the environment an app needs")
-    env.add_argument("--confdir", default=DEFAULT_CONFDIR)
-    env.add_argument("--listen-port", type=int, default=8080)
-    env.add_argument("--proxy-host", default="127.0.0.1",
-                     help="host name the app reaches the proxy by (e.g. a sidecar address)")
+    env.add_argument("--confdir", default=None,
+                     help=f"the proxy's confdir (default {DEFAULT_CONFDIR})")
+    env.add_argument("--listen-port", type=int, default=None,
+                     help="default: the port the proxy running with this confdir "
+                          "recorded there, else 8080")
+    env.add_argument("--proxy-host", default=None,
+                     help="host name the app reaches the proxy by (e.g. a sidecar address); "
+                          "default: the running proxy's listen address, else 127.0.0.1")
     env.set_defaults(handler=_cmd_env)
 
     check = sub.add_parser("check", help="validate a rules file and print the mapping")
@@ -101,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="sandbox + proxy + real SDK calls, offline")
     demo.set_defaults(handler=_cmd_demo)
+    _register_try(sub)
 
     key_hash = sub.add_parser(
         "key-hash", help="sha256 prefix of an app key read from stdin, for rules' app_key_sha256")
@@ -160,7 +166,8 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
 
         master = proxy_master(opts, args.mode or ["regular"])
     addon = BastionEdge()
-    master.addons.add(ProxyGate(addon), addon, _StartupBanner(args, confdir))
+    state_files: list[Path] = []
+    master.addons.add(ProxyGate(addon), addon, _StartupBanner(args, confdir, state_files))
     opts.update(
         mode=args.mode or ["regular"], connection_strategy="lazy", bastion_rules=str(path),
         bastion_metrics_host=args.metrics_host,
@@ -184,16 +191,20 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    await master.run()
+    try:
+        await master.run()
+    finally:
+        remove_state(state_files, os.getpid())
     return 0
 
 
 class _StartupBanner:
     """Prints where the proxy listens and what an app needs, once it is listening."""
 
-    def __init__(self, args: argparse.Namespace, confdir: Path) -> None:
+    def __init__(self, args: argparse.Namespace, confdir: Path, state_files: list[Path]) -> None:
         self.args = args
         self.confdir = confdir
+        self.state_files = state_files
 
     def running(self) -> None:
         from mitmproxy import ctx
@@ -202,6 +213,8 @@ class _StartupBanner:
         addrs = server.listen_addrs() if server else []
         port = addrs[0][1] if addrs else self.args.listen_port
         print(f"bastion-edge listening on {self.args.listen_host}:{port}", flush=True)
+        self.state_files.append(write_state(
+            RunState(self.args.listen_host, port, str(self.confdir), os.getpid())))
         web_url = getattr(ctx.master, "web_url", None)
         if web_url:
             print(f"mitmweb (rewritten flows annotated): {web_url}", flush=True)
@@ -232,8 +245,10 @@ def env_lines(confdir: Path, host: str, port: int) -> str:
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
-    confdir = Path(os.path.expanduser(args.confdir))
-    print(env_lines(confdir, args.proxy_host, args.listen_port))
+    target = env_target(args.confdir, args.listen_port, args.proxy_host,
+                        Path(os.path.expanduser(DEFAULT_CONFDIR)))
+    print(env_lines(target.confdir, target.host, target.port))
+    print(f"# proxy address from {target.source}", file=sys.stderr)
     print(f"# SSL_CERT_FILE is {CLIENT_BUNDLE}: the system CAs plus the proxy CA", file=sys.stderr)
     return 0
 
@@ -248,6 +263,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"{path}: {e}", file=sys.stderr)
         return 1
     print(describe_rules(rules, os.environ))
+    print(_check_extras(rules))
     if args.live:
         from bastion_edge.cli.live_check import live_check
 
@@ -258,6 +274,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print("\n" + report)
         return status
     return 0
+
+
+def _check_extras(rules: Rules) -> str:
+    """Which known OpenAI ids each glob covers; embedding mappings that change size."""
+    from bastion_edge.core.embedding_dims import size_change_warnings
+    from bastion_edge.core.known_models import coverage_report, known_openai_ids
+
+    mapping = [(rule.pattern, [choice.use for choice in rule.choices]) for rule in rules.models]
+    warnings = size_change_warnings(mapping, rules.embedding_dimensions)
+    return "\n".join(["", coverage_report(rules.models, known_openai_ids()), *warnings])
 
 
 def describe_rules(rules: Rules, environ: os._Environ[str] | dict[str, str]) -> str:
@@ -345,6 +371,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from bastion_edge.rehearsal.demo import run_demo
 
     return run_demo()
+
+
+def _register_try(sub: Any) -> None:
+    try_ = sub.add_parser("try", help="the sandbox and the proxy wired together; prints the "
+                                      "env lines to paste; runs until Ctrl-C")
+    try_.add_argument("--rules", default=None,
+                      help="rules file (default: $BASTION_RULES, else ./rules.yaml)")
+    try_.add_argument("--confdir", default=DEFAULT_CONFDIR)
+    try_.add_argument("--listen-port", type=int, default=8080)
+    try_.set_defaults(handler=_cmd_try)
+
+
+def _cmd_try(args: argparse.Namespace) -> int:
+    from bastion_edge.cli.try_it import run_try
+
+    return run_try(rules_path(args.rules), Path(os.path.expanduser(args.confdir)),
+                   args.listen_port)
 
 
 def _cmd_key_hash(args: argparse.Namespace) -> int:

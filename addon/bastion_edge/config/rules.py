@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from bastion_edge.core.cutover import CutoverMode, CutoverRules, StickyBy
+from bastion_edge.core.embedding_dims import DEFAULT_DIMENSIONS
 from bastion_edge.core.facts import ENDPOINTS, RequestFacts
 from bastion_edge.tts.riva_contract import DEFAULT_TTS_PATH
 
@@ -192,6 +193,9 @@ class Rules:
     key_file: str | None = None  # keys.default_file: wins over key_env when set
     clients: ClientsRules = field(default_factory=lambda: ClientsRules())
     egress: EgressRules = field(default_factory=lambda: EgressRules())
+    # model id (OpenAI's or Bastion's) -> native embedding vector size
+    embedding_dimensions: Mapping[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_DIMENSIONS))
     source: str = "<defaults>"
     sha256: str = ""
 
@@ -329,7 +333,7 @@ class _Parser:
         self.only_keys(top, (), (
             "upstream", "intercept", "keys", "models", "unmapped_models", "reply_model",
             "tts", "cutover", "responses_state", "fallbacks", "capabilities",
-            "models_refresh_seconds", "clients", "egress",
+            "models_refresh_seconds", "clients", "egress", "embedding_dimensions",
         ))
         rules = Rules()
         if "upstream" in top:
@@ -365,6 +369,9 @@ class _Parser:
             rules = replace(rules, tts=self.tts(top["tts"], ("tts",)))
         if "cutover" in top:
             rules = replace(rules, cutover=self.cutover(top["cutover"], ("cutover",)))
+        if "embedding_dimensions" in top:
+            rules = replace(rules, embedding_dimensions=self.embedding_dimensions(
+                top["embedding_dimensions"], ("embedding_dimensions",)))
         if "responses_state" in top:
             rules = replace(rules, responses_state=self.responses_state(
                 top["responses_state"], ("responses_state",)))
@@ -576,6 +583,15 @@ class _Parser:
                 raise self.fail((*path, "mirror_streaming"), "expected true or false")
             cutover = replace(cutover, mirror_streaming=section["mirror_streaming"])
         return cutover
+
+    def embedding_dimensions(self, value: object, path: Path_) -> Mapping[str, int]:
+        sizes = dict(DEFAULT_DIMENSIONS)
+        for model, size in self.mapping(value, path).items():
+            if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+                raise self.fail((*path, str(model)), "expected a positive whole number "
+                                "(the model's embedding vector size)")
+            sizes[str(model)] = size
+        return sizes
 
     def responses_state(self, value: object, path: Path_) -> ResponsesStateRules:
         section = self.mapping(value, path)

@@ -36,6 +36,7 @@ from bastion_edge.core.facts import (
     is_collection_path,
     key_sha256,
 )
+from bastion_edge.core.item_refs import referenced_ids, resolve_references
 from bastion_edge.core.keys import KeyChoice, KeyFileReader, select_key
 from bastion_edge.core.model_map import ModelMap, Resolution
 from bastion_edge.core.plan import (
@@ -53,7 +54,15 @@ from bastion_edge.core.plan import (
     StoreAction,
 )
 from bastion_edge.core.request import ParsedBody, RequestHead, requested_model_of
-from bastion_edge.core.responses import ANONYMOUS, History, expand_request, turn_from_request
+from bastion_edge.core.request_adapt import adapt_for_bastion
+from bastion_edge.core.responses import (
+    ANONYMOUS,
+    History,
+    Item,
+    expand_request,
+    input_as_items,
+    turn_from_request,
+)
 from bastion_edge.core.rewrite import decide_model, model_not_string_error, rewrite_model_path
 from bastion_edge.core.routing import HostKind, Target, bastion_target, classify_host
 from bastion_edge.errors import ApiError, bad_request
@@ -263,18 +272,41 @@ def history_wanted(plan: Plan, body: ParsedBody) -> str | None:
     return previous
 
 
+def references_wanted(plan: Plan, body: ParsedBody, history: History | None) -> list[str]:
+    """The ids of the `item_reference` items this Responses create (with its expanded
+    history) names: the stored items the body step needs."""
+    if (plan.refusal is not None or plan.endpoint != RESPONSES
+            or plan.body_step is not BodyStep.JSON):
+        return []
+    in_history = history is not None and any(
+        item.get("type") == "item_reference" for item in history.items)
+    if b'"item_reference"' not in body.raw and not in_history:
+        return []
+    parsed = body.json_or_none()
+    try:
+        items = input_as_items(parsed.get("input")) if parsed is not None else []
+    except ValueError:
+        return []  # the body step refuses it
+    return referenced_ids([*(history.items if history is not None else []), *items])
+
+
 def plan_body(
     plan: Plan, body: ParsedBody, policy: Policy, environ: Mapping[str, str],
     history: History | None = None, files: KeyFileReader | None = None,
+    referenced: Mapping[str, Item] | None = None,
 ) -> Plan:
-    """The plan once the body is known (a streamed body keeps its head plan)."""
+    """The plan once the body is known (a streamed body keeps its head plan).
+
+    `history` is the stored conversation of a `previous_response_id`; `referenced` the
+    stored items that `references_wanted` named.
+    """
     if plan.refusal is not None:
         return plan
     try:
         if plan.body_step is BodyStep.CONVERSATION:
             plan = _split_by_conversation(plan, body, policy, environ, files)
         if plan.body_step is BodyStep.JSON:
-            return _rewrite_json(plan, body, policy, history)
+            return _rewrite_json(plan, body, policy, history, referenced)
         if plan.body_step is BodyStep.FORM:
             return _rewrite_form(plan, body, policy)
         if plan.body_step is BodyStep.OBSERVE:
@@ -314,6 +346,7 @@ class _JsonRewrite:
     requested: str | None
     rewrites: tuple[str, ...]
     facts: RequestFacts
+    notes: tuple[str, ...] = ()
 
 
 def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
@@ -337,24 +370,35 @@ def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
             rewrites.append(REWRITE_MODEL)
     elif requested is not None:
         raise model_not_string_error()
+    notes: list[str] = []
+    if isinstance(requested, str):  # fields Bastion takes differently from OpenAI
+        adapted = adapt_for_bastion(work, plan.endpoint, requested, work["model"], policy.rules)
+        rewrites += adapted.rewrites
+        notes += adapted.notes
     if plan.endpoint == RESPONSES and work.get("store") is not False:
         work["store"] = False
         rewrites.append(REWRITE_STORE)
     return _JsonRewrite(work, bool(rewrites), resolution,
-                        requested if isinstance(requested, str) else None, tuple(rewrites), facts)
+                        requested if isinstance(requested, str) else None, tuple(rewrites), facts,
+                        tuple(notes))
 
 
 def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
-                  history: History | None) -> Plan:
+                  history: History | None, referenced: Mapping[str, Item] | None) -> Plan:
     parsed = body.json_object()
     notes = plan.notes
     expanded = None
-    if history is not None:  # the model is chosen on the whole conversation
-        try:
+    try:
+        if history is not None:  # the model is chosen on the whole conversation
             expanded = expand_request(parsed, history.items)
-        except ValueError as e:
-            raise bad_request(f"Invalid 'input': {e}", "invalid_value", "input") from e
-        notes = (*notes, f"expanded previous_response_id: {len(history.items)} items")
+            notes = (*notes, f"expanded previous_response_id: {len(history.items)} items")
+        if referenced is not None:  # ids named by item_reference -> the stored items
+            expanded = dict(expanded if expanded is not None else parsed)
+            items = input_as_items(expanded.get("input"))
+            expanded["input"] = resolve_references(items, referenced)
+            notes = (*notes, f"resolved item_reference: {len(referenced)} items")
+    except ValueError as e:
+        raise bad_request(f"Invalid 'input': {e}", "invalid_value", "input") from e
     mapped = _map_json(expanded if expanded is not None else parsed, plan, policy)
     if expanded is not None and plan.endpoint == RESPONSES and parsed.get("store") is not False:
         mapped = replace(mapped, rewrites=tuple(dict.fromkeys((*mapped.rewrites,
@@ -375,7 +419,8 @@ def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
         "resolution": resolution, "upstream_model": resolution.upstream,
         "original_model": mapped.requested or resolution.requested}
     return plan.evolve(facts=mapped.facts, stream=parsed.get("stream") is True,
-                       app_store=app_store, body=new_body, capture=capture, notes=notes,
+                       app_store=app_store, body=new_body, capture=capture,
+                       notes=(*notes, *mapped.notes),
                        rewrites=(*plan.rewrites, *mapped.rewrites), **models)
 
 
@@ -434,7 +479,8 @@ def _observe(plan: Plan, body: ParsedBody, policy: Policy) -> Plan:
                        notes=(*plan.notes, note), mirror_skip=refused_copy)
     stream = body.json_object().get("stream") is True
     would = ("host", "key", *mapped.rewrites)
-    plan = plan.evolve(stream=stream, notes=(*plan.notes, "would rewrite: " + ",".join(would)))
+    plan = plan.evolve(stream=stream, notes=(*plan.notes, "would rewrite: " + ",".join(would),
+                                             *mapped.notes))
     if mapped.resolution is not None:
         upstream = mapped.body.get("model")
         plan = plan.evolve(original_model=mapped.requested,

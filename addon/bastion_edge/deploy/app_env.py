@@ -14,6 +14,7 @@ def app_environment(proxy_url: str, bundle: Path, proxy_ca: Path) -> dict[str, s
         "NO_PROXY": "localhost,127.0.0.1,::1",
         "SSL_CERT_FILE": str(bundle),
         "REQUESTS_CA_BUNDLE": str(bundle),
+        "CURL_CA_BUNDLE": str(bundle),  # curl prefers it over SSL_CERT_FILE when set
         "NODE_EXTRA_CA_CERTS": str(proxy_ca),
         "NODE_USE_ENV_PROXY": "1",
     }

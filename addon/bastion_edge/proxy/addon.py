@@ -47,11 +47,12 @@ from bastion_edge.core.planner import (
     history_wanted,
     plan_body,
     plan_head,
+    references_wanted,
     refused,
 )
 from bastion_edge.core.reply_model import restore_model
 from bastion_edge.core.request import ParsedBody, RequestHead
-from bastion_edge.core.responses import History
+from bastion_edge.core.responses import History, Item
 from bastion_edge.core.routing import HostKind, bastion_target
 from bastion_edge.deploy.tls_bundles import upstream_bundle
 from bastion_edge.errors import SERVER_ERROR, ApiError
@@ -361,7 +362,7 @@ class BastionEdge:
             except ApiError as e:
                 self._refuse(exchange, e)
                 previous = None
-            if previous is not None:
+            if previous is not None or references_wanted(plan, body, None):
                 return self._expand_and_plan(flow, exchange, body, previous)
             self._plan_body(flow, exchange, body)
         elif not exchange.streamed_request:
@@ -378,10 +379,11 @@ class BastionEdge:
         return ParsedBody(raw)
 
     def _plan_body(self, flow: http.HTTPFlow, exchange: Exchange, body: ParsedBody,
-                   history: History | None = None) -> None:
+                   history: History | None = None,
+                   referenced: dict[str, Item] | None = None) -> None:
         try:
             plan = plan_body(exchange.plan, body, self.policy, self.environ, history,
-                             self.key_files)
+                             self.key_files, referenced)
         except Exception as e:
             log.exception("bastion-edge: request rewrite failed")
             plan = refused(exchange.plan, _internal_error(e))
@@ -394,17 +396,22 @@ class BastionEdge:
             replace_body(flow.request, plan.body, plan.facts.headers)
 
     async def _expand_and_plan(self, flow: http.HTTPFlow, exchange: Exchange,
-                               body: ParsedBody, previous: str) -> None:
+                               body: ParsedBody, previous: str | None) -> None:
+        """Responses state first (the conversation, the referenced items), then the plan."""
         plan = exchange.plan
         try:
-            history = await self.responses.history(plan.partition, previous)
+            history = await self.responses.history(plan.partition, previous) \
+                if previous is not None else None
+            wanted = references_wanted(plan, body, history)
+            referenced = await self.responses.items(plan.partition, wanted) \
+                if wanted else None
         except ApiError as e:
             self._refuse_store(exchange, e)
         except StoreError as e:
             log.error("bastion-edge: response store failed: %s", e)
             self._refuse_store(exchange, STORE_UNAVAILABLE)
         else:
-            self._plan_body(flow, exchange, body, history)
+            self._plan_body(flow, exchange, body, history, referenced)
         self._send_or_answer(flow, exchange)
 
     async def _answer_from_store(self, flow: http.HTTPFlow, exchange: Exchange) -> None:

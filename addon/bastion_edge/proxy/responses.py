@@ -41,6 +41,7 @@ from bastion_edge.state.capture import (
 )
 from bastion_edge.state.chain import ChainBroken, conversation
 from bastion_edge.state.crypto import BodyCipher, CipherError
+from bastion_edge.state.item_refs import stored_items
 from bastion_edge.state.metrics import StateMetrics
 from bastion_edge.state.records import StoredResponse
 from bastion_edge.state.store import (
@@ -202,6 +203,11 @@ class ResponsesKeeper:
         self.metrics.expanded.inc()
         self.metrics.expanded_items.observe(len(items))
         return History((*head.ancestors, head.id), items)
+
+    async def items(self, partition: str, item_ids: list[str]) -> dict[str, Item]:
+        """The stored items these ids name, within the partition (missing ones left out)."""
+        store = self._require_store()
+        return await self._timed("items", stored_items(store, partition, item_ids))
 
     async def answer(self, plan: Plan, query: str) -> Item:
         """The JSON answer to a store action (retrieve, delete, input items)."""

@@ -168,11 +168,12 @@ def proxy_env(
 
 
 def start_proxy(
-    tmp: Path, env: dict[str, str], rules: Path, extra: list[str] | None = None
+    tmp: Path, env: dict[str, str], rules: Path, extra: list[str] | None = None,
+    port: int | None = None, confdir: Path | None = None,
 ) -> Proxy:
     tmp.mkdir(parents=True, exist_ok=True)
-    port, metrics_port = free_port(), free_port()
-    confdir = tmp / "confdir"
+    port, metrics_port = port or free_port(), free_port()
+    confdir = confdir or tmp / "confdir"
     access_log = tmp / "access.log"
     process = start(
         [BASTION_EDGE, "run", "--listen-port", str(port), "--metrics-port", str(metrics_port),

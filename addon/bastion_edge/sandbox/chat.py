@@ -21,6 +21,8 @@ from bastion_edge.sandbox.models import ModelKind, require_model
 from bastion_edge.sandbox.replies import json_response, new_id
 from bastion_edge.sandbox.sse import DONE, SseStream, data_event
 from bastion_edge.sandbox.state import json_body
+from bastion_edge.sandbox.strict import check_reasoning_fields
+from bastion_edge.sandbox.structured import chat_structured_text
 
 PATH = "/v1/chat/completions"
 
@@ -71,7 +73,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             "'messages' must be a non-empty array.", "missing_required_parameter", "messages"
         )
     prompt_tokens = check_prompt(model, messages, "messages")
+    check_reasoning_fields(body, model.id)
     text, call = _reply_for(model.id, messages, body.get("tools"))
+    if call is None:
+        text = chat_structured_text(body.get("response_format")) or text
     base = {
         "id": new_id("chatcmpl-"),
         "created": int(time.time()),

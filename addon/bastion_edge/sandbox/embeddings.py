@@ -22,6 +22,7 @@ from bastion_edge.sandbox.content import estimate_tokens
 from bastion_edge.sandbox.models import ModelKind, require_model
 from bastion_edge.sandbox.replies import json_response
 from bastion_edge.sandbox.state import json_body
+from bastion_edge.sandbox.strict import check_text_embedding_input
 
 PATH = "/v1/embeddings"
 MAX_INPUTS = 2048
@@ -44,18 +45,15 @@ def _float32_le(vector: array[float]) -> bytes:
 
 
 def _inputs(value: object) -> list[str]:
-    """The inputs as texts (token arrays become their digits)."""
+    """The inputs as texts (token ids are refused: Bastion's tokenizers are not OpenAI's)."""
+    check_text_embedding_input(value)
     if isinstance(value, str):
         items: list[str] = [value]
-    elif isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-        items = [" ".join(map(str, value))]
     elif isinstance(value, list) and value:
         items = []
         for item in value:
             if isinstance(item, str):
                 items.append(item)
-            elif isinstance(item, list) and item and all(isinstance(v, int) for v in item):
-                items.append(" ".join(map(str, item)))
             else:
                 raise bad_request("'$.input' is invalid.", "invalid_value", "input")
     else:

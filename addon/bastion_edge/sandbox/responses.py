@@ -27,6 +27,8 @@ from bastion_edge.sandbox.models import PERSONA, BastionModel, ModelKind, requir
 from bastion_edge.sandbox.replies import json_response, new_id
 from bastion_edge.sandbox.sse import SseStream, named_event
 from bastion_edge.sandbox.state import json_body
+from bastion_edge.sandbox.strict import check_no_item_references, check_reasoning_fields
+from bastion_edge.sandbox.structured import responses_structured_text
 
 PATH = "/v1/responses"
 
@@ -115,6 +117,8 @@ def validate(body: dict[str, Any]) -> tuple[BastionModel, int]:
     model = require_model(body.get("model"), ModelKind.CHAT, PATH)
     if "input" not in body:
         raise bad_request("'input' is required.", "missing_required_parameter", "input")
+    check_no_item_references(body.get("input"))
+    check_reasoning_fields(body, model.id)
     tokens = check_prompt(model, [body.get("instructions"), body.get("input")], "input")
     return model, tokens
 
@@ -128,7 +132,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
     if kind == "tool_result":
         reply = tool_result_text(model.id, text)
     else:
-        reply = echo_text(model.id, _last_user_text(input_value))
+        reply = responses_structured_text(body.get("text")) or echo_text(
+            model.id, _last_user_text(input_value))
     pieces = stream_pieces(call.arguments if call else reply)
     item_id = new_id("fc_" if call else "msg_")
     if call:

@@ -71,3 +71,13 @@ def record_from(partition: str, response_id: str, meta: RecordMeta, body: bytes)
         previous_response_id=meta.previous_response_id, ancestors=meta.ancestors,
         input_items=tuple(data["input_items"]), input_item_ids=tuple(data["input_item_ids"]),
         response=data["response"])
+
+
+def item_ids_of(record: StoredResponse) -> tuple[str, ...]:
+    """The ids an `item_reference` can name in this record: the app's own input items
+    (references themselves excluded: they hold no content) and the output items."""
+    ids = [item_id for item, item_id in zip(record.input_items, record.input_item_ids,
+                                            strict=False)
+           if item.get("type") != "item_reference"]
+    ids += [item["id"] for item in record.output_items if isinstance(item.get("id"), str)]
+    return tuple(dict.fromkeys(ids))

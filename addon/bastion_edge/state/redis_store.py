@@ -4,6 +4,8 @@
                                     body: JSON or a Fernet token}, PEXPIRE ttl
   <prefix>touched             sorted set of "<partition>:<id>" by last write/touch,
                               for the size cap (oldest popped first)
+  <prefix>i:<partition>:<item> the id of the response holding that input/output item
+                              (for `item_reference`), PEXPIRE ttl like its record
 
 A write is one MULTI/EXEC pipeline (record, expiry, index, touched ancestors), so
 replicas sharing the server never see half a record.
@@ -20,7 +22,14 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from bastion_edge.state.crypto import BodyCipher, CipherError
-from bastion_edge.state.records import RecordMeta, StoredResponse, body_of, meta_of, record_from
+from bastion_edge.state.records import (
+    RecordMeta,
+    StoredResponse,
+    body_of,
+    item_ids_of,
+    meta_of,
+    record_from,
+)
 from bastion_edge.state.store import Retention, StoreError
 
 PREFIX = "bastion-edge:responses:"
@@ -52,6 +61,9 @@ class RedisStore:
     def _key(self, partition: str, response_id: str) -> str:
         return f"{self._prefix}r:{partition}:{response_id}"
 
+    def _item_key(self, partition: str, item_id: str) -> str:
+        return f"{self._prefix}i:{partition}:{item_id}"
+
     async def ping(self) -> None:
         try:
             await self._redis.ping()
@@ -69,6 +81,8 @@ class RedisStore:
                 pipe.delete(key)
                 pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
                 pipe.zadd(self._index, {f"{record.partition}:{record.id}": now})
+                for item_id in item_ids_of(record):
+                    pipe.set(self._item_key(record.partition, item_id), record.id, px=ttl_ms)
                 for ancestor in record.ancestors:
                     pipe.zadd(self._index, {f"{record.partition}:{ancestor}": now}, xx=True)
                 if ttl_ms is not None:
@@ -114,6 +128,19 @@ class RedisStore:
             return found
         except (RedisError, OSError, CipherError, ValueError, KeyError) as e:
             raise StoreError(f"{self.location}: {e}") from e
+
+    async def responses_holding(
+        self, partition: str, item_ids: Sequence[str]
+    ) -> dict[str, str]:
+        ids = list(dict.fromkeys(item_ids))
+        if not ids:
+            return {}
+        try:
+            values = await self._redis.mget([self._item_key(partition, i) for i in ids])
+        except (RedisError, OSError) as e:
+            raise StoreError(f"{self.location}: {e}") from e
+        return {item_id: value.decode() if isinstance(value, bytes) else str(value)
+                for item_id, value in zip(ids, values, strict=True) if value is not None}
 
     async def delete(self, partition: str, response_id: str) -> bool:
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bastion_edge.state.crypto import BodyCipher, CipherError
-from bastion_edge.state.records import RecordMeta, StoredResponse, body_of, record_from
+from bastion_edge.state.records import RecordMeta, StoredResponse, body_of, item_ids_of, record_from
 from bastion_edge.state.store import Retention, StoreError
 
 T = TypeVar("T")
@@ -45,6 +45,15 @@ CREATE TRIGGER IF NOT EXISTS responses_counted_in AFTER INSERT ON responses
     BEGIN UPDATE counters SET value = value + 1 WHERE name = 'responses'; END;
 CREATE TRIGGER IF NOT EXISTS responses_counted_out AFTER DELETE ON responses
     BEGIN UPDATE counters SET value = value - 1 WHERE name = 'responses'; END;
+CREATE TABLE IF NOT EXISTS items (
+    partition TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    response_id TEXT NOT NULL,
+    PRIMARY KEY (partition, item_id)
+);
+CREATE INDEX IF NOT EXISTS items_response ON items (partition, response_id);
+CREATE TRIGGER IF NOT EXISTS responses_items_out AFTER DELETE ON responses
+    BEGIN DELETE FROM items WHERE partition = old.partition AND response_id = old.id; END;
 """
 _COLUMNS = "id, created_at, previous_response_id, ancestors, body"
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
@@ -116,6 +125,9 @@ class SqliteStore:
                         " expires_at IS NULL OR ? IS NULL THEN ? ELSE MAX(expires_at, ?) END"
                         f" WHERE partition = ? AND id IN ({marks})",
                         (now, expires, expires, expires, record.partition, *batch))
+                db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?)",
+                               [(record.partition, item_id, record.id)
+                                for item_id in item_ids_of(record)])
                 evicted = self._evict(db, retention.max_responses)
                 db.execute("COMMIT")
             except BaseException:
@@ -173,6 +185,21 @@ class SqliteStore:
                 for rid, created, previous, ancestors, sealed in rows:
                     meta = RecordMeta(created, previous, tuple(json.loads(ancestors)))
                     found[rid] = record_from(partition, rid, meta, self._cipher.open(sealed))
+            return found
+
+        return await self._run(work)
+
+    async def responses_holding(
+        self, partition: str, item_ids: Sequence[str]
+    ) -> dict[str, str]:
+        def work(db: sqlite3.Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
+            for batch in _batches(tuple(dict.fromkeys(item_ids))):
+                marks = ",".join("?" * len(batch))
+                found.update(db.execute(
+                    f"SELECT item_id, response_id FROM items"
+                    f" WHERE partition = ? AND item_id IN ({marks})",
+                    (partition, *batch)).fetchall())
             return found
 
         return await self._run(work)

@@ -53,6 +53,13 @@ class ResponseStore(Protocol):
         """The records found (missing and expired ids are left out)."""
         ...
 
+    async def responses_holding(
+        self, partition: str, item_ids: Sequence[str]
+    ) -> dict[str, str]:
+        """item id -> id of the stored response that holds it (input or output item), for
+        the ids found; the response itself may since have expired (`get_many` tells)."""
+        ...
+
     async def delete(self, partition: str, response_id: str) -> bool: ...
 
     async def purge_expired(self) -> int:

@@ -1,0 +1,72 @@
+"""`bastion-edge try`: the sandbox and the proxy wired together, for a first look.
+
+Two children (`bastion-edge sandbox`, `bastion-edge run` pointed at it with the
+sandbox's CA and a sandbox key), the env lines an app needs printed to paste, then
+wait until SIGINT/SIGTERM and stop both (exit 0). Either child dying early is exit 1
+with its log.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from bastion_edge.rehearsal.localrun import Process, proxy_env, start_proxy, start_sandbox
+
+READY_MARK = "# bastion-edge try: ready"
+
+
+def run_try(rules: Path, confdir: Path, listen_port: int) -> int:
+    if not rules.is_file():
+        print(f"bastion-edge try: no rules file at {rules} (give --rules, or run it where "
+              "rules.yaml is)")
+        return 1
+    logs = confdir / "try"
+    logs.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    children: dict[str, Process] = {}
+    try:
+        try:
+            sandbox = start_sandbox(logs, tls_dir=confdir / "sandbox")
+            children["sandbox"] = sandbox.process
+            proxy = start_proxy(logs, proxy_env(sandbox), rules.resolve(), port=listen_port,
+                                confdir=confdir)
+            children["proxy"] = proxy.process
+        except (RuntimeError, TimeoutError) as e:  # a child did not come up
+            print(f"bastion-edge try: {e}")
+            return 1
+        _print_recipe(sandbox.base_url, proxy.url, proxy.env_lines, rules, confdir, logs)
+        while not stop.wait(0.5):
+            for name, child in children.items():
+                if child.popen.poll() is not None:
+                    print(f"bastion-edge try: the {name} exited:\n{child.log()}")
+                    return 1
+        return 0
+    finally:
+        for child in reversed(children.values()):
+            child.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _print_recipe(sandbox_url: str, proxy_url: str, env_lines: dict[str, str], rules: Path,
+                  confdir: Path, logs: Path) -> None:
+    print(f"sandbox (a local stand-in for Bastion): {sandbox_url}")
+    print(f"bastion-edge proxy: {proxy_url}   rules: {rules}   logs: {logs}")
+    print("Paste into the app's shell (or: eval \"$(bastion-edge env "
+          f"--confdir {shlex.quote(str(confdir))})\"):\n")
+    for name, value in env_lines.items():
+        print(f"export {name}={shlex.quote(value)}")
+    print("\nthen, for example:\n  curl https://api.openai.com/v1/chat/completions "
+          "-H 'Authorization: Bearer sk-any' -H 'content-type: application/json' \\\n"
+          "    -d '{\"model\": \"gpt-4o\", \"messages\": [{\"role\": \"user\", "
+          "\"content\": \"hi\"}]}'")
+    print(f"\nCtrl-C stops both.\n{READY_MARK}", flush=True)
