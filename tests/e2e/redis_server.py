@@ -16,7 +16,7 @@ from harness import free_port, wait_until
 def running_redis(workdir: Path) -> Iterator[str]:
     """Yields the server's redis:// URL; no persistence; stopped on exit."""
     server = shutil.which("redis-server")
-    assert server, "redis-server is missing: apt-get install redis-server (.ci/run does)"
+    assert server, "redis-server is missing: apt-get install redis-server (`make test` installs it)"
     port = free_port()
     process = subprocess.Popen(
         [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
