@@ -138,12 +138,21 @@ def _wait_for(logs: list[Path], count: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(proxy: Proxy, sandbox: Sandbox, openai_standin: Sandbox,
+def rewrite_proxy(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[Proxy]:
+    """A default-config proxy of its own: the report reads its whole access log."""
+    running = start_proxy(tmp_path_factory.mktemp("rewrite"), proxy_env(sandbox))
+    yield running
+    assert running.process.stop() == 0, running.process.log()
+
+
+@pytest.fixture(scope="module")
+def run(rewrite_proxy: Proxy, sandbox: Sandbox, openai_standin: Sandbox,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """One access log from three real proxies: rewrite, split 50/50 and mirror mode."""
     logs: list[Path] = []
-    expected = _rewrite_traffic(proxy)
-    logs.append(proxy.access_log)
+    expected = _rewrite_traffic(rewrite_proxy)
+    logs.append(rewrite_proxy.access_log)
     for mode, traffic in (("  mode: split\n  split_percent: 50\n  sticky_by: conversation\n",
                            _split_traffic),
                           ("  mode: mirror\n", _mirror_traffic)):
