@@ -162,10 +162,10 @@ def test_other_flows_keep_flowing_while_audio_transcodes(
 
 
 @pytest.fixture(scope="module")
-def pcm_riva(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def pcm_riva(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     """A Bastion whose Riva answers raw PCM (no header) instead of WAV."""
     tmp = tmp_path_factory.mktemp("pcm")
-    box = start_sandbox(tmp, ["--riva-audio", "pcm"])
+    box = start_sandbox(tmp, ["--riva-audio", "pcm"], tls_dir=sandbox.tls_dir)
     running = start_proxy(tmp / "proxy", proxy_env(box))
     yield running
     running.process.stop()
