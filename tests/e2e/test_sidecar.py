@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 import yaml
-from harness import REPO, Sandbox, free_port, proxy_env, start, wait_until
+from harness import REPO, Sandbox, free_port, proxy_env, seed_ca, start, wait_until
 
 from bastion_edge.sidecar import ENV_VARS, EXPORTED_BUNDLE, EXPORTED_CA, EXPORTED_ENV
 
@@ -28,6 +28,7 @@ EXAMPLES = REPO / "sidecar" / "examples"
 def sidecar(sandbox: Sandbox, tmp_path: Path) -> Any:
     port, metrics_port = free_port(), free_port()
     shared = tmp_path / "shared"
+    seed_ca(tmp_path / "data")  # the session's CA: generating one is tested in test_cli
     env = proxy_env(sandbox, BASTION_LISTEN_HOST="127.0.0.1", BASTION_LISTEN_PORT=str(port),
                     BASTION_METRICS_HOST="127.0.0.1", BASTION_METRICS_PORT=str(metrics_port),
                     BASTION_RULES=str(REPO / "rules.yaml"), BASTION_CONFDIR=str(tmp_path / "data"),
