@@ -71,7 +71,7 @@ def test_sigterm_lets_in_flight_requests_finish(sidecar: Any, sandbox: Sandbox) 
                               json={"model": "gpt-4o", "messages": [{"role": "user",
                                                                      "content": marker}]},
                               headers={"authorization": "Bearer sk-app",
-                                       "x-sandbox-fault": "delay-ms=3000"}, timeout=30)
+                                       "x-sandbox-fault": "delay-ms=2000"}, timeout=30)
             result["status"] = reply.status_code
 
     def upstream_holds_it() -> bool:
