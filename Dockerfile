@@ -1,13 +1,13 @@
 # bastion-edge sidecar image. Built with the same `make install` the tests use.
 FROM python:3.12-slim
 
+WORKDIR /app
 # iptables: the same image serves as the transparent-mode init container
 # (`bastion-edge redirect install`, see "Transparent interception" in the README).
-RUN apt-get update \
- && apt-get install -y --no-install-recommends make iptables \
- && rm -rf /var/lib/apt/lists/*
+# Installed by the same script `make test` runs (its `image` list: make, iptables).
+COPY scripts/system-deps ./scripts/
+RUN scripts/system-deps image && rm -rf /var/lib/apt/lists/*
 
-WORKDIR /app
 COPY pyproject.toml README.md Makefile rules.yaml ./
 COPY addon ./addon
 COPY sidecar ./sidecar

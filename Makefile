@@ -16,7 +16,7 @@ done; exit 1
 endef
 export FIND_PYTHON
 
-.PHONY: install install-test test lint demo bench clean node-deps
+.PHONY: install install-test test lint demo bench clean node-deps system-deps
 
 # Node side (sidecar/node): undici for the NODE_OPTIONS preload `bastion-edge env` prints,
 # and the official openai SDK for the end-to-end tests. Pinned by package-lock.json.
@@ -44,7 +44,12 @@ install: $(BIN)/python node-deps
 install-test: $(BIN)/python node-deps
 	$(BIN)/pip install --quiet -e ".[test]"
 
-test: install-test
+# What the suite needs outside .venv (redis-server, iptables, iproute2, chromium, curl,
+# Node.js): installed when missing and run as root, else one line naming what to install.
+system-deps:
+	@scripts/system-deps test
+
+test: system-deps install-test
 	$(BIN)/ruff check addon tests bench sidecar
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

@@ -10,7 +10,6 @@ bastion-edge answered:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 # OpenAI's `type` values, by HTTP status class.
 INVALID_REQUEST = "invalid_request_error"
@@ -21,15 +20,25 @@ SERVER_ERROR = "server_error"
 JSON_CONTENT_TYPE = "application/json"
 
 
-@dataclass(frozen=True, slots=True)
 class ApiError(Exception):
-    """An error answered to the app as an OpenAI envelope."""
+    """An error answered to the app as an OpenAI envelope.
 
-    status: int
-    message: str
-    code: str
-    type: str = INVALID_REQUEST
-    param: str | None = None
+    A plain exception (not a frozen dataclass): Python sets `__traceback__` and
+    `__context__` on it whenever it is raised, which a frozen slots class refuses.
+    """
+
+    def __init__(self, status: int, message: str, code: str, type: str = INVALID_REQUEST,
+                 param: str | None = None) -> None:
+        super().__init__(status, message, code, type, param)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.type = type
+        self.param = param
+
+    def __repr__(self) -> str:
+        return (f"ApiError(status={self.status!r}, message={self.message!r}, "
+                f"code={self.code!r}, type={self.type!r}, param={self.param!r})")
 
     def envelope(self) -> dict[str, dict[str, str | None]]:
         return {

@@ -1,4 +1,4 @@
-"""Fixtures: one sandbox per session, one main proxy per module, apps via env only."""
+"""Fixtures: one sandbox and one default-config proxy per session, apps via env only."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     box.process.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def proxy(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     running = start_proxy(tmp_path_factory.mktemp("proxy"), proxy_env(sandbox))
     yield running

@@ -62,7 +62,7 @@ def test_observe_forwards_unchanged_and_records_what_would_change(
         proxy.process.stop()
 
 
-def test_split_is_sticky_per_app_and_proportional(
+def test_split_is_sticky_per_app_and_reaches_both_providers(
     tmp_path: Path, sandbox: Sandbox, openai_standin: Sandbox
 ) -> None:
     proxy = cutover_proxy(tmp_path, sandbox, openai_standin,
@@ -77,10 +77,12 @@ def test_split_is_sticky_per_app_and_proportional(
                 assert reply.status_code == 200, reply.text
                 return "bastion" if reply.json()["model"] == "gpt-oss-120b" else "openai"
 
-            to_bastion = sum(provider(f"sk-app-{i}") == "bastion" for i in range(1000))
-            assert 250 <= to_bastion <= 350, to_bastion
+            # Wiring only: the 30 % proportion is pinned over 10,000 keys in
+            # tests/unit/test_cutover_core.py::test_split_bucket_is_stable_and_uniform.
+            chosen = {provider(f"sk-app-{i}") for i in range(40)}
+            assert chosen == {"bastion", "openai"}, chosen
             for i in (1, 2, 3):
-                assert len({provider(f"sk-app-{i}") for _ in range(10)}) == 1
+                assert len({provider(f"sk-app-{i}") for _ in range(5)}) == 1
     finally:
         proxy.process.stop()
 
@@ -94,7 +96,7 @@ def test_split_by_conversation_never_hops_providers(
     try:
         with httpx.Client(proxy=env["HTTPS_PROXY"], verify=env["SSL_CERT_FILE"]) as http:
             seen: list[set[str]] = []
-            for conversation in range(40):
+            for conversation in range(16):
                 history = [{"role": "user", "content": f"conversation {conversation}"}]
                 providers = set()
                 for turn in range(3):

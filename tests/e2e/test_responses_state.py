@@ -9,7 +9,6 @@ import json
 import sqlite3
 import ssl
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -274,10 +273,21 @@ def test_ttl_expiry(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path:
     try:
         client = make_client(monkeypatch, proxy)
         first = client.responses.create(model="gpt-4o", input="short-lived")
-        assert client.responses.retrieve(first.id).id == first.id
-        time.sleep(1.2)
-        with pytest.raises(openai.NotFoundError):
-            client.responses.retrieve(first.id)
+        # Stored with the rules' TTL (the store's expiry itself runs on a fake clock in
+        # tests/unit/test_responses_stores.py); the purge runs only every 60 s.
+        with sqlite3.connect(proxy.confdir / "responses.sqlite3") as db:
+            (lifetime,) = db.execute("SELECT expires_at - touched_at FROM responses WHERE id = ?",
+                                     (first.id,)).fetchone()
+        assert lifetime == pytest.approx(1.0)
+
+        def expired() -> bool:
+            try:
+                client.responses.retrieve(first.id)
+            except openai.NotFoundError:
+                return True
+            return False
+
+        wait_until(expired, what="the response to expire")
         with pytest.raises(openai.NotFoundError):
             client.responses.create(model="gpt-4o", input="x", previous_response_id=first.id)
     finally:

@@ -9,7 +9,7 @@ import re
 import signal
 import sys
 import threading
-import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 import yaml
-from harness import REPO, Sandbox, free_port, proxy_env, start, wait_until
+from harness import REPO, Sandbox, free_port, proxy_env, seed_ca, start, wait_until
 
 from bastion_edge.deploy.sidecar import ENV_VARS, EXPORTED_BUNDLE, EXPORTED_CA, EXPORTED_ENV
 
@@ -28,6 +28,7 @@ EXAMPLES = REPO / "sidecar" / "examples"
 def sidecar(sandbox: Sandbox, tmp_path: Path) -> Any:
     port, metrics_port = free_port(), free_port()
     shared = tmp_path / "shared"
+    seed_ca(tmp_path / "data")  # the session's CA: generating one is tested in test_cli
     env = proxy_env(sandbox, BASTION_LISTEN_HOST="127.0.0.1", BASTION_LISTEN_PORT=str(port),
                     BASTION_METRICS_HOST="127.0.0.1", BASTION_METRICS_PORT=str(metrics_port),
                     BASTION_RULES=str(REPO / "rules.yaml"), BASTION_CONFDIR=str(tmp_path / "data"),
@@ -58,27 +59,32 @@ def test_entrypoint_exports_ca_and_env_an_sdk_can_use(
     assert reply.model == "gpt-oss-120b"
 
 
-def test_sigterm_lets_in_flight_requests_finish(sidecar: Any) -> None:
+def test_sigterm_lets_in_flight_requests_finish(sidecar: Any, sandbox: Sandbox) -> None:
     process, shared, readyz = sidecar
     env = dict(line.split("=", 1) for line in (shared / EXPORTED_ENV).read_text().splitlines())
     result: dict[str, Any] = {}
+    marker = f"slow-{uuid.uuid4().hex}"
 
     def slow_request() -> None:
         with httpx.Client(proxy=env["HTTPS_PROXY"], verify=env["SSL_CERT_FILE"]) as http:
             reply = http.post("https://api.openai.com/v1/chat/completions",
                               json={"model": "gpt-4o", "messages": [{"role": "user",
-                                                                     "content": "slow"}]},
+                                                                     "content": marker}]},
                               headers={"authorization": "Bearer sk-app",
-                                       "x-sandbox-fault": "delay-ms=1500"}, timeout=20)
+                                       "x-sandbox-fault": "delay-ms=2000"}, timeout=30)
             result["status"] = reply.status_code
+
+    def upstream_holds_it() -> bool:
+        return any(marker in (e["body"] or "") and e["status"] is None
+                   for e in sandbox.journal())
 
     thread = threading.Thread(target=slow_request)
     thread.start()
-    time.sleep(0.4)
+    wait_until(upstream_holds_it, what="the slow request to reach the sandbox")
     process.popen.send_signal(signal.SIGTERM)
     assert thread.is_alive()  # the signal arrived while the request was upstream
-    wait_until(lambda: httpx.get(readyz).status_code == 503, timeout=2, what="not ready")
-    thread.join(15)
+    wait_until(lambda: httpx.get(readyz).status_code == 503, what="not ready")
+    thread.join(30)
     assert result.get("status") == 200  # finished during the grace period
     assert process.popen.wait(15) == 0
 

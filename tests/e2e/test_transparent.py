@@ -173,7 +173,7 @@ def require_root_and_tools() -> None:
                if shutil.which(t) is None]
     if missing:
         pytest.fail(f"missing {', '.join(missing)}: apt-get install iproute2 iptables "
-                    "util-linux curl (.ci/run installs them)")
+                    "util-linux curl (`make test` installs them)")
 
 
 def remove_stale_namespaces() -> None:
@@ -188,9 +188,9 @@ def remove_stale_namespaces() -> None:
 
 def require_node() -> None:
     if shutil.which("node") is None:
-        pytest.skip("Node.js is not installed")
+        pytest.fail("Node.js is missing: `make test` installs it (scripts/system-deps)")
     if not (NODE_DIR / "node_modules" / "openai" / "package.json").is_file():
-        pytest.fail(f"{NODE_DIR}/node_modules is missing: run `make install-test`")
+        pytest.fail(f"{NODE_DIR}/node_modules is missing: run `make test`")
 
 
 def node_app(folder: Path, source: str = NODE_APP) -> Path:

@@ -4,12 +4,10 @@ cutover, configuration and hot reload)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import gzip
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,16 +27,6 @@ from bastion_edge.state.sqlite_store import SqliteStore
 SHIPPED_RULES = (Path(__file__).resolve().parents[2] / "rules.yaml").read_text()
 ENV = {"QUBITTRON_API_KEY": "bk-test", "BASTION_BASE_URL": "https://127.0.0.1:9443/v1"}
 APP_KEY = "sk-app-hooks-test"
-
-
-def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test in its own loop (the hooks need a running loop)."""
-
-    @functools.wraps(test)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return wrapper
 
 
 @contextlib.asynccontextmanager
@@ -122,7 +110,6 @@ def sent_json(flow: http.HTTPFlow) -> dict[str, Any]:
     return body
 
 
-@run_async
 async def test_buffered_reply_with_original_model_is_stored_as_the_app_saw_it(
     tmp_path: Path
 ) -> None:
@@ -141,7 +128,6 @@ async def test_buffered_reply_with_original_model_is_stored_as_the_app_saw_it(
         assert exchange_of(get).notes == ["answered from the response store"]
 
 
-@run_async
 async def test_sse_rewriting_and_capture_compose_bytes_for_bytes(tmp_path: Path) -> None:
     rules = SHIPPED_RULES.replace("reply_model: upstream", "reply_model: original")
     async with addons(tmp_path, rules) as (edge, state):
@@ -163,7 +149,6 @@ async def test_sse_rewriting_and_capture_compose_bytes_for_bytes(tmp_path: Path)
         assert exchange_of(chained).notes == ["expanded previous_response_id: 2 items"]
 
 
-@run_async
 async def test_compressed_json_reply_is_stored_and_passed_on_compressed(tmp_path: Path) -> None:
     async with addons(tmp_path) as (edge, state):
         flow = app_flow("/v1/responses", {"model": "gpt-4o", "input": "hi"})
@@ -176,7 +161,6 @@ async def test_compressed_json_reply_is_stored_and_passed_on_compressed(tmp_path
         assert stored is not None and stored.output_items[0]["content"][0]["text"] == "zipped"
 
 
-@run_async
 async def test_store_false_upstream_error_and_foreign_key_leave_nothing(tmp_path: Path) -> None:
     async with addons(tmp_path) as (edge, state):
         private = app_flow("/v1/responses", {"model": "gpt-4o", "input": "x", "store": False})
@@ -206,7 +190,6 @@ def _partition(flow: http.HTTPFlow) -> str:
     return facts.app_key_sha256
 
 
-@run_async
 async def test_cutover_to_openai_leaves_previous_response_id_to_openai(tmp_path: Path) -> None:
     async with addons(tmp_path, SHIPPED_RULES + "\ncutover: {mode: observe}\n") as (edge, state):
         flow = app_flow("/v1/responses", {"model": "gpt-4o", "input": "x",
@@ -219,7 +202,6 @@ async def test_cutover_to_openai_leaves_previous_response_id_to_openai(tmp_path:
         assert get.response is None and get.request.host != "127.0.0.1"
 
 
-@run_async
 async def test_unknown_previous_id_refused_before_upstream(tmp_path: Path) -> None:
     async with addons(tmp_path) as (edge, state):
         flow = app_flow("/v1/responses", {"model": "gpt-4o", "input": "x",
@@ -232,7 +214,6 @@ async def test_unknown_previous_id_refused_before_upstream(tmp_path: Path) -> No
         assert flow.response is not None and flow.response.status_code == 400
 
 
-@run_async
 async def test_hot_reloaded_retention_and_store(tmp_path: Path) -> None:
     async with addons(tmp_path) as (edge, state):
         first = state.store
@@ -252,7 +233,6 @@ async def test_hot_reloaded_retention_and_store(tmp_path: Path) -> None:
         assert isinstance(state.store, SqliteStore) and state.store.path == other
 
 
-@run_async
 async def test_missing_encryption_key_fails_configuration(tmp_path: Path) -> None:
     rules = SHIPPED_RULES.replace("  # encryption_key_env: BASTION_RESPONSES_KEY",
                           "  encryption_key_env: BASTION_RESPONSES_KEY")

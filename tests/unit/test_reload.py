@@ -186,12 +186,10 @@ def test_watcher_task_polls_until_stopped(tmp_path: Path) -> None:
         watcher = rec.watcher(path, GOOD_A)
         watcher.start()
         path.write_bytes(b"models: {gpt-4o: from-task}\n")
-        for _ in range(200):
+        while not rec.loaded:  # bounded by the wait_for below
             await asyncio.sleep(0.01)
-            if rec.loaded:
-                break
         await watcher.stop()
         assert watcher._task is None
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 30))
     assert rec.targets() == ["from-task"]

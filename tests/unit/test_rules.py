@@ -314,3 +314,28 @@ def test_shipped_rules_defaults(shipped: tuple[Rules, ModelMap]) -> None:
     assert rules.key_env == "QUBITTRON_API_KEY"
     assert rules.unmapped_models == "reject"
     assert rules.source == str(SHIPPED_RULES)
+
+
+@pytest.mark.parametrize(
+    ("text", "location", "line"),
+    [
+        ("cutover:\n  mode: mirror\n  mirror_max_in_flight: 0.5\n",
+         "cutover.mirror_max_in_flight", 3),
+        ("cutover:\n  mirror_max_in_flight: 2.0\n", "cutover.mirror_max_in_flight", 2),
+        ("tts:\n  sample_rate_hz: 22050.5\n", "tts.sample_rate_hz", 2),
+        ("tts:\n  sample_rate_hz: '22050'\n", "tts.sample_rate_hz", 2),
+    ],
+)
+def test_integer_fields_refuse_non_integers_with_location(
+    text: str, location: str, line: int
+) -> None:
+    error = _error(text)
+    assert error.location == location
+    assert error.line == line
+    assert "expected a positive integer" in str(error)
+
+
+def test_integer_fields_accept_whole_numbers() -> None:
+    rules = parse_rules("cutover: {mirror_max_in_flight: 3}\ntts: {sample_rate_hz: 16000}\n")
+    assert rules.cutover.mirror_max_in_flight == 3
+    assert rules.tts.sample_rate_hz == 16000

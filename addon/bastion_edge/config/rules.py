@@ -314,6 +314,12 @@ class _Parser:
             raise self.fail(path, "expected a positive number")
         return float(value)
 
+    def positive_integer(self, value: object, path: Path_) -> int:
+        """A whole number >= 1; 0.5 or 2.0 are refused, never truncated."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(path, "expected a positive integer")
+        return value
+
     def choice(self, value: object, path: Path_, options: Sequence[T]) -> T:
         for option in options:
             if value == option:
@@ -575,8 +581,8 @@ class _Parser:
                             self.lines.get((*path, "openai_base_url")))
             cutover = replace(cutover, openai_base_url=url)
         if "mirror_max_in_flight" in section:
-            limit = int(self.number(section["mirror_max_in_flight"],
-                                    (*path, "mirror_max_in_flight")))
+            limit = self.positive_integer(section["mirror_max_in_flight"],
+                                          (*path, "mirror_max_in_flight"))
             cutover = replace(cutover, mirror_max_in_flight=limit)
         if "mirror_streaming" in section:
             if not isinstance(section["mirror_streaming"], bool):
@@ -632,7 +638,7 @@ class _Parser:
             "voices": self.string_map,
             "voice_languages": self.string_map,
             "no_ssml_voices": lambda v, p: frozenset(self.strings(v, p)),
-            "sample_rate_hz": lambda v, p: int(self.number(v, p)),
+            "sample_rate_hz": self.positive_integer,
         }
         parsed = {key: parse(section[key], (*path, key))
                   for key, parse in parsers.items() if key in section}

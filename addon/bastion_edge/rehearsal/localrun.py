@@ -7,6 +7,7 @@ binds 127.0.0.1, each process's output goes to a file, `stop()` sends SIGTERM.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,28 @@ import httpx
 BIN = Path(sys.executable).parent
 BASTION_EDGE = str(BIN / "bastion-edge")
 DEMO_BASTION_KEY = "bastion-sandbox-key"
+_LOG_IDS = count(1)
+
+
+def printed_port(process: Process, pattern: str, what: str) -> int:
+    """The port a child bound to port 0 printed (its first line matching `pattern`)."""
+    found: list[int] = []
+
+    def printed() -> bool:
+        match = re.search(pattern, process.log())
+        if match:
+            found.append(int(match.group(1)))
+            return True
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"{what} exited:\n{process.log()}")
+        return False
+
+    wait_until(printed, what=f"{what} to print its port")
+    return found[0]
 
 
 def free_port() -> int:
+    """A port free right now, for callers that cannot let their child bind port 0."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -108,13 +129,18 @@ class Sandbox:
 def start_sandbox(
     tmp: Path, extra: list[str] | None = None, tls_dir: Path | None = None
 ) -> Sandbox:
-    """A sandbox; pass another sandbox's `tls_dir` to share its CA."""
-    port, http_port = free_port(), free_port()
+    """A sandbox; pass another sandbox's `tls_dir` to share its CA.
+
+    It binds port 0 and the ports it got are read from its banner: no race with other
+    processes for a port picked in advance."""
     tls_dir = tls_dir or tmp / "sandbox-tls"
+    tmp.mkdir(parents=True, exist_ok=True)
+    log_path = tmp / f"sandbox-{os.getpid()}-{next(_LOG_IDS)}.log"
     process = start(
-        [BASTION_EDGE, "sandbox", "--port", str(port), "--http-port", str(http_port),
-         "--tls-dir", str(tls_dir), *(extra or [])],
-        tmp / f"sandbox-{port}.log")
+        [BASTION_EDGE, "sandbox", "--port", "0", "--http-port", "0",
+         "--tls-dir", str(tls_dir), *(extra or [])], log_path)
+    port = printed_port(process, r"sandbox on https://[^:]+:(\d+)/", "sandbox")
+    http_port = printed_port(process, r"http redirect on http://[^:]+:(\d+)", "sandbox")
     sandbox = Sandbox(process, port, http_port, tls_dir)
 
     def up() -> bool:
@@ -167,19 +193,20 @@ def proxy_env(
     return env
 
 
-def start_proxy(
-    tmp: Path, env: dict[str, str], rules: Path, extra: list[str] | None = None,
-    port: int | None = None, confdir: Path | None = None,
+def _start_proxy_once(
+    tmp: Path, env: dict[str, str], rules: Path, extra: list[str] | None,
+    port: int | None, confdir: Path | None,
 ) -> Proxy:
-    tmp.mkdir(parents=True, exist_ok=True)
-    port, metrics_port = port or free_port(), free_port()
+    metrics_port = free_port()
     confdir = confdir or tmp / "confdir"
     access_log = tmp / "access.log"
     process = start(
-        [BASTION_EDGE, "run", "--listen-port", str(port), "--metrics-port", str(metrics_port),
+        [BASTION_EDGE, "run", "--listen-port", str(port or 0),
+         "--metrics-port", str(metrics_port),
          "--confdir", str(confdir), "--rules", str(rules), "--access-log", str(access_log),
          *(extra or [])],
         tmp / "proxy.log", env)
+    port = printed_port(process, r"bastion-edge listening on \S+:(\d+)", "proxy")
     proxy = Proxy(process, port, metrics_port, confdir, rules, access_log)
 
     def ready() -> bool:
@@ -188,6 +215,24 @@ def start_proxy(
         return httpx.get(f"http://127.0.0.1:{metrics_port}/readyz").status_code == 200
 
     wait_until(ready, what="proxy readiness")
+    return proxy
+
+
+def start_proxy(
+    tmp: Path, env: dict[str, str], rules: Path, extra: list[str] | None = None,
+    port: int | None = None, confdir: Path | None = None,
+) -> Proxy:
+    """A proxy on port 0 (the port it got is read from its banner); its metrics port is
+    picked in advance (0 disables metrics), so a start that lost that port is retried."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    for attempt in range(3):
+        try:
+            proxy = _start_proxy_once(tmp, env, rules, extra, port, confdir)
+            break
+        except RuntimeError as e:
+            if attempt == 2 or "address already in use" not in str(e).lower():
+                raise
+    confdir, port = proxy.confdir, proxy.port
     printed = subprocess.run(
         [BASTION_EDGE, "env", "--confdir", str(confdir), "--listen-port", str(port)],
         capture_output=True, text=True, check=True).stdout

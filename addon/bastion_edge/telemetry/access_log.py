@@ -80,28 +80,57 @@ class AccessLog:
 
 
 MAX_LOGGED_BODY = 64 * 1024
-_SECRET_NAMES = ("key", "authorization", "token", "secret", "password")
+MAX_LOGGED_DEPTH = 64  # deeper JSON is logged as unloggable, never recursed into
+# Credential fields, by exact name (lower case, "-" read as "_"): `max_tokens`,
+# `usage.prompt_tokens` or `keywords` are not credentials and stay in the log.
+SECRET_FIELDS = frozenset({
+    "api_key", "apikey", "x_api_key", "openai_api_key", "qubittron_api_key", "key",
+    "secret", "client_secret", "secret_key", "private_key", "password", "passwd",
+    "authorization", "proxy_authorization", "bearer", "token", "access_token",
+    "refresh_token", "id_token", "session_token", "auth_token",
+})
 _OPENAI_KEY = re.compile(r"sk-[A-Za-z0-9_\-]{8,}")
 REDACTED = "[redacted]"
+UNLOGGABLE = f"[unloggable: nested deeper than {MAX_LOGGED_DEPTH} levels]"
+
+
+class TooDeep(ValueError):
+    """A body nested deeper than MAX_LOGGED_DEPTH."""
+
+
+def is_secret_field(name: str) -> bool:
+    return name.lower().replace("-", "_") in SECRET_FIELDS
 
 
 def loggable_body(raw: bytes | None, secrets: Iterable[str]) -> Any:
-    """A JSON body for the log with credentials redacted; None if absent, big or not JSON."""
+    """A JSON body for the log with credentials redacted; None if absent, big or not JSON.
+
+    A body that cannot be redacted (nested too deep) becomes the UNLOGGABLE marker, so
+    the exchange's record is still written.
+    """
     if not raw or len(raw) > MAX_LOGGED_BODY:
         return None
     try:
         value = json.loads(raw)
+    except RecursionError:
+        return UNLOGGABLE
     except ValueError:
         return None
-    return redact(value, tuple(s for s in secrets if s))
+    try:
+        return redact(value, tuple(s for s in secrets if s))
+    except (TooDeep, RecursionError):
+        return UNLOGGABLE
 
 
-def redact(value: Any, secrets: tuple[str, ...]) -> Any:
+def redact(value: Any, secrets: tuple[str, ...], depth: int = 0) -> Any:
+    """`value` with credential fields and secret strings replaced; TooDeep past the bound."""
+    if depth > MAX_LOGGED_DEPTH:
+        raise TooDeep(f"JSON nested deeper than {MAX_LOGGED_DEPTH} levels")
     if isinstance(value, dict):
-        return {k: REDACTED if any(n in k.lower() for n in _SECRET_NAMES) else redact(v, secrets)
+        return {k: REDACTED if is_secret_field(k) else redact(v, secrets, depth + 1)
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v, secrets) for v in value]
+        return [redact(v, secrets, depth + 1) for v in value]
     if isinstance(value, str):
         for secret in secrets:
             value = value.replace(secret, REDACTED)
