@@ -8,6 +8,7 @@ Environment variables override the file (see `apply_environment`).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import ipaddress
 import re
@@ -120,21 +121,29 @@ class UpstreamRules:
 
     @property
     def scheme(self) -> str:
-        return urlsplit(self.base_url).scheme
+        return _url_parts(self.base_url)[0]
 
     @property
     def host(self) -> str:
-        return urlsplit(self.base_url).hostname or ""
+        return _url_parts(self.base_url)[1]
 
     @property
     def port(self) -> int:
-        parts = urlsplit(self.base_url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
+        return _url_parts(self.base_url)[2]
 
     @property
     def path_prefix(self) -> str:
         """The base URL's path without a trailing slash, e.g. `/v1`."""
-        return urlsplit(self.base_url).path.rstrip("/")
+        return _url_parts(self.base_url)[3]
+
+
+@functools.lru_cache(maxsize=32)
+def _url_parts(url: str) -> tuple[str, str, int, str]:
+    """Scheme, host, port and path of a base URL, parsed once per URL: every request
+    asks for the upstream's host and port."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, parts.hostname or "", port, parts.path.rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)

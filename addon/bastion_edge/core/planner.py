@@ -524,5 +524,8 @@ def _with_resolution(plan: Plan, requested: str, upstream: str,
                    rewrites=rewrites)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one, not per call
+
+
 def _serialise(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(body).encode()

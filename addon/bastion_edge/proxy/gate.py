@@ -21,8 +21,8 @@ import asyncio
 import logging
 import socket
 import weakref
-from collections.abc import MutableMapping
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import connection, ctx, http
 from mitmproxy.proxy import mode_specs, server_hooks
@@ -66,20 +66,24 @@ class ProxyGate:
         if classify_host(self.edge.rules, request.host) is None:
             await self._check_egress(flow, request.host, request.port)
 
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        """Sync for intercepted API traffic; a coroutine (awaited by mitmproxy) only for a
+        plain-http forward whose destination must be resolved and checked."""
         if flow.response or flow.error or not flow.live:
-            return
+            return None
         if not self._attribute(flow):
-            return
+            return None
         request = flow.request
         if (isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode)
                 and classify_host(self.edge.rules, request.host) is None):
-            await self._check_egress(flow, request.host, request.port)
+            return self._check_egress(flow, request.host, request.port)
+        return None
 
     def _attribute(self, flow: http.HTTPFlow) -> bool:
         """Find the flow's app; answer 407/403 and return False if it has none but needs one."""
         header = flow.request.headers.get(PROXY_AUTHORIZATION)
-        flow.request.headers.pop(PROXY_AUTHORIZATION, None)  # never upstream, never shown
+        if header is not None:
+            del flow.request.headers[PROXY_AUTHORIZATION]  # never upstream, never shown
         clients = self.edge.rules.clients
         if not isinstance(flow.client_conn.proxy_mode, PROXY_MODES):
             app = clients.transparent_app
@@ -164,10 +168,12 @@ class ProxyGate:
     # ------------------------------------------------------------------ what shows
 
     def response(self, flow: http.HTTPFlow) -> None:
-        redact(flow)
+        if self.edge.keeps_flows:  # mitmweb, flow files: what stays on screen
+            redact(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        redact(flow)
+        if self.edge.keeps_flows:
+            redact(flow)
 
 
 def redact(flow: http.HTTPFlow) -> None:
