@@ -205,6 +205,8 @@ def test_mirror_copy_is_the_rewritten_body_unless_streaming_is_off() -> None:
     policy = with_rules("cutover: {mode: mirror, mirror_streaming: false}")
     plan = planned(body={"model": "gpt-4o", "messages": []}, policy=policy)
     assert plan.mirror_body is not None and json.loads(plan.mirror_body)["model"] == "gpt-oss-120b"
+    assert plan.mirror_target is not None
+    assert plan.mirror_target.url == "https://api.qubittron.ai/v1/chat/completions"
     assert plan.key is not None and plan.key.key == BASTION_KEY
     streamed = planned(body={"model": "gpt-4o", "messages": [], "stream": True}, policy=policy)
     assert streamed.mirror_body is None and streamed.mirror_skip == "streaming"

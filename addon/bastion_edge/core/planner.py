@@ -250,8 +250,10 @@ def to_openai(plan: Plan, query: str, rules: Rules, environ: Mapping[str, str],
             key = select_key(rules, plan.facts, environ, files)
         except ApiError as e:
             skip = skip or e.code
+    mirror_target = plan.route.target if plan.decision is Decision.MIRROR else None
     return plan.evolve(route=route, key=key, body_step=step, mirror_skip=skip,
-                   rewrites=tuple(r for r in plan.rewrites if r == REWRITE_HTTPS))
+                       mirror_target=mirror_target,
+                       rewrites=tuple(r for r in plan.rewrites if r == REWRITE_HTTPS))
 
 
 # ---------------------------------------------------------------------- body step

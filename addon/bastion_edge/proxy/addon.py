@@ -53,7 +53,6 @@ from bastion_edge.core.planner import (
 from bastion_edge.core.reply_model import restore_model
 from bastion_edge.core.request import ParsedBody, RequestHead
 from bastion_edge.core.responses import History, Item
-from bastion_edge.core.routing import HostKind, bastion_target
 from bastion_edge.deploy.tls_bundles import upstream_bundle
 from bastion_edge.errors import SERVER_ERROR, ApiError
 from bastion_edge.proxy import gateway_errors
@@ -570,11 +569,10 @@ class BastionEdge:
                      reply: ReplyJson) -> MirrorRequest | str:
         """The request Bastion gets, or why there is none."""
         assert flow.response is not None
-        if plan.mirror_body is None or plan.key is None:
+        if plan.mirror_body is None or plan.key is None or plan.mirror_target is None:
             return plan.mirror_skip or "not mirrored endpoint"
-        bastion = bastion_target(self.rules.upstream, HostKind.OPENAI, plan.path)
         return MirrorRequest(
-            method=plan.method, url=bastion.url,
+            method=plan.method, url=plan.mirror_target.url,
             headers={"content-type": "application/json",
                      "authorization": f"Bearer {plan.key.key}"},
             body=plan.mirror_body, stream=plan.stream,
