@@ -189,7 +189,7 @@ def test_watcher_task_polls_until_stopped(tmp_path: Path) -> None:
         while not rec.loaded:  # bounded by the wait_for below
             await asyncio.sleep(0.01)
         await watcher.stop()
-        assert watcher._task is None
+        assert watcher._poller._task is None
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
     assert rec.targets() == ["from-task"]

@@ -9,14 +9,13 @@ name the file, never the key.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter
 
+from bastion_edge.config.polling import Poller
 from bastion_edge.config.reload import Signature, file_signature
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ class KeyFiles:
     def __init__(self, registry: CollectorRegistry | None = None, interval: float = 1.0) -> None:
         self.interval = interval
         self._files: dict[str, _Watched] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Poller(self.poll, interval, "bastion-edge key files")
         self.events = Counter(
             "bastion_edge_key_source_events", "Key file reads, by file and result "
             "(loaded, changed, failed); values are never exported.",
@@ -80,23 +79,8 @@ class KeyFiles:
             "bastion-edge: key file %s %s (now in use)", path, result)
 
     def start(self) -> None:
-        if self._task is not None:
-            return
-        with contextlib.suppress(RuntimeError):  # no running loop (unit tests): poll by hand
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="bastion-edge key files")
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._poller.stop()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                self.poll()
-            except Exception:  # the watcher must outlive any surprise
-                log.exception("key files watcher: unexpected error")

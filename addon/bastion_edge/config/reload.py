@@ -9,14 +9,13 @@ file that parses and validates completely replaces the serving rules.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+from bastion_edge.config.polling import Poller
 from bastion_edge.config.rules import Rules, RulesError, parse_rules
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class RulesWatcher:
         self._failed_sha256: str | None = None
         self._signature = file_signature(path)
         self._polls = 0
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Poller(self.poll, interval, "bastion-edge rules watcher")
 
     def retarget(self, path: Path, current_sha256: str) -> None:
         """Watch another file from now on (the rules option changed at runtime)."""
@@ -64,23 +63,11 @@ class RulesWatcher:
         self._signature = file_signature(path)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="bastion-edge rules watcher")
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._poller.stop()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                self.poll()
-            except Exception:  # the watcher must outlive any surprise
-                log.exception("rules watcher: unexpected error")
 
     def poll(self) -> None:
         """One check; public so tests can drive it without waiting."""
