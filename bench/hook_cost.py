@@ -1,5 +1,7 @@
 """The addon's own CPU per request: its four hooks driven with mitmproxy's test helpers.
 
+    python bench/hook_cost.py [REQUESTS] [RULES]
+
 No network, no TLS, no other addons: what bastion-edge itself adds to one chat request
 (plan, body rewrite, metrics, access-log record). `make bench` reports it next to the
 end-to-end figures; `python bench/hook_cost.py` prints it alone.
@@ -26,6 +28,7 @@ except ImportError:  # the layout before the planner, for before/after compariso
     from bastion_edge.hooks import BastionEdge  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[1]
+RULES = Path(sys.argv[2]) if len(sys.argv) > 2 else REPO / "rules.yaml"
 BODY = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]})
 REPLY = json.dumps({"id": "c1", "object": "chat.completion", "model": "gpt-oss-120b",
                     "choices": [{"index": 0, "message": {"role": "assistant",
@@ -53,7 +56,7 @@ def one_request(addon: Any | None) -> None:
 
 async def measure(requests: int, rounds: int) -> list[float]:
     rules = Path(tempfile.mkdtemp()) / "rules.yaml"
-    rules.write_text((REPO / "rules.yaml").read_text())
+    rules.write_text(RULES.read_text())
     addon = BastionEdge(environ={"QUBITTRON_API_KEY": "bk-bench",
                                  "BASTION_BASE_URL": "https://127.0.0.1:9443/v1"})
     per_request = []
