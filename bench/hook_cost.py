@@ -3,8 +3,9 @@
     python bench/hook_cost.py [REQUESTS] [RULES]
 
 No network, no TLS, no other addons: what bastion-edge itself adds to one chat request
-(plan, body rewrite, metrics, access-log record). `make bench` reports it next to the
-end-to-end figures; `python bench/hook_cost.py` prints it alone.
+(plan, body rewrite, metrics, access-log record), measured as CPU time so a busy
+machine disturbs it less than the end-to-end figures. For before/after comparisons
+of the request path, run it against each checkout with that checkout's rules file.
 """
 
 from __future__ import annotations
