@@ -8,10 +8,11 @@ import json
 from collections.abc import Mapping
 
 from bastion_edge.config.rules import parse_rules
-from bastion_edge.core.model_choice import with_model_form, with_model_json
+from bastion_edge.core.model_choice import retried_on, with_model_form, with_model_json
 from bastion_edge.core.plan import REWRITE_MODEL, Plan
 from bastion_edge.core.planner import Policy, form_model, plan_body, plan_head
 from bastion_edge.core.request import ParsedBody, RequestHead
+from bastion_edge.proxy.fallback import holds, retry_body
 
 ENV = {"QUBITTRON_API_KEY": "bk-test"}
 POLICY = Policy.of(parse_rules("""
@@ -169,3 +170,23 @@ def test_form_retry_body_changes_only_the_model_field() -> None:
            b"\r\nbytes\r\n--xx--\r\n")
     assert with_model_form(raw, b"xx", "new") == raw.replace(b"\r\nold\r\n", b"\r\nnew\r\n")
     assert with_model_form(raw.replace(b'"model"', b'"other"'), b"xx", "new") is None
+
+
+def test_a_retry_moves_the_plan_to_the_next_fallback_and_says_why() -> None:
+    plan = plan_of(chat(), None)
+    retried = retried_on(plan, "Llama-3.1-8B-Instruct")
+    assert retried.upstream_model == "Llama-3.1-8B-Instruct"
+    assert retried.fallback_models == ("gpt-oss-120b",)
+    assert retried.resolution is not None
+    assert retried.resolution.upstream == "Llama-3.1-8B-Instruct"
+    assert retried.notes[-1] == ("404 model_not_found from gpt-oss-20b: retried on "
+                                 "Llama-3.1-8B-Instruct")
+    assert retried_on(retried, "gpt-oss-120b").fallback_models == ()
+
+
+def test_only_a_404_of_a_replayable_body_with_fallbacks_is_held() -> None:
+    plan = plan_of(chat(), None)
+    assert holds(plan, 404)
+    assert not holds(plan, 502) and not holds(plan, 200)
+    assert not holds(plan_of(chat("o3"), None), 404)  # no fallbacks
+    assert retry_body(plan, b'{"model":"gpt-oss-20b","x":1}', "m") == b'{"model":"m","x":1}'

@@ -21,6 +21,8 @@ from bastion_edge.core.model_availability import (
     refusal_error,
     select_candidates,
 )
+from bastion_edge.core.model_map import Resolution
+from bastion_edge.core.plan import REWRITE_MODEL, Plan
 from bastion_edge.streams.multipart import replace_form_field
 
 # The body fields `needs_from_json` reads besides the content (which the planner has
@@ -35,7 +37,7 @@ class ModelChoice:
     model: str
     fallbacks: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
-    reason: str | None = None  # why `model` is not the target: "unlisted", "tools", ...
+    passed_over: tuple[str, str] | None = None  # (target, why): "unlisted", "tools", ...
 
 
 def choose_model(
@@ -61,7 +63,7 @@ def choose_model(
     if selected.none_listed:
         notes.append(f"no capable model listed by Bastion: trying {first} anyway")
     return ModelChoice(first, selected.models[1:], tuple(notes),
-                       None if first == target else reasons.get(target, "unlisted"))
+                       None if first == target else (target, reasons.get(target, "unlisted")))
 
 
 _SAYS = {
@@ -71,6 +73,31 @@ _SAYS = {
     "vision": "lacks image input",
     "context_tokens": "prompt over its context_tokens",
 }
+
+
+# ------------------------------------------------------------------ the 404 retry
+
+NOT_FOUND = "not_found"  # the fallback reason of a retry after 404 model_not_found
+
+
+def retried_on(plan: Plan, model: str) -> Plan:
+    """The plan once `model` (the next of `plan.fallback_models`) was sent after Bastion
+    answered 404 model_not_found for `plan.upstream_model`."""
+    failed = plan.upstream_model or ""
+    remaining = plan.fallback_models
+    remaining = remaining[remaining.index(model) + 1:] if model in remaining else ()
+    resolution = plan.resolution
+    requested = plan.original_model or failed
+    if resolution is not None:
+        resolution = replace(resolution, upstream=model)
+    elif model != requested:
+        resolution = Resolution(requested, model, "fallbacks", 0)
+    rewrites = plan.rewrites if REWRITE_MODEL in plan.rewrites else (*plan.rewrites,
+                                                                     REWRITE_MODEL)
+    return plan.evolve(upstream_model=model, resolution=resolution, fallback_models=remaining,
+                       rewrites=rewrites,
+                       notes=(*plan.notes, f"404 model_not_found from {failed}: retried on "
+                                           f"{model}"))
 
 
 # ------------------------------------------------------------------ retry bodies

@@ -350,6 +350,7 @@ class _JsonRewrite:
     facts: RequestFacts
     notes: tuple[str, ...] = ()
     fallback_models: tuple[str, ...] = ()
+    fallback_reason: tuple[str, str] | None = None
 
 
 def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
@@ -368,6 +369,7 @@ def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
     resolution = None
     notes: list[str] = []
     fallback_models: tuple[str, ...] = ()
+    fallback_reason = None
     if isinstance(requested, str):
         resolution = decide_model(requested, facts, policy.rules, policy.models)
         upstream = resolution.upstream if resolution is not None else requested
@@ -376,6 +378,7 @@ def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
         if choice is not None:
             resolution, upstream = _chosen(resolution, requested, choice.model), choice.model
             fallback_models, notes = choice.fallbacks, list(choice.notes)
+            fallback_reason = choice.passed_over
         if injected or upstream != requested:
             work["model"] = upstream
             rewrites.append(REWRITE_MODEL)
@@ -390,7 +393,7 @@ def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
         rewrites.append(REWRITE_STORE)
     return _JsonRewrite(work, bool(rewrites), resolution,
                         requested if isinstance(requested, str) else None, tuple(rewrites), facts,
-                        tuple(notes), fallback_models)
+                        tuple(notes), fallback_models, fallback_reason)
 
 
 def _chosen(resolution: Resolution | None, requested: str, model: str) -> Resolution | None:
@@ -441,7 +444,8 @@ def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
                        app_store=app_store, body=new_body, capture=capture,
                        notes=(*notes, *mapped.notes),
                        rewrites=(*plan.rewrites, *mapped.rewrites),
-                       fallback_models=mapped.fallback_models, **models)
+                       fallback_models=mapped.fallback_models,
+                       fallback_reason=mapped.fallback_reason, **models)
 
 
 def _rewrite_form(plan: Plan, body: ParsedBody, policy: Policy,
@@ -490,7 +494,8 @@ def form_model(plan: Plan, policy: Policy, old: bytes, *, streaming: bool,
     if choice is not None:
         resolution = _chosen(resolution, requested, choice.model)
         plan = plan.evolve(notes=(*plan.notes, *choice.notes),
-                           fallback_models=() if streaming else choice.fallbacks)
+                           fallback_models=() if streaming else choice.fallbacks,
+                           fallback_reason=choice.passed_over)
     if resolution is None or not resolution.changed:
         return FormModel(old, plan.evolve(original_model=requested, upstream_model=requested))
     return FormModel(resolution.upstream.encode(),
