@@ -29,11 +29,13 @@ models:
   gpt-3.5-turbo: Llama-3.1-8B-Instruct
   gpt-4-turbo: Qwen2.5-VL-72B-Instruct
   whisper-1: whisper-large-v3
+  gpt-4.1: Qwen3-Coder-30B-A3B-Instruct
 fallbacks:
   gpt-oss-20b: [Meta-Llama-3_3-70B-Instruct]
   gpt-oss-120b: [Meta-Llama-3_3-70B-Instruct]
   Llama-3.1-8B-Instruct: [Qwen3-Coder-30B-A3B-Instruct]
   whisper-large-v3: [whisper-large-v3-turbo]
+  Qwen3-Coder-30B-A3B-Instruct: [Meta-Llama-3_3-70B-Instruct]
 capabilities:
   Llama-3.1-8B-Instruct: {tools: false, json_schema: false}
   Qwen2.5-VL-72B-Instruct: {tools: false}
@@ -202,6 +204,24 @@ def test_a_404_on_a_stream_falls_back_and_the_app_sees_one_stream(
     first, retry = _replayed(box, "/v1/chat/completions", "gpt-oss-120b", LLAMA_70B)
     assert retry == first.replace(b'"model":"gpt-oss-120b"', f'"model":"{LLAMA_70B}"'.encode())
     assert b'"stream":true' in retry
+
+
+def test_a_streamed_responses_create_retried_after_a_404_is_still_stored(
+        stale: Proxy, box: Sandbox, admin: httpx.Client,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _set_available(admin, box, "Qwen3-Coder-30B-A3B-Instruct", False)
+    client = make_client(monkeypatch, stale)
+    events = list(client.responses.create(model="gpt-4.1", input="remember 7", stream=True))
+    done = [e for e in events if e.type == "response.completed"]
+    assert len(done) == 1 and done[0].response.model == LLAMA_70B
+    assert [(e["model"], e["status"]) for e in _calls(box, "/v1/responses")] == [
+        ("Qwen3-Coder-30B-A3B-Instruct", 404), (LLAMA_70B, 200)]
+    box.clear_journal()
+    follow = client.responses.create(model="gpt-4.1", input="which number?",
+                                     previous_response_id=done[0].response.id)
+    assert follow.output_text
+    sent = _calls(box, "/v1/responses")[-1]["body"]
+    assert "remember 7" in sent and "which number?" in sent  # the retried turn was stored
 
 
 def test_a_404_on_a_small_multipart_upload_is_replayed_byte_exact(

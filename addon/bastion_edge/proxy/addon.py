@@ -529,18 +529,31 @@ class BastionEdge:
                                                 or "", REWRITES_HEADER: ",".join(plan.rewrites)})
             if flow.response.headers.get("content-type", "").startswith("text/event-stream"):
                 exchange.streamed_reply = True
-                if self._restores_model(plan) and plan.original_model:
-                    original = plan.original_model
-                    restore = SseRewriter(lambda obj: restore_model(obj, original))
-                    flow.response.content = restore(flow.response.raw_content or b"") \
-                        + restore(b"")
-            if plan.capture is not None:
+                self._buffered_stream(flow, plan)
+            elif plan.capture is not None:
                 self.responses.observe(flow, plan.capture)
         if first and len(outcome.attempts) > 1:
             self.metrics.model_fallback(first, plan.upstream_model, "not_found")
         pending = self._responded(flow, exchange)
         if pending is not None:
             await pending
+
+    def _buffered_stream(self, flow: http.HTTPFlow, plan: Plan) -> None:
+        """A retried SSE reply, whole: the same model restoring and Responses capture a
+        streamed reply gets, applied to the buffered events."""
+        response = flow.response
+        assert response is not None
+        if self._restores_model(plan) and plan.original_model:
+            original = plan.original_model
+            restore = SseRewriter(lambda obj: restore_model(obj, original))
+            response.content = restore(response.raw_content or b"") + restore(b"")
+        if plan.capture is not None:
+            response.stream = True  # the store observes streams; feed it the events once
+            self.responses.observe(flow, plan.capture)
+            if callable(response.stream):
+                response.stream(response.raw_content or b"")
+                response.stream(b"")
+            response.stream = False
 
     def _responded(self, flow: http.HTTPFlow,
                    exchange: Exchange) -> Coroutine[Any, Any, None] | None:
