@@ -248,6 +248,22 @@ def test_a_404_on_a_small_multipart_upload_is_replayed_byte_exact(
                                                             "whisper-large-v3-turbo"]
 
 
+@pytest.mark.parametrize(("status", "error"), [(404, openai.NotFoundError),
+                                               (503, openai.InternalServerError)])
+def test_other_upstream_statuses_pass_through_unchanged(
+        fresh: Proxy, box: Sandbox, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch,
+        status: int, error: type[openai.APIStatusError]) -> None:
+    client = make_client(monkeypatch, fresh)  # Llama's fallback is listed: a retry could go
+    with pytest.raises(error) as answered:  # a 404 that is not model_not_found, a 503
+        client.chat.completions.create(model="gpt-3.5-turbo", messages=HI,
+                                       extra_headers={"x-sandbox-fault": f"status={status}"})
+    assert answered.value.status_code == status
+    assert answered.value.response.headers["x-bastion-edge-upstream-model"] == \
+        "Llama-3.1-8B-Instruct"
+    sent = [json.loads(e["body"])["model"] for e in _calls(box)]
+    assert sent == ["Llama-3.1-8B-Instruct"]  # not retried
+
+
 def test_tools_and_json_schema_go_to_the_fallback_that_has_them(
         fresh: Proxy, box: Sandbox, admin: httpx.Client,
         monkeypatch: pytest.MonkeyPatch) -> None:
