@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import fallback_bench
 import responses_bench
 import tts_bench
 
@@ -373,6 +374,7 @@ def main() -> int:
             latency = asyncio.run(tts_added_latency(sandbox, paths[2], 5 if args.quick else 15))
             expanded = responses_bench.expanded_request_latency(
                 samples=10 if args.quick else 30, edge=edge)
+            fallback = fallback_bench.fallback_latency(sandbox, tmp, 5 if args.quick else 20)
         finally:
             edge.process.stop()
             scripted.stop()
@@ -383,7 +385,8 @@ def main() -> int:
     text = (f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, one run, "
             "all paths side by side against the sandbox.\n\n" + table(results)
             + "\n\n**Text-to-speech**\n\n" + tts_table(transcode, latency)
-            + "\n\n**Responses state**\n\n" + responses_table(expanded, writes))
+            + "\n\n**Responses state**\n\n" + responses_table(expanded, writes)
+            + "\n\n**Model fallback**\n\n" + fallback_bench.fallback_table(fallback))
     print(text)
     if args.readme:
         write_readme(args.readme, text)

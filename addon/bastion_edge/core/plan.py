@@ -115,6 +115,8 @@ class Plan(NamedTuple):
     mirror_skip: str | None = None  # why no copy is mirrored to Bastion
     app_credentials: Mapping[str, str] = NO_HEADERS  # only ever for OpenAI (never in repr)
     mirror_target: Target | None = None  # where the mirrored copy goes (Bastion)
+    fallback_models: tuple[str, ...] = ()  # tried in order when Bastion answers 404 model_not_found
+    fallback_reason: tuple[str, str] | None = None  # (the target passed over, why)
 
     def evolve(self, **changes: Any) -> Plan:
         """A copy with `changes`."""

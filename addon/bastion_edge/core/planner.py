@@ -38,6 +38,7 @@ from bastion_edge.core.facts import (
 )
 from bastion_edge.core.item_refs import referenced_ids, resolve_references
 from bastion_edge.core.keys import KeyChoice, KeyFileReader, select_key
+from bastion_edge.core.model_choice import choose_model
 from bastion_edge.core.model_map import ModelMap, Resolution
 from bastion_edge.core.plan import (
     REWRITE_HOST,
@@ -295,12 +296,13 @@ def references_wanted(plan: Plan, body: ParsedBody, history: History | None) -> 
 def plan_body(
     plan: Plan, body: ParsedBody, policy: Policy, environ: Mapping[str, str],
     history: History | None = None, files: KeyFileReader | None = None,
-    referenced: Mapping[str, Item] | None = None,
+    referenced: Mapping[str, Item] | None = None, available: frozenset[str] | None = None,
 ) -> Plan:
     """The plan once the body is known (a streamed body keeps its head plan).
 
     `history` is the stored conversation of a `previous_response_id`; `referenced` the
-    stored items that `references_wanted` named.
+    stored items that `references_wanted` named; `available` the Bastion models listed
+    now (a snapshot of the live list; None: not read yet, every model counts as listed).
     """
     if plan.refusal is not None:
         return plan
@@ -308,11 +310,11 @@ def plan_body(
         if plan.body_step is BodyStep.CONVERSATION:
             plan = _split_by_conversation(plan, body, policy, environ, files)
         if plan.body_step is BodyStep.JSON:
-            return _rewrite_json(plan, body, policy, history, referenced)
+            return _rewrite_json(plan, body, policy, history, referenced, available)
         if plan.body_step is BodyStep.FORM:
-            return _rewrite_form(plan, body, policy)
+            return _rewrite_form(plan, body, policy, available)
         if plan.body_step is BodyStep.OBSERVE:
-            return _observe(plan, body, policy)
+            return _observe(plan, body, policy, available)
     except ApiError as e:
         return refused(plan, e, plan.original_model or requested_model_of(body))
     return plan
@@ -349,10 +351,13 @@ class _JsonRewrite:
     rewrites: tuple[str, ...]
     facts: RequestFacts
     notes: tuple[str, ...] = ()
+    fallback_models: tuple[str, ...] = ()
+    fallback_reason: tuple[str, str] | None = None
 
 
 def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
-              content_from: dict[str, Any] | None = None) -> _JsonRewrite:
+              content_from: dict[str, Any] | None = None,
+              available: frozenset[str] | None = None) -> _JsonRewrite:
     """Model (content-aware) and `store: false` on a copy of the app's JSON body."""
     work = dict(parsed)
     content = facts_from_json(content_from if content_from is not None else work)
@@ -364,15 +369,23 @@ def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
     if injected:
         requested = IMAGES_DEFAULT_MODEL
     resolution = None
+    notes: list[str] = []
+    fallback_models: tuple[str, ...] = ()
+    fallback_reason = None
     if isinstance(requested, str):
         resolution = decide_model(requested, facts, policy.rules, policy.models)
         upstream = resolution.upstream if resolution is not None else requested
+        choice = choose_model(upstream, plan.endpoint, work, facts.has_image,
+                              facts.prompt_tokens, policy.rules, available)
+        if choice is not None:
+            resolution, upstream = _chosen(resolution, requested, choice.model), choice.model
+            fallback_models, notes = choice.fallbacks, list(choice.notes)
+            fallback_reason = choice.passed_over
         if injected or upstream != requested:
             work["model"] = upstream
             rewrites.append(REWRITE_MODEL)
     elif requested is not None:
         raise model_not_string_error()
-    notes: list[str] = []
     if isinstance(requested, str):  # fields Bastion takes differently from OpenAI
         adapted = adapt_for_bastion(work, plan.endpoint, requested, work["model"], policy.rules)
         rewrites += adapted.rewrites
@@ -382,11 +395,19 @@ def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
         rewrites.append(REWRITE_STORE)
     return _JsonRewrite(work, bool(rewrites), resolution,
                         requested if isinstance(requested, str) else None, tuple(rewrites), facts,
-                        tuple(notes))
+                        tuple(notes), fallback_models, fallback_reason)
+
+
+def _chosen(resolution: Resolution | None, requested: str, model: str) -> Resolution | None:
+    """The mapping once the model choice (fallbacks, capabilities) is applied."""
+    if resolution is not None:
+        return replace(resolution, upstream=model)
+    return None if model == requested else Resolution(requested, model, "fallbacks", 0)
 
 
 def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
-                  history: History | None, referenced: Mapping[str, Item] | None) -> Plan:
+                  history: History | None, referenced: Mapping[str, Item] | None,
+                  available: frozenset[str] | None = None) -> Plan:
     parsed = body.json_object()
     notes = plan.notes
     expanded = None
@@ -401,7 +422,8 @@ def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
             notes = (*notes, f"resolved item_reference: {len(referenced)} items")
     except ValueError as e:
         raise bad_request(f"Invalid 'input': {e}", "invalid_value", "input") from e
-    mapped = _map_json(expanded if expanded is not None else parsed, plan, policy)
+    mapped = _map_json(expanded if expanded is not None else parsed, plan, policy,
+                       available=available)
     if expanded is not None and plan.endpoint == RESPONSES and parsed.get("store") is not False:
         mapped = replace(mapped, rewrites=tuple(dict.fromkeys((*mapped.rewrites,
                                                                REWRITE_STORE))))
@@ -423,17 +445,21 @@ def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
     return plan.evolve(facts=mapped.facts, stream=parsed.get("stream") is True,
                        app_store=app_store, body=new_body, capture=capture,
                        notes=(*notes, *mapped.notes),
-                       rewrites=(*plan.rewrites, *mapped.rewrites), **models)
+                       rewrites=(*plan.rewrites, *mapped.rewrites),
+                       fallback_models=mapped.fallback_models,
+                       fallback_reason=mapped.fallback_reason, **models)
 
 
-def _rewrite_form(plan: Plan, body: ParsedBody, policy: Policy) -> Plan:
+def _rewrite_form(plan: Plan, body: ParsedBody, policy: Policy,
+                  available: frozenset[str] | None = None) -> Plan:
     boundary = boundary_from_content_type(plan.facts.headers.get("content-type", ""))
     if boundary is None or not body.raw:
         return plan
     outcome: list[Plan] = []
 
     def replace_model(old: bytes) -> bytes:
-        decided = form_model(outcome[-1] if outcome else plan, policy, old, streaming=False)
+        decided = form_model(outcome[-1] if outcome else plan, policy, old, streaming=False,
+                             available=available)
         outcome.append(decided.plan)
         return decided.value
 
@@ -450,11 +476,16 @@ class FormModel:
     plan: Plan
 
 
-def form_model(plan: Plan, policy: Policy, old: bytes, *, streaming: bool) -> FormModel:
-    """A multipart `model` field's value: mapped, kept, or (buffered only) refused."""
+def form_model(plan: Plan, policy: Policy, old: bytes, *, streaming: bool,
+               available: frozenset[str] | None = None) -> FormModel:
+    """A multipart `model` field's value: mapped (then chosen among its fallbacks), kept,
+    or (buffered only) refused. A streamed upload keeps no fallbacks: it cannot be
+    replayed."""
     requested = old.decode("utf-8", "replace")
     try:
         resolution = decide_model(requested, plan.facts, policy.rules, policy.models)
+        upstream = resolution.upstream if resolution is not None else requested
+        choice = choose_model(upstream, plan.endpoint, {}, False, 0, policy.rules, available)
     except ApiError as e:
         if not streaming:
             raise
@@ -462,16 +493,22 @@ def form_model(plan: Plan, policy: Policy, old: bytes, *, streaming: bool) -> Fo
         note = f"streamed upload kept unmapped model: {e.code}"
         return FormModel(old, plan.evolve(original_model=requested, upstream_model=requested,
                                       notes=(*plan.notes, note)))
+    if choice is not None:
+        resolution = _chosen(resolution, requested, choice.model)
+        plan = plan.evolve(notes=(*plan.notes, *choice.notes),
+                           fallback_models=() if streaming else choice.fallbacks,
+                           fallback_reason=choice.passed_over)
     if resolution is None or not resolution.changed:
         return FormModel(old, plan.evolve(original_model=requested, upstream_model=requested))
     return FormModel(resolution.upstream.encode(),
                      _with_resolution(plan, requested, resolution.upstream, resolution))
 
 
-def _observe(plan: Plan, body: ParsedBody, policy: Policy) -> Plan:
+def _observe(plan: Plan, body: ParsedBody, policy: Policy,
+             available: frozenset[str] | None = None) -> Plan:
     """Going to OpenAI: what rewriting would have done, recorded, never applied."""
     try:
-        mapped = _map_json(body.json_object(), plan, policy)
+        mapped = _map_json(body.json_object(), plan, policy, available=available)
     except ApiError as e:
         note = f"would refuse: {e.code}"
         stream = (body.json_or_none() or {}).get("stream") is True

@@ -57,6 +57,7 @@ from bastion_edge.deploy.tls_bundles import upstream_bundle
 from bastion_edge.errors import SERVER_ERROR, ApiError
 from bastion_edge.proxy import gateway_errors
 from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
+from bastion_edge.proxy.fallback import fall_back, holds, wants_retry
 from bastion_edge.proxy.flow_edit import (
     ByteCounter,
     ReplyJson,
@@ -331,9 +332,11 @@ class BastionEdge:
         boundary = boundary_from_content_type(head.headers.get("content-type", ""))
         assert boundary is not None
         policy = self.policy
+        available = self._available(exchange.plan)
 
         def replace_model(old: bytes) -> bytes:
-            decided = form_model(exchange.plan, policy, old, streaming=True)
+            decided = form_model(exchange.plan, policy, old, streaming=True,
+                                 available=available)
             exchange.plan = decided.plan
             return decided.value
 
@@ -382,7 +385,7 @@ class BastionEdge:
                    referenced: dict[str, Item] | None = None) -> None:
         try:
             plan = plan_body(exchange.plan, body, self.policy, self.environ, history,
-                             self.key_files, referenced)
+                             self.key_files, referenced, self._available(exchange.plan))
         except Exception as e:
             log.exception("bastion-edge: request rewrite failed")
             plan = refused(exchange.plan, _internal_error(e))
@@ -428,6 +431,10 @@ class BastionEdge:
             return
         self._send_or_answer(flow, exchange)
 
+    def _available(self, plan: Plan) -> frozenset[str] | None:
+        """The models Bastion lists now for the plan's key: a lookup, never a fetch."""
+        return self.catalog.available_models(plan.key.env if plan.key is not None else None)
+
     def _refuse(self, exchange: Exchange, error: ApiError) -> None:
         exchange.plan = refused(exchange.plan, error)
 
@@ -471,6 +478,8 @@ class BastionEdge:
             set_headers(response.headers, ours)
         if self.keeps_flows and "authorization" in flow.request.headers:
             flow.request.headers["authorization"] = REDACTED  # sent already; keep it off screens
+        if holds(plan, response.status_code):
+            return  # buffered: `response` retries a 404 model_not_found on a fallback
         content_type = headers.get("content-type", "")
         if content_type.startswith("text/event-stream"):
             exchange.streamed_reply = True
@@ -499,6 +508,56 @@ class BastionEdge:
         if exchange is None or flow.response is None:
             return None
         self.timeouts.stop(flow)
+        if wants_retry(exchange.plan, flow.response):
+            return self._fall_back(flow, exchange)
+        return self._responded(flow, exchange)
+
+    async def _fall_back(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """Bastion's 404 model_not_found: the same request on the next fallbacks."""
+        assert flow.response is not None
+        first = exchange.plan.upstream_model
+        since = flow.request.timestamp_end or exchange.started
+        outcome = await fall_back(flow, exchange.plan, self.upstream_client(),
+                                  self.catalog.mark_unavailable,
+                                  ((flow.response.timestamp_end or time.time()) - since) * 1000)
+        exchange.plan = plan = outcome.plan
+        exchange.attempts = [a.to_json() for a in outcome.attempts]
+        if outcome.response is not None:
+            flow.response = outcome.response
+            set_headers(flow.response.headers, {UPSTREAM_MODEL_HEADER: exchange.upstream_model
+                                                or "", REWRITES_HEADER: ",".join(plan.rewrites)})
+            if flow.response.headers.get("content-type", "").startswith("text/event-stream"):
+                exchange.streamed_reply = True
+                self._buffered_stream(flow, plan)
+            elif plan.capture is not None:
+                self.responses.observe(flow, plan.capture)
+        if first and len(outcome.attempts) > 1:
+            self.metrics.model_fallback(first, plan.upstream_model, "not_found")
+        pending = self._responded(flow, exchange)
+        if pending is not None:
+            await pending
+
+    def _buffered_stream(self, flow: http.HTTPFlow, plan: Plan) -> None:
+        """A retried SSE reply, whole: the same model restoring and Responses capture a
+        streamed reply gets, applied to the buffered events."""
+        response = flow.response
+        assert response is not None
+        if self._restores_model(plan) and plan.original_model:
+            original = plan.original_model
+            restore = SseRewriter(lambda obj: restore_model(obj, original))
+            response.content = restore(response.raw_content or b"") + restore(b"")
+        if plan.capture is not None:
+            response.stream = True  # the store observes streams; feed it the events once
+            self.responses.observe(flow, plan.capture)
+            if callable(response.stream):
+                response.stream(response.raw_content or b"")
+                response.stream(b"")
+            response.stream = False
+
+    def _responded(self, flow: http.HTTPFlow,
+                   exchange: Exchange) -> Coroutine[Any, Any, None] | None:
+        """The reply as the app gets it: model restored, metered, logged, captured."""
+        assert flow.response is not None
         response = flow.response
         plan = exchange.plan
         reply = ReplyJson(response)  # a buffered JSON reply, parsed at most once
@@ -584,6 +643,10 @@ class BastionEdge:
                 write_log: bool = True) -> AccessRecord:
         self.in_flight.discard(flow.id)
         finished = time.time()
+        passed_over = exchange.plan.fallback_reason
+        if passed_over is not None and exchange.plan.refusal is None:
+            self.metrics.model_fallback(passed_over[0], exchange.plan.upstream_model,
+                                        passed_over[1])
         self.metrics.exchange_finished(
             endpoint=exchange.endpoint, app=exchange.plan.facts.app,
             original_model=exchange.original_model,

@@ -34,6 +34,7 @@ class Exchange:
     timed_out: bool = False
     tts_voice: str | None = None  # the Riva voice the TTS adapter used
     reply_notes: list[str] = field(default_factory=list)
+    attempts: list[dict[str, object]] = field(default_factory=list)  # 404 retries: each try
 
     # What the access log, metrics and tests read: derived from the plan.
 
@@ -112,4 +113,5 @@ class Exchange:
             key_env=self.key_env,
             error=plan.refusal.code if plan.refusal is not None else self.upstream_error,
             notes=self.notes,
+            attempts=self.attempts or None,
         )

@@ -51,6 +51,9 @@ MODELS: Final[Mapping[str, BastionModel]] = MappingProxyType(
             BastionModel("Qwen2.5-VL-72B-Instruct", ModelKind.CHAT, _SHORT, vision=True),
             BastionModel("bge-m3", ModelKind.EMBEDDINGS, dimensions=1024),
             BastionModel("whisper-large-v3", ModelKind.TRANSCRIPTION),
+            # Not in the guide's table: a second transcription model, so that a fallback
+            # for multipart uploads can be rehearsed.
+            BastionModel("whisper-large-v3-turbo", ModelKind.TRANSCRIPTION),
             BastionModel("FLUX.1-schnell", ModelKind.IMAGES),
         )
     }

@@ -43,6 +43,7 @@ class AccessRecord:
     mirror: dict[str, Any] | None = None  # mirror mode: how Bastion's copy compared
     request_body: Any = None  # only with the bodies option, secrets redacted
     response_body: Any = None
+    attempts: list[dict[str, object]] | None = None  # a 404 retry: every model tried
 
     def to_json(self) -> str:
         fields = {name: getattr(self, name) for name in self.__slots__}  # asdict() is slow
@@ -52,7 +53,7 @@ class AccessRecord:
         return json.dumps(fields, separators=(",", ":"))
 
 
-_OPTIONAL_FIELDS = ("mirror", "request_body", "response_body")
+_OPTIONAL_FIELDS = ("mirror", "request_body", "response_body", "attempts")
 
 
 class AccessLog:

@@ -64,6 +64,11 @@ class Metrics:
         self.models_refresh_failures = Counter(
             "bastion_edge_models_refresh_failures",
             "Failed reads of Bastion's model list (the last good list is kept).", registry=r)
+        self.model_fallbacks = Counter(
+            "bastion_edge_model_fallbacks",
+            "Requests served by another model than their mapped target: why (unlisted, "
+            "not_found after a 404 retry, or the capability the target lacks).",
+            ["from_model", "to_model", "reason"], registry=r)
         self._known_models: frozenset[str] = frozenset()
         self._known_apps: frozenset[str] = frozenset()
         self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
@@ -73,6 +78,7 @@ class Metrics:
         self._known_models = frozenset(
             {m.pattern for m in rules.models if not m.is_glob}
             | {c.use for m in rules.models for c in m.choices}
+            | set(rules.fallbacks) | {m for ms in rules.fallbacks.values() for m in ms}
         )
         self._known_apps = frozenset(app.name for app in rules.clients.apps)
         self._children.clear()  # model labels may map differently now
@@ -108,6 +114,11 @@ class Metrics:
             if rewrite is None:
                 rewrite = self._rewrite_children[kind] = self.rewrites.labels(kind)
             rewrite.inc()
+
+    def model_fallback(self, from_model: str, to_model: str | None, reason: str) -> None:
+        """One request moved off its target (labels: configured models, fixed reasons)."""
+        self.model_fallbacks.labels(self.model_label(from_model), self.model_label(to_model),
+                                    reason).inc()
 
     def models_available(self, availability: dict[str, bool]) -> None:
         """Per Bastion model the rules name (a bounded set): listed now or not."""
