@@ -1,0 +1,432 @@
+"""Runs batches: each line through the planner, to Bastion with the proxy's own client.
+
+    loop:  claim the active batches whose lease is free (or ours), renewing ours
+    batch: validating -> in_progress (lines) -> finalizing -> completed
+           (or failed at validation; cancelling -> cancelled; past the window -> expired)
+    line:  plan_line (the live decision path) -> POST -> result stored once
+
+Lines of all batches share one concurrency bound and one rate (rules `batches`), and a
+line backs off on Bastion's 429/5xx (honouring Retry-After) before its result counts as
+failed. A result is inserted once per (batch, line): after a restart, or when another
+proxy sharing the store takes over an expired lease, stored lines are skipped; a line
+that was in flight when a proxy stopped runs again (its result was never stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from bastion_edge.batch import shapes
+from bastion_edge.batch.lines import BATCH_NOTE, plan_line
+from bastion_edge.batch.metrics import BatchMetrics
+from bastion_edge.batch.shapes import BatchLine, Json, LineInvalid
+from bastion_edge.batch.store import BatchStore, BatchStoreError, Creator
+from bastion_edge.config.batch_rules import BatchRules
+from bastion_edge.core.keys import KeyFileReader
+from bastion_edge.core.plan import Plan
+from bastion_edge.core.planner import Policy
+from bastion_edge.core.reply_model import restore_model
+from bastion_edge.telemetry.access_log import AccessRecord
+
+log = logging.getLogger("bastion_edge")
+
+LEASE_SECONDS = 30.0
+POLL_SECONDS = 1.0
+ATTEMPTS = 5
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 30.0
+COUNTS_EVERY_SECONDS = 1.0
+RETRIED = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What a line needs from the proxy right now (rules are hot-reloaded)."""
+
+    policy: Policy
+    environ: Any
+    key_files: KeyFileReader | None
+    client: httpx.AsyncClient
+
+
+class RateLimit:
+    """Starts at most `per_minute` lines a minute, evenly spaced; None: unbounded."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    def delay(self, per_minute: int | None) -> float:
+        """Seconds to wait before the next start (and books that start). Pure timing."""
+        if per_minute is None:
+            return 0.0
+        now = self._clock()
+        start = max(now, self._next)
+        self._next = start + 60.0 / per_minute
+        return start - now
+
+    async def wait(self, per_minute: int | None) -> None:
+        async with self._lock:
+            pause = self.delay(per_minute)
+        if pause > 0:
+            await asyncio.sleep(pause)
+
+
+def backoff_seconds(attempt: int, retry_after: str | None) -> float:
+    """Retry-After when Bastion says (capped), else exponential with jitter."""
+    if retry_after is not None:
+        with contextlib.suppress(ValueError):
+            return min(max(float(retry_after), 0.0), BACKOFF_MAX_SECONDS)
+    ceiling: float = min(BACKOFF_BASE_SECONDS * 2.0 ** attempt, BACKOFF_MAX_SECONDS)
+    return ceiling * random.uniform(0.5, 1)
+
+
+class BatchRunner:
+    def __init__(self, store: Callable[[], BatchStore | None], metrics: BatchMetrics,
+                 context: Callable[[], RunContext], rules: Callable[[], BatchRules],
+                 access_log: Callable[[AccessRecord], None]) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._context = context
+        self._rules = rules
+        self._log = access_log
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, int] = {}  # batch id -> lines not finished
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._slots_size = 0
+        self._rate = RateLimit()
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._forever())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop claiming and running; in-flight lines are dropped (not stored: they run
+        again wherever the batch resumes); leases released for the next runner."""
+        tasks = [*self._running.values(), *([self._loop_task] if self._loop_task else [])]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        store = self._store()
+        if store is not None:
+            with contextlib.suppress(BatchStoreError):
+                await store.release(self.owner)
+
+    async def _forever(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except BatchStoreError as e:
+                log.error("bastion-edge: batch store failed: %s", e)
+            except Exception:
+                log.exception("bastion-edge: batch runner failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            self._wake.clear()
+
+    async def _tick(self) -> None:
+        store = self._store()
+        if store is None:
+            return
+        for batch_id in await store.claim(self.owner, LEASE_SECONDS, 100):
+            if batch_id not in self._running:
+                task = asyncio.get_running_loop().create_task(self._run_batch(store, batch_id))
+                self._running[batch_id] = task
+                task.add_done_callback(self._finisher(batch_id))
+        for status, count in (await store.count_by_status()).items():
+            self._metrics.batches.labels(status).set(count)
+        self._metrics.queue_depth.set(sum(self._pending.values()))
+
+    def _finisher(self, batch_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def finished(_task: asyncio.Task[None]) -> None:
+            self._running.pop(batch_id, None)
+            self._pending.pop(batch_id, None)
+        return finished
+
+    def _slots_for(self, concurrency: int) -> asyncio.Semaphore:
+        if self._slots is None or self._slots_size != concurrency:
+            self._slots, self._slots_size = asyncio.Semaphore(concurrency), concurrency
+        return self._slots
+
+    # ------------------------------------------------------------------ one batch
+
+    async def _run_batch(self, store: BatchStore, batch_id: str) -> None:
+        found = await store.batch_for_runner(batch_id)
+        if found is None:
+            return
+        batch, creator = found
+        if batch["status"] == "validating":
+            batch = await self._validate(store, batch)
+        if batch["status"] == "in_progress":
+            batch = await self._run_lines(store, batch, creator)
+        if batch["status"] in ("finalizing", "cancelling"):
+            await self._finalize(store, batch)
+
+    async def _validate(self, store: BatchStore, batch: Json) -> Json:
+        input_file = await store.get_file_any(batch["input_file_id"])
+        max_lines = self._rules().max_lines
+        if input_file is None:
+            errors = [{"code": "file_not_found", "message": "The input file was deleted.",
+                       "param": "input_file_id", "line": None}]
+            total = 0
+        else:
+            total, errors = await asyncio.to_thread(
+                _check_input, store, batch["input_file_id"], input_file.sealed,
+                batch["endpoint"], max_lines)
+        now = int(time.time())
+        if errors:
+            batch = {**batch, "status": "failed", "failed_at": now,
+                     "errors": shapes.batch_errors(errors)}
+        else:
+            batch = {**batch, "status": "in_progress", "in_progress_at": now,
+                     "request_counts": shapes.counts(total, 0, 0)}
+        if not await store.save_batch(batch, only_if_status="validating"):
+            again = await store.batch_for_runner(batch["id"])
+            return again[0] if again else batch  # cancelled meanwhile
+        return batch
+
+    async def _run_lines(self, store: BatchStore, batch: Json, creator: Creator) -> Json:
+        batch_id = batch["id"]
+        done = await store.done_lines(batch_id)
+        completed, failed = await store.result_counts(batch_id)
+        total = batch["request_counts"]["total"]
+        self._pending[batch_id] = total - len(done)
+        sealed_file = await store.get_file_any(batch["input_file_id"])
+        stop = asyncio.Event()
+        watcher = asyncio.get_running_loop().create_task(
+            self._watch(store, batch, stop, lambda: self._counts(store, batch_id)))
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            lines = _lines(store, batch["input_file_id"],
+                           sealed_file.sealed if sealed_file else False)
+            while not stop.is_set():
+                raw = await asyncio.to_thread(next, lines, None)
+                if raw is None:
+                    break
+                number, text = raw
+                if number in done or not text.strip():
+                    continue
+                rules = self._rules()
+                slots = self._slots_for(rules.concurrency)
+                await slots.acquire()
+                if stop.is_set():
+                    slots.release()
+                    break
+                await self._rate.wait(rules.requests_per_minute)
+                line = shapes.parse_line(text, number, batch["endpoint"])
+                task = asyncio.get_running_loop().create_task(
+                    self._run_line(store, batch, creator, line))
+                in_flight.add(task)
+                task.add_done_callback(_releaser(in_flight, slots))
+            if in_flight:
+                await asyncio.wait(in_flight)
+        finally:
+            watcher.cancel()
+        completed, failed = await store.result_counts(batch_id)
+        status = await store.status_of(batch_id)
+        fresh = await store.batch_for_runner(batch_id)
+        batch = fresh[0] if fresh else batch
+        batch["request_counts"] = shapes.counts(total, completed, failed)
+        if status == "in_progress" and await store.holds(self.owner, batch_id):
+            expired = time.time() > batch["expires_at"]
+            if completed + failed < total and not expired:
+                return batch  # lease lost mid-way or stopped: another pass resumes
+            batch.update(status="finalizing", finalizing_at=int(time.time()),
+                         expired_at=int(time.time()) if expired else None)
+            await store.save_batch(batch, only_if_status="in_progress")
+        return batch
+
+    async def _counts(self, store: BatchStore, batch_id: str) -> Json:
+        completed, failed = await store.result_counts(batch_id)
+        return {"completed": completed, "failed": failed}
+
+    async def _watch(self, store: BatchStore, batch: Json, stop: asyncio.Event,
+                     counts: Callable[[], Any]) -> None:
+        """Every second: cancelled? lease lost (renewed otherwise)? window over? and the
+        batch's request_counts brought up to date."""
+        while True:
+            await asyncio.sleep(COUNTS_EVERY_SECONDS)
+            status = await store.status_of(batch["id"])
+            held = await store.holds(self.owner, batch["id"])
+            if status != "in_progress" or not held or time.time() > batch["expires_at"]:
+                stop.set()
+                return
+            fresh = await store.batch_for_runner(batch["id"])
+            if fresh is not None:
+                body = fresh[0]
+                body["request_counts"] = {**body["request_counts"], **await counts()}
+                await store.save_batch(body, only_if_status="in_progress")
+
+    async def _finalize(self, store: BatchStore, batch: Json) -> None:
+        batch_id = batch["id"]
+        outputs: dict[str, str | None] = {}
+        for ok, field in ((True, "output_file_id"), (False, "error_file_id")):
+            file_id = shapes.new_id("file-")
+            size = await store.write_results(batch_id, ok, file_id)
+            if size:
+                name = f"{batch_id}_{'output' if ok else 'error'}.jsonl"
+                await store.add_file_for_batch(
+                    batch_id, shapes.file_object(file_id, size, int(time.time()), name,
+                                                 "batch_output"), store.blobs.cipher.encrypts)
+            outputs[field] = file_id if size else None
+        completed, failed = await store.result_counts(batch_id)
+        now = int(time.time())
+        fresh = await store.batch_for_runner(batch_id)
+        body = fresh[0] if fresh else batch
+        before = str(body["status"])
+        final = {"cancelling": ("cancelled", "cancelled_at"),
+                 "finalizing": ("expired", "expired_at") if body.get("expired_at")
+                 else ("completed", "completed_at")}[before]
+        body.update(outputs)
+        body["request_counts"] = {**body["request_counts"], "completed": completed,
+                                  "failed": failed}
+        body["status"], body[final[1]] = final[0], now
+        if final[0] == "cancelled" and not body.get("cancelling_at"):
+            body["cancelling_at"] = now
+        if await store.save_batch(body, only_if_status=before):
+            await store.drop_results(batch_id)
+            log.info("bastion-edge: batch %s %s (%d completed, %d failed)", batch_id,
+                     final[0], completed, failed)
+        else:  # a cancel arrived while finalizing: drop these files, finalize again
+            for made in outputs.values():
+                if made:
+                    await store.delete_file_any(made)
+
+    # ------------------------------------------------------------------ one line
+
+    async def _run_line(self, store: BatchStore, batch: Json, creator: Creator,
+                        line: BatchLine) -> None:
+        started = time.time()
+        context = self._context()
+        plan, body = plan_line(line, batch["endpoint"], creator, context.policy,
+                               context.environ, context.key_files)
+        request_id = shapes.new_id("batch_req_")
+        status: int | None
+        if plan is None:
+            status, reply, error = None, None, {"code": "not_intercepted",
+                                                "message": "no OpenAI host in the rules"}
+        elif plan.refusal is not None:
+            status, reply, error = plan.refusal.status, plan.refusal.envelope(), None
+        else:
+            status, reply, error = await self._send(context, plan, body)
+            if isinstance(reply, dict) and context.policy.rules.reply_model == "original" \
+                    and plan.resolution is not None and plan.resolution.changed \
+                    and plan.original_model:
+                restore_model(reply, plan.original_model)
+        ok = shapes.is_success(status)
+        result = shapes.result_line(line.custom_id, request_id, status, reply, error)
+        if await store.save_result(batch["id"], line.number, ok, result):
+            self._metrics.lines.labels("completed" if ok else "failed").inc()
+            self._pending[batch["id"]] = self._pending.get(batch["id"], 1) - 1
+        if plan is not None:
+            self._log(_access_record(plan, batch["id"], line, request_id, status, started,
+                                     len(body), error))
+
+    async def _send(self, context: RunContext, plan: Plan,
+                    body: bytes) -> tuple[int | None, Any, Json | None]:
+        target = plan.route.target
+        headers = {"content-type": "application/json", **plan.route.put_headers}
+        for attempt in range(ATTEMPTS):
+            try:
+                reply = await context.client.post(target.url, content=body, headers=headers)
+            except httpx.HTTPError as e:
+                if attempt == ATTEMPTS - 1:
+                    return None, None, {"code": "upstream_unreachable",
+                                        "message": f"Bastion did not answer: {type(e).__name__}"}
+                self._metrics.retries.inc()
+                await asyncio.sleep(backoff_seconds(attempt, None))
+                continue
+            if reply.status_code in RETRIED and attempt < ATTEMPTS - 1:
+                self._metrics.retries.inc()
+                await asyncio.sleep(backoff_seconds(attempt, reply.headers.get("retry-after")))
+                continue
+            try:
+                parsed: Any = reply.json()
+            except ValueError:
+                parsed = reply.text
+            return reply.status_code, parsed, None
+        raise AssertionError("unreachable")
+
+
+def _releaser(in_flight: set[asyncio.Task[None]],
+              slots: asyncio.Semaphore) -> Callable[[asyncio.Task[None]], None]:
+    def release(task: asyncio.Task[None]) -> None:
+        in_flight.discard(task)
+        slots.release()
+    return release
+
+
+def _lines(store: BatchStore, file_id: str, sealed: bool) -> Iterator[tuple[int, bytes]]:
+    yield from enumerate(store.blobs.lines(file_id, sealed), start=1)
+
+
+def _check_input(store: BatchStore, file_id: str, sealed: bool, endpoint: str,
+                 max_lines: int) -> tuple[int, list[Json]]:
+    """(lines, errors) of an input file: every line valid, custom_ids unique."""
+    seen: set[str] = set()
+    errors: list[Json] = []
+    total = 0
+    for number, text in _lines(store, file_id, sealed):
+        if not text.strip():
+            continue
+        total += 1
+        try:
+            line = shapes.parse_line(text, number, endpoint)
+        except LineInvalid as e:
+            errors.append(e.error())
+        else:
+            if line.custom_id in seen:
+                errors.append({"code": "duplicate_custom_id", "message":
+                               f"line {number}: custom_id {line.custom_id!r} is used twice",
+                               "param": "custom_id", "line": number})
+            seen.add(line.custom_id)
+        if len(errors) >= 100:
+            break
+    if total == 0 and not errors:
+        errors.append({"code": "empty_file", "message": "The input file has no lines.",
+                       "param": "input_file_id", "line": None})
+    if total > max_lines:
+        errors.append({"code": "too_many_lines", "message": f"The input file has {total} "
+                       f"lines; at most {max_lines} (rules: batches.max_lines).",
+                       "param": "input_file_id", "line": None})
+    return total, errors
+
+
+def _access_record(plan: Plan, batch_id: str, line: BatchLine, request_id: str,
+                   status: int | None, started: float, bytes_in: int,
+                   error: Json | None) -> AccessRecord:
+    finished = time.time()
+    return AccessRecord(
+        time=datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds"),
+        request_id=request_id, client=plan.facts.client_ip, app=plan.facts.app,
+        method="POST", path=plan.path, endpoint=plan.endpoint, original_host="batch",
+        upstream_host=plan.upstream_host, original_model=plan.original_model,
+        upstream_model=plan.upstream_model, destination=plan.destination.provider,
+        decision=plan.decision_label, status=status,
+        duration_ms=round((finished - started) * 1000, 3), ttfb_ms=None, bytes_in=bytes_in,
+        bytes_out=0, stream=False, rewrites=list(plan.rewrites),
+        key_env=plan.key.env if plan.key is not None else None,
+        error=plan.refusal.code if plan.refusal is not None
+        else (error or {}).get("code"),
+        notes=[*[n for n in plan.notes if n != BATCH_NOTE],
+               f"{BATCH_NOTE}: {batch_id} line {line.number} custom_id {line.custom_id}"])

@@ -1,0 +1,151 @@
+"""Files and Batch APIs answered by the proxy, run against the sandbox (which, like
+Bastion, has neither): the real openai SDK through `bastion-edge run`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from conftest import make_client
+from harness import Proxy, Sandbox, proxy_env, start_proxy, wait_until
+
+OTHER_APP_KEY = "sk-other-app-key-batches-0000"
+MODELS = ("models:\n  gpt-4o-mini: gpt-oss-20b\n  text-embedding-3-small: bge-m3\n"
+          "unmapped_models: reject\n")
+
+
+def rules_file(tmp: Path, batches: str = "") -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    rules = tmp / "rules.yaml"
+    rules.write_text(MODELS + (f"batches:\n{batches}" if batches else ""))
+    return rules
+
+
+def chat_line(custom_id: str, text: str, model: str = "gpt-4o-mini") -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": text}]}}
+
+
+def jsonl(lines: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+def by_custom_id(content: bytes) -> dict[str, dict[str, Any]]:
+    rows = [json.loads(line) for line in content.splitlines() if line.strip()]
+    out = {row["custom_id"]: row for row in rows}
+    assert len(out) == len(rows), "a custom_id appears twice"
+    return out
+
+
+def finished(client: openai.OpenAI, batch_id: str, timeout: float = 60) -> Any:
+    seen: list[Any] = []
+
+    def done() -> bool:
+        seen.append(client.batches.retrieve(batch_id))
+        return seen[-1].status in ("completed", "failed", "cancelled", "expired")
+
+    wait_until(done, timeout=timeout, what=f"batch {batch_id} to finish")
+    return seen[-1]
+
+
+def run_batch(client: openai.OpenAI, lines: list[dict[str, Any]], endpoint: str) -> Any:
+    uploaded = client.files.create(file=("input.jsonl", io.BytesIO(jsonl(lines))),
+                                   purpose="batch")
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint=endpoint,  # type: ignore[arg-type]
+                                  completion_window="24h")
+    assert batch.status == "validating"
+    return finished(client, batch.id)
+
+
+@pytest.fixture
+def batch_proxy(sandbox: Sandbox, tmp_path: Path) -> Iterator[Proxy]:
+    running = start_proxy(tmp_path, proxy_env(sandbox), rules=rules_file(tmp_path))
+    yield running
+    assert running.process.stop() == 0, running.process.log()
+
+
+def test_chat_batch_upload_create_poll_download(
+    batch_proxy: Proxy, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(monkeypatch, batch_proxy)
+    sandbox.clear_journal()
+    lines = [chat_line(f"req-{i}", f"say {i}") for i in range(5)]
+    lines.append(chat_line("bad-model", "x", model="no-such-model"))
+    batch = run_batch(client, lines, "/v1/chat/completions")
+    assert batch.status == "completed", batch
+    assert batch.request_counts.total == 6
+    assert batch.request_counts.completed == 5 and batch.request_counts.failed == 1
+    assert batch.in_progress_at and batch.finalizing_at and batch.completed_at
+    assert batch.output_file_id and batch.error_file_id
+    output = by_custom_id(client.files.content(batch.output_file_id).content)
+    assert set(output) == {f"req-{i}" for i in range(5)}
+    for custom_id, row in output.items():
+        assert row["response"]["status_code"] == 200 and row["error"] is None
+        assert row["id"].startswith("batch_req_")
+        body = row["response"]["body"]
+        assert body["object"] == "chat.completion" and body["model"] == "gpt-oss-20b"
+        assert custom_id.removeprefix("req-") in json.dumps(
+            [e for e in sandbox.journal() if e["path"] == "/v1/chat/completions"])
+    errors = by_custom_id(client.files.content(batch.error_file_id).content)
+    assert list(errors) == ["bad-model"]
+    assert errors["bad-model"]["response"]["status_code"] == 400
+    assert errors["bad-model"]["response"]["body"]["error"]["code"]
+    # the lines went through the planner: Bastion's key and model, never the app's key
+    sent = [e for e in sandbox.journal() if e["path"] == "/v1/chat/completions"]
+    assert len(sent) == 5
+    assert all("sk-app" not in json.dumps(e) for e in sent)
+    paths = {e["path"] for e in sandbox.journal()}
+    assert not any(p.startswith(("/v1/files", "/v1/batches")) for p in paths), paths
+    # retrieve, list, delete
+    meta = client.files.retrieve(batch.output_file_id)
+    assert meta.purpose == "batch_output" and meta.bytes > 0
+    assert batch.id in [b.id for b in client.batches.list()]
+    assert batch.input_file_id in [f.id for f in client.files.list(purpose="batch")]
+    assert client.files.delete(batch.input_file_id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(batch.input_file_id)
+    log = [json.loads(line) for line in batch_proxy.access_log.read_text().splitlines()]
+    marked = [r for r in log if any("batch line: " + batch.id in n for n in r["notes"])]
+    assert len(marked) == 6 and {r["status"] for r in marked} == {200, 400}
+    metrics = batch_proxy.metrics()
+    assert 'bastion_edge_batch_lines_total{outcome="completed"} 5.0' in metrics
+    assert 'bastion_edge_batch_lines_total{outcome="failed"} 1.0' in metrics
+    assert "bastion_edge_batch_queue_depth" in metrics
+
+
+def test_embeddings_batch(batch_proxy: Proxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = make_client(monkeypatch, batch_proxy)
+    lines = [{"custom_id": f"emb-{i}", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": "text-embedding-3-small", "input": f"text {i}"}}
+             for i in range(3)]
+    batch = run_batch(client, lines, "/v1/embeddings")
+    assert batch.status == "completed" and batch.request_counts.completed == 3
+    assert batch.error_file_id is None
+    output = by_custom_id(client.files.content(batch.output_file_id).content)
+    assert sorted(output) == ["emb-0", "emb-1", "emb-2"]
+    assert all(row["response"]["body"]["data"][0]["embedding"] for row in output.values())
+
+
+def test_invalid_input_fails_validation(batch_proxy: Proxy,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    client = make_client(monkeypatch, batch_proxy)
+    lines = [chat_line("same", "a"), chat_line("same", "b")]
+    batch = run_batch(client, lines, "/v1/chat/completions")
+    assert batch.status == "failed" and batch.failed_at
+    assert batch.errors and batch.errors.data[0].code == "duplicate_custom_id"
+    with pytest.raises(openai.BadRequestError):
+        client.batches.create(input_file_id="file-nope", endpoint="/v1/images",  # type: ignore[arg-type]
+                              completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions",
+                              completion_window="24h")
