@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from conftest import make_client
@@ -111,6 +106,8 @@ def test_chat_batch_upload_create_poll_download(
     assert meta.purpose == "batch_output" and meta.bytes > 0
     assert batch.id in [b.id for b in client.batches.list()]
     assert batch.input_file_id in [f.id for f in client.files.list(purpose="batch")]
+    with pytest.raises(openai.ConflictError):  # finished: nothing to cancel
+        client.batches.cancel(batch.id)
     assert client.files.delete(batch.input_file_id).deleted
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(batch.input_file_id)
@@ -149,3 +146,162 @@ def test_invalid_input_fails_validation(batch_proxy: Proxy,
     with pytest.raises(openai.NotFoundError):
         client.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions",
                               completion_window="24h")
+
+
+def test_sandbox_rejects_files_and_batches_as_bastion_does(sandbox: Sandbox) -> None:
+    """The proxy, not the sandbox, answers these: Bastion has neither API."""
+    from harness import BASTION_KEY
+
+    auth = {"authorization": f"Bearer {BASTION_KEY}"}
+    with sandbox.client() as c:
+        for method, path in (("GET", "/v1/files"), ("POST", "/v1/files"),
+                             ("GET", "/v1/files/file-x/content"), ("GET", "/v1/batches"),
+                             ("POST", "/v1/batches"), ("POST", "/v1/batches/b/cancel")):
+            reply = c.request(method, f"https://127.0.0.1:{sandbox.port}{path}", headers=auth)
+            assert reply.status_code in (404, 405), (method, path, reply.status_code)
+            assert reply.json()["error"]["code"] == "unknown_url"
+
+
+def test_one_app_cannot_see_another_apps_files_or_batches(
+    batch_proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = make_client(monkeypatch, batch_proxy)
+    other = mine.with_options(api_key=OTHER_APP_KEY)
+    batch = run_batch(mine, [chat_line("a-1", "app A's line")], "/v1/chat/completions")
+    assert batch.status == "completed"
+    for file_id in (batch.input_file_id, batch.output_file_id):
+        with pytest.raises(openai.NotFoundError):
+            other.files.retrieve(file_id)
+        with pytest.raises(openai.NotFoundError):
+            other.files.content(file_id)
+        with pytest.raises(openai.NotFoundError):
+            other.files.delete(file_id)
+    with pytest.raises(openai.NotFoundError):
+        other.batches.retrieve(batch.id)
+    with pytest.raises(openai.NotFoundError):
+        other.batches.cancel(batch.id)
+    with pytest.raises(openai.NotFoundError):  # B cannot run a batch over A's file
+        other.batches.create(input_file_id=batch.input_file_id,
+                             endpoint="/v1/chat/completions", completion_window="24h")
+    assert other.files.list().data == [] and other.batches.list().data == []
+    assert mine.files.retrieve(batch.input_file_id).id == batch.input_file_id
+
+
+SLOW = "  concurrency: 1\n  requests_per_minute: 120\n"  # one line every 0.5 s
+
+
+def sent_texts(sandbox: Sandbox) -> list[str]:
+    return [json.loads(e["body"])["messages"][0]["content"] for e in sandbox.journal()
+            if e["path"] == "/v1/chat/completions"]
+
+
+def wait_for_completed(client: openai.OpenAI, batch_id: str, at_least: int) -> None:
+    wait_until(lambda: client.batches.retrieve(batch_id).request_counts.completed  # type: ignore[union-attr]
+               >= at_least, timeout=60, what=f"{at_least} lines done")
+
+
+def test_cancel_mid_run(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch,
+                        tmp_path: Path) -> None:
+    proxy = start_proxy(tmp_path, proxy_env(sandbox), rules=rules_file(tmp_path, SLOW))
+    try:
+        client = make_client(monkeypatch, proxy)
+        sandbox.clear_journal()
+        lines = [chat_line(f"c-{i}", f"cancel-test {i}") for i in range(40)]
+        uploaded = client.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))),
+                                       purpose="batch")
+        batch = client.batches.create(input_file_id=uploaded.id,
+                                      endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        wait_for_completed(client, batch.id, 2)
+        cancelling = client.batches.cancel(batch.id)
+        assert cancelling.status in ("cancelling", "cancelled")
+        done = finished(client, batch.id)
+        assert done.status == "cancelled" and done.cancelled_at and done.cancelling_at
+        completed = done.request_counts.completed
+        assert 2 <= completed < 40
+        output = by_custom_id(client.files.content(done.output_file_id).content)
+        assert len(output) == completed
+        assert sorted(sent_texts(sandbox)) == sorted(
+            f"cancel-test {c.removeprefix('c-')}" for c in output)
+    finally:
+        assert proxy.process.stop() == 0
+
+
+def test_restart_mid_run_loses_and_repeats_no_line(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rules = rules_file(tmp_path, SLOW)
+    proxy = start_proxy(tmp_path, proxy_env(sandbox), rules=rules)
+    lines = [chat_line(f"r-{i}", f"restart-test {i}") for i in range(16)]
+    sandbox.clear_journal()
+    try:
+        client = make_client(monkeypatch, proxy)
+        uploaded = client.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))),
+                                       purpose="batch")
+        batch = client.batches.create(input_file_id=uploaded.id,
+                                      endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        wait_for_completed(client, batch.id, 3)
+    finally:
+        assert proxy.process.stop() == 0  # SIGTERM mid-run
+    before = len(sent_texts(sandbox))
+    assert 3 <= before < 16
+    again = start_proxy(tmp_path, proxy_env(sandbox), rules=rules)
+    try:
+        client = make_client(monkeypatch, again)
+        done = finished(client, batch.id)
+        assert done.status == "completed" and done.request_counts.completed == 16
+        output = by_custom_id(client.files.content(done.output_file_id).content)
+        assert sorted(output) == sorted(line["custom_id"] for line in lines)
+        sent = sent_texts(sandbox)
+        assert sorted(sent) == sorted(f"restart-test {i}" for i in range(16))  # each once
+    finally:
+        assert again.process.stop() == 0
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def test_large_upload_memory_stays_bounded(
+    batch_proxy: Proxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A ~200 MB upload streams to disk: the proxy's peak RSS rises far less than that."""
+    client = make_client(monkeypatch, batch_proxy)
+    big = tmp_path / "big.jsonl"
+    line = json.dumps(chat_line("id", "x" * 1000)).encode() + b"\n"
+    with open(big, "wb") as f:
+        for _ in range((200 * 1024 * 1024) // len(line)):
+            f.write(line)
+    size = big.stat().st_size
+    pid = batch_proxy.process.popen.pid
+    client.files.list()  # warm: the batch server, TLS to the app
+    before = _rss_kib(pid, "VmRSS")
+    with open(big, "rb") as f:
+        uploaded = client.files.create(file=("big.jsonl", f), purpose="user_data")
+    peak = _rss_kib(pid, "VmHWM")
+    assert uploaded.bytes == size
+    rise_mib = (peak - before) / 1024
+    print(f"upload of {size} bytes: proxy peak RSS rose {rise_mib:.1f} MiB from {before // 1024} MiB")
+    assert rise_mib < size / (1024 * 1024) / 4, f"peak RSS rose {rise_mib:.0f} MiB"
+    stored = next((batch_proxy.confdir / "batch-files").glob(uploaded.id))
+    assert stored.stat().st_size == size
+    assert client.files.retrieve(uploaded.id).bytes == size
+
+
+def test_upload_over_the_size_limit_is_refused(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    proxy = start_proxy(tmp_path, proxy_env(sandbox),
+                        rules=rules_file(tmp_path, "  max_file_bytes: 1000\n"))
+    try:
+        client = make_client(monkeypatch, proxy)
+        with pytest.raises(openai.APIStatusError) as info:
+            client.files.create(file=("in.jsonl", io.BytesIO(b"x" * 5000)), purpose="batch")
+        assert info.value.status_code == 413
+        assert list((proxy.confdir / "batch-files").iterdir()) == []
+    finally:
+        assert proxy.process.stop() == 0

@@ -45,6 +45,7 @@ log = logging.getLogger("bastion_edge")
 
 LEASE_SECONDS = 30.0
 POLL_SECONDS = 1.0
+STOP_GRACE_SECONDS = 10.0  # at shutdown: lines in flight may finish and be stored
 ATTEMPTS = 5
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
@@ -112,6 +113,7 @@ class BatchRunner:
         self._slots: asyncio.Semaphore | None = None
         self._slots_size = 0
         self._rate = RateLimit()
+        self._stopping = False
 
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._forever())
@@ -120,8 +122,15 @@ class BatchRunner:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Stop claiming and running; in-flight lines are dropped (not stored: they run
-        again wherever the batch resumes); leases released for the next runner."""
+        """Start no more lines; give those in flight STOP_GRACE_SECONDS to finish and be
+        stored (a line cut off then is not stored and runs again where the batch
+        resumes); release the leases for the next runner."""
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        running = list(self._running.values())
+        if running:
+            await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
         tasks = [*self._running.values(), *([self._loop_task] if self._loop_task else [])]
         for task in tasks:
             task.cancel()
@@ -179,7 +188,7 @@ class BatchRunner:
             batch = await self._validate(store, batch)
         if batch["status"] == "in_progress":
             batch = await self._run_lines(store, batch, creator)
-        if batch["status"] in ("finalizing", "cancelling"):
+        if batch["status"] in ("finalizing", "cancelling") and not self._stopping:
             await self._finalize(store, batch)
 
     async def _validate(self, store: BatchStore, batch: Json) -> Json:
@@ -219,7 +228,7 @@ class BatchRunner:
         try:
             lines = _lines(store, batch["input_file_id"],
                            sealed_file.sealed if sealed_file else False)
-            while not stop.is_set():
+            while not stop.is_set() and not self._stopping:
                 raw = await asyncio.to_thread(next, lines, None)
                 if raw is None:
                     break
@@ -229,10 +238,13 @@ class BatchRunner:
                 rules = self._rules()
                 slots = self._slots_for(rules.concurrency)
                 await slots.acquire()
-                if stop.is_set():
+                if stop.is_set() or self._stopping:
                     slots.release()
                     break
                 await self._rate.wait(rules.requests_per_minute)
+                if self._stopping:
+                    slots.release()
+                    break
                 line = shapes.parse_line(text, number, batch["endpoint"])
                 task = asyncio.get_running_loop().create_task(
                     self._run_line(store, batch, creator, line))
@@ -247,7 +259,8 @@ class BatchRunner:
         fresh = await store.batch_for_runner(batch_id)
         batch = fresh[0] if fresh else batch
         batch["request_counts"] = shapes.counts(total, completed, failed)
-        if status == "in_progress" and await store.holds(self.owner, batch_id):
+        if status == "in_progress" and not self._stopping \
+                and await store.holds(self.owner, batch_id):
             expired = time.time() > batch["expires_at"]
             if completed + failed < total and not expired:
                 return batch  # lease lost mid-way or stopped: another pass resumes
