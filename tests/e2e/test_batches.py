@@ -285,7 +285,7 @@ def test_large_upload_memory_stays_bounded(
     peak = _rss_kib(pid, "VmHWM")
     assert uploaded.bytes == size
     rise_mib = (peak - before) / 1024
-    print(f"upload of {size} bytes: proxy peak RSS rose {rise_mib:.1f} MiB from {before // 1024} MiB")
+    print(f"upload of {size} B: peak RSS rose {rise_mib:.1f} MiB from {before // 1024} MiB")
     assert rise_mib < size / (1024 * 1024) / 4, f"peak RSS rose {rise_mib:.0f} MiB"
     stored = next((batch_proxy.confdir / "batch-files").glob(uploaded.id))
     assert stored.stat().st_size == size
