@@ -305,3 +305,49 @@ def test_upload_over_the_size_limit_is_refused(
         assert list((proxy.confdir / "batch-files").iterdir()) == []
     finally:
         assert proxy.process.stop() == 0
+
+
+# ------------------------------------------------------------------ Redis, two replicas
+
+
+def test_two_proxies_sharing_redis_take_over_without_repeating_a_line(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import redis
+    from redis_server import running_redis
+
+    with running_redis(tmp_path) as url:
+        rules = rules_file(tmp_path, f"  store: {url}\n{SLOW}")
+        env = proxy_env(sandbox)
+        one = start_proxy(tmp_path / "one", env, rules=rules)
+        two = start_proxy(tmp_path / "two", env, rules=rules)
+        proxies = {one.process.popen.pid: one, two.process.popen.pid: two}
+        sandbox.clear_journal()
+        lines = [chat_line(f"s-{i}", f"shared-test {i}") for i in range(14)]
+        try:
+            on_one, on_two = make_client(monkeypatch, one), make_client(monkeypatch, two)
+            uploaded = on_one.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))),
+                                           purpose="batch")
+            batch = on_two.batches.create(input_file_id=uploaded.id,  # replica two sees it
+                                          endpoint="/v1/chat/completions",
+                                          completion_window="24h")
+            wait_for_completed(on_one, batch.id, 3)
+            with redis.Redis.from_url(url) as r:
+                holder = r.get(f"bastion-edge:batches:lease:{batch.id}")
+            assert holder is not None
+            first = proxies.pop(int(holder.decode().split(":")[1]))
+            assert first.process.stop() == 0  # the runner stops; its lease is released
+            (survivor,) = proxies.values()
+            client = make_client(monkeypatch, survivor)
+            done = finished(client, batch.id)
+            assert done.status == "completed" and done.request_counts.completed == 14
+            output = by_custom_id(client.files.content(done.output_file_id).content)
+            assert sorted(output) == sorted(line["custom_id"] for line in lines)
+            assert sorted(sent_texts(sandbox)) == sorted(f"shared-test {i}" for i in range(14))
+            ran = [sum(1 for line in p.access_log.read_text().splitlines()
+                       if f"batch line: {batch.id}" in line) for p in (first, survivor)]
+            assert all(n > 0 for n in ran) and sum(ran) == 14, ran
+            assert not (one.confdir / "batches.sqlite3").exists()
+        finally:
+            for proxy in (one, two):
+                proxy.process.stop()

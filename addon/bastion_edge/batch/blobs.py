@@ -47,16 +47,6 @@ class BlobDir:
                 (size,) = _LENGTH.unpack(header)
                 yield self.cipher.open(f.read(size))
 
-    def lines(self, name: str, sealed: bool) -> Iterator[bytes]:
-        """The plain bytes, line by line (without the newline)."""
-        rest = b""
-        for chunk in self.read(name, sealed):
-            rest += chunk
-            *complete, rest = rest.split(b"\n")
-            yield from complete
-        if rest:
-            yield rest
-
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.file(name).unlink()

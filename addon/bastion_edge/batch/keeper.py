@@ -14,11 +14,16 @@ from pathlib import Path
 from mitmproxy import ctx
 from prometheus_client import CollectorRegistry
 
-from bastion_edge.batch.blobs import BlobDir
 from bastion_edge.batch.metrics import BatchMetrics
 from bastion_edge.batch.runner import BatchRunner, RunContext
 from bastion_edge.batch.server import BatchApiServer, Call
-from bastion_edge.batch.store import BLOB_DIR, BatchStore, BatchStoreError, Creator, store_path
+from bastion_edge.batch.store import (
+    BatchStore,
+    BatchStoreError,
+    Creator,
+    open_batch_store,
+    store_location,
+)
 from bastion_edge.config.batch_rules import BatchRules
 from bastion_edge.core.plan import Plan
 from bastion_edge.state.crypto import BodyCipher
@@ -33,7 +38,7 @@ class BatchKeeper:
         self.metrics = BatchMetrics(registry)
         self.store: BatchStore | None = None
         self.rules = BatchRules()
-        self._opened: tuple[Path, tuple[bytes, ...]] | None = None
+        self._opened: tuple[str, tuple[bytes, ...]] | None = None
         self.server = BatchApiServer(lambda: self.store, self.metrics, self._wake)
         self.runner: BatchRunner | None = None
 
@@ -41,23 +46,23 @@ class BatchKeeper:
         """Open (or keep) the store the rules name; raises ValueError on a bad setting."""
         self.rules = rules
         confdir = Path(os.path.expanduser(ctx.options.confdir))
-        path = store_path(rules.store, confdir)
+        location = store_location(rules.store, confdir)
         try:
             cipher = BodyCipher.from_env(rules.encryption_key_env, self.environ)
         except ValueError as e:
             raise ValueError(str(e).replace("responses_state", "batches")) from e
-        opened = (path, cipher.keys)
+        opened = (location, cipher.keys)
         if self.store is not None and opened == self._opened:
             return
         if self.store is not None:
             log.warning("bastion-edge: batches store change takes effect on restart")
             return
         try:
-            self.store = BatchStore(path, BlobDir(path.parent / BLOB_DIR, cipher))
+            self.store = open_batch_store(location, cipher)
         except BatchStoreError as e:
             raise ValueError(str(e)) from e
         self._opened = opened
-        log.info("bastion-edge: Files and Batches kept in %s (+ %s/)%s", path, BLOB_DIR,
+        log.info("bastion-edge: Files and Batches kept in %s%s", self.store.location,
                  " (encrypted at rest)" if cipher.encrypts else "")
 
     async def running(self, context: Callable[[], RunContext],

@@ -33,7 +33,7 @@ from bastion_edge.batch import shapes
 from bastion_edge.batch.lines import BATCH_NOTE, plan_line
 from bastion_edge.batch.metrics import BatchMetrics
 from bastion_edge.batch.shapes import BatchLine, Json, LineInvalid
-from bastion_edge.batch.store import BatchStore, BatchStoreError, Creator
+from bastion_edge.batch.store import BatchStore, BatchStoreError, Creator, blob_lines
 from bastion_edge.config.batch_rules import BatchRules
 from bastion_edge.core.keys import KeyFileReader
 from bastion_edge.core.plan import Plan
@@ -390,7 +390,7 @@ def _releaser(in_flight: set[asyncio.Task[None]],
 
 
 def _lines(store: BatchStore, file_id: str, sealed: bool) -> Iterator[tuple[int, bytes]]:
-    yield from enumerate(store.blobs.lines(file_id, sealed), start=1)
+    yield from enumerate(blob_lines(store.blobs, file_id, sealed), start=1)
 
 
 def _check_input(store: BatchStore, file_id: str, sealed: bool, endpoint: str,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
 
-from bastion_edge.batch.blobs import BlobDir, BlobWriter
 from bastion_edge.batch.shapes import FILE_PURPOSES
+from bastion_edge.batch.store import Blobs, BlobWriting
 from bastion_edge.errors import ApiError, bad_request
 
 READ_CHUNK = 1024 * 1024
@@ -33,7 +33,7 @@ def too_large(limit: int) -> ApiError:
                     "(rules: batches.max_file_bytes).", "file_too_large", param="file")
 
 
-async def receive_upload(request: web.Request, blobs: BlobDir, file_id: str,
+async def receive_upload(request: web.Request, blobs: Blobs, file_id: str,
                          max_bytes: int) -> Uploaded:
     """Reads the form; the file part lands in blob `file_id`. Raises ApiError (400/413)."""
     if not request.content_type.startswith("multipart/form-data"):
@@ -41,7 +41,7 @@ async def receive_upload(request: web.Request, blobs: BlobDir, file_id: str,
                           "invalid_request", "file")
     reader = await request.multipart()
     purpose: str | None = None
-    stored: tuple[str, BlobWriter] | None = None
+    stored: tuple[str, BlobWriting] | None = None
     try:
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
@@ -69,7 +69,7 @@ async def receive_upload(request: web.Request, blobs: BlobDir, file_id: str,
         raise
 
 
-async def _copy(part: BodyPartReader, writer: BlobWriter, max_bytes: int) -> None:
+async def _copy(part: BodyPartReader, writer: BlobWriting, max_bytes: int) -> None:
     while chunk := await part.read_chunk(READ_CHUNK):
         if writer.size + len(chunk) > max_bytes:
             raise too_large(max_bytes)

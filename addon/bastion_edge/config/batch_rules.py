@@ -1,7 +1,7 @@
 """The `batches:` section of rules.yaml: how the proxy's Files and Batch APIs behave.
 
     batches:
-      store: sqlite                    # sqlite (confdir) or sqlite:///<absolute path>
+      store: sqlite                    # sqlite (confdir), sqlite:///<path>, redis://...
       max_file_bytes: 536870912        # an upload larger than this is refused (413)
       max_lines: 50000                 # lines per batch input file (OpenAI's limit)
       concurrency: 8                   # lines of all batches in flight at once
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-BATCH_STORE_FORMS = "sqlite or sqlite:///<absolute path>"
+BATCH_STORE_FORMS = "sqlite, sqlite:///<absolute path> or a redis:// (rediss://) URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ def parse_batches(parser: _Parser, value: object, path: tuple[str | int, ...]) -
     rules = BatchRules()
     if "store" in section:
         store = parser.string(section["store"], (*path, "store"), BATCH_STORE_FORMS)
-        if store != "sqlite" and not store.startswith("sqlite:///"):
+        if store != "sqlite" and not store.startswith(("sqlite:///", "redis://", "rediss://")):
             raise parser.fail((*path, "store"), f"expected {BATCH_STORE_FORMS}")
         rules = replace(rules, store=store)
     if "max_file_bytes" in section:
