@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -351,3 +352,40 @@ def test_two_proxies_sharing_redis_take_over_without_repeating_a_line(
         finally:
             for proxy in (one, two):
                 proxy.process.stop()
+
+
+def test_files_encrypted_at_rest_and_batches_survive_restart(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cryptography.fernet import Fernet
+
+    rules = rules_file(tmp_path, "  encryption_key_env: BATCH_KEY\n")
+    env = proxy_env(sandbox, BATCH_KEY=Fernet.generate_key().decode())
+    proxy = start_proxy(tmp_path, env, rules=rules)
+    try:
+        client = make_client(monkeypatch, proxy)
+        batch = run_batch(client, [chat_line("enc-1", "a secret line zanzibar")],
+                          "/v1/chat/completions")
+        assert batch.status == "completed"
+        blobs = proxy.confdir / "batch-files"
+        for file_id in (batch.input_file_id, batch.output_file_id):
+            stored = (blobs / file_id).read_bytes()
+            assert b"zanzibar" not in stored and b"custom_id" not in stored
+        assert b"zanzibar" in client.files.content(batch.input_file_id).content
+        output = by_custom_id(client.files.content(batch.output_file_id).content)
+        assert output["enc-1"]["response"]["status_code"] == 200
+        database = proxy.confdir / "batches.sqlite3"
+        assert database.stat().st_mode & 0o777 == 0o600
+        assert (blobs.stat().st_mode & 0o777) == 0o700
+    finally:
+        assert proxy.process.stop() == 0
+    again = start_proxy(tmp_path, env, rules=rules)
+    try:
+        client = make_client(monkeypatch, again)
+        assert client.batches.retrieve(batch.id).status == "completed"
+        assert b"zanzibar" in client.files.content(batch.input_file_id).content
+        with sqlite3.connect(again.confdir / "batches.sqlite3") as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM results").fetchone()
+        assert count == 0  # per-line results dropped once the output files are written
+    finally:
+        assert again.process.stop() == 0

@@ -152,3 +152,47 @@ def test_store_leases_are_exclusive_and_results_stored_once(tmp_path: Path) -> N
         await two.close()
 
     asyncio.run(scenario())
+
+
+def test_a_line_backs_off_on_429_and_5xx_then_succeeds_or_gives_up() -> None:
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    from bastion_edge.batch.lines import plan_line
+    from bastion_edge.batch.metrics import BatchMetrics
+    from bastion_edge.batch.runner import ATTEMPTS, BatchRunner, RunContext
+    from bastion_edge.batch.shapes import BatchLine
+    from bastion_edge.config.rules import parse_rules
+    from bastion_edge.core.planner import Policy
+
+    policy = Policy.of(parse_rules("models:\n  gpt-4o: gpt-oss-120b\n"))
+    env = {"QUBITTRON_API_KEY": "bk"}
+    plan, body = plan_line(BatchLine(1, "c", {"model": "gpt-4o", "messages": []}),
+                           CHAT, Creator("p", None, None, None), policy, env)
+    assert plan is not None
+    metrics = BatchMetrics(CollectorRegistry())
+
+    async def send(statuses: list[int]) -> tuple[int | None, object, list[str]]:
+        seen: list[str] = []
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            seen.append(request.headers["authorization"])
+            status = statuses.pop(0) if statuses else 200
+            return httpx.Response(status, json={"n": len(seen)},
+                                  headers={"retry-after": "0"})
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            context = RunContext(policy, env, None, client)
+            runner = BatchRunner(lambda: None, metrics, lambda: context,
+                                 lambda: policy.rules.batches, lambda _r: None)
+            status, reply, _ = await runner._send(context, plan, body)
+        return status, reply, seen
+
+    status, reply, seen = asyncio.run(send([429, 503, 502]))
+    assert (status, reply) == (200, {"n": 4}) and seen == ["Bearer bk"] * 4
+    status, reply, seen = asyncio.run(send([503] * ATTEMPTS))
+    assert status == 503 and len(seen) == ATTEMPTS  # gives up: the line fails with it
+    status, _, seen = asyncio.run(send([400]))
+    assert status == 400 and len(seen) == 1  # a client error is not retried
+    retried = metrics.retries._value.get()
+    assert retried == 3 + ATTEMPTS - 1

@@ -37,7 +37,8 @@ class BatchKeeper:
         self.environ = environ
         self.metrics = BatchMetrics(registry)
         self.store: BatchStore | None = None
-        self.rules = BatchRules()
+        self.rules = BatchRules()  # as opened; the live rules come from `running`
+        self._live_rules: Callable[[], BatchRules] = lambda: self.rules
         self._opened: tuple[str, tuple[bytes, ...]] | None = None
         self.server = BatchApiServer(lambda: self.store, self.metrics, self._wake)
         self.runner: BatchRunner | None = None
@@ -66,10 +67,14 @@ class BatchKeeper:
                  " (encrypted at rest)" if cipher.encrypts else "")
 
     async def running(self, context: Callable[[], RunContext],
-                      access_log: Callable[[AccessRecord], None]) -> None:
+                      access_log: Callable[[AccessRecord], None],
+                      rules: Callable[[], BatchRules]) -> None:
+        """`rules`: the hot-reloaded `batches` rules (limits apply at once; a different
+        `store` takes effect on restart)."""
+        self._live_rules = rules
         await self.server.start()
-        self.runner = BatchRunner(lambda: self.store, self.metrics, context,
-                                  lambda: self.rules, access_log)
+        self.runner = BatchRunner(lambda: self.store, self.metrics, context, rules,
+                                  access_log)
         self.runner.start()
 
     async def done(self) -> None:
@@ -92,5 +97,5 @@ class BatchKeeper:
         creator = Creator(plan.partition, plan.facts.app, plan.facts.client_ip,
                           plan.facts.app_key_sha256)
         token = self.server.register(Call(plan.batch_action, plan.resource_id, creator,
-                                          self.rules))
+                                          self._live_rules()))
         return self.server.port, token

@@ -176,7 +176,8 @@ class BastionEdge:
             getattr(ctx.options, "save_stream_file", None))
         await self.tts.start()
         await self.responses.running()
-        await self.batches.running(self._batch_context, self._batch_logged)
+        await self.batches.running(self._batch_context, self._batch_logged,
+                                   lambda: self.rules.batches)
         self.catalog.start(lambda: self.rules, self.environ,
                            Path(os.path.expanduser(ctx.options.confdir)))
         if self.rules_path is not None:
