@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from bastion_edge.batch.blobs import CHUNK, BlobDir
 from bastion_edge.batch.runner import BACKOFF_MAX_SECONDS, RateLimit, backoff_seconds
 from bastion_edge.batch.shapes import LineInvalid, parse_line
 from bastion_edge.batch.sqlite_store import SqliteBatchStore
-from bastion_edge.batch.store import Creator, blob_lines
+from bastion_edge.batch.store import BatchStore, Creator, blob_lines
 from bastion_edge.errors import ApiError
 from bastion_edge.state.crypto import BodyCipher
 
@@ -120,23 +122,61 @@ def test_blobs_round_trip_in_chunks(tmp_path: Path, encrypted: bool) -> None:
     assert len(lines) == 60_000 and lines[-1] == b'{"line": 59999}'
 
 
-def test_store_leases_are_exclusive_and_results_stored_once(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from redis_server import running_redis
+
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+def test_sqlite_lease_expires_to_another_runner(tmp_path: Path) -> None:
     async def scenario() -> None:
         now = [1000.0]
         blobs = BlobDir(tmp_path / "batch-files", BodyCipher())
         one = SqliteBatchStore(tmp_path / "b.sqlite3", blobs, clock=lambda: now[0])
         two = SqliteBatchStore(tmp_path / "b.sqlite3", blobs, clock=lambda: now[0])
-        creator = Creator("app:a", "a", None, None)
-        await one.add_batch(creator, shapes.new_batch("batch_1", "file-1", CHAT, "24h",
-                                                      None, 1))
-        assert await one.claim("one", 30, 10) == ["batch_1"]
-        assert await two.claim("two", 30, 10) == []  # held by one
-        assert await one.claim("one", 30, 10) == ["batch_1"]  # renewed
+        await one.add_batch(Creator("app:a", "a", None, None),
+                            shapes.new_batch("batch_1", "file-1", CHAT, "24h", None, 1))
+        assert await one.claim("one", 30, 1) == ["batch_1"]
+        assert await two.claim("two", 30, 1) == []
         now[0] += 31
-        assert await two.claim("two", 30, 10) == ["batch_1"]  # one's lease expired
+        assert await two.claim("two", 30, 1) == ["batch_1"]  # one's lease expired
         assert not await one.holds("one", "batch_1") and await two.holds("two", "batch_1")
+        await one.close()
+        await two.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_store_leases_are_exclusive_and_results_stored_once(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    async def scenario() -> None:
+        stores: list[BatchStore] = []
+        prefix = f"test-{uuid.uuid4().hex}:"  # both "replicas" on one keyspace
+        for _ in range(2):
+            if kind == "sqlite":
+                stores.append(SqliteBatchStore(
+                    tmp_path / "b.sqlite3", BlobDir(tmp_path / "batch-files", BodyCipher())))
+            else:
+                from bastion_edge.batch.redis_store import RedisBatchStore
+
+                stores.append(RedisBatchStore(request.getfixturevalue("redis_url"),
+                                              BodyCipher(), prefix=prefix))
+        one, two = stores
+        creator = Creator("app:a", "a", None, None)
+        for n in (1, 2, 3):
+            await one.add_batch(creator, shapes.new_batch(f"batch_{n}", "file-1", CHAT,
+                                                          "24h", None, n))
+        assert await one.claim("one", 30, 1) == ["batch_1"]
+        assert await two.claim("two", 30, 1) == ["batch_2"]  # replicas share the work
+        assert sorted(await one.claim("one", 30, 1)) == ["batch_1", "batch_3"]  # own + new
+        assert await two.claim("two", 30, 1) == ["batch_2"]  # nothing free left
+        assert await one.holds("one", "batch_1") and not await one.holds("one", "batch_2")
         await two.release("two")
-        assert await one.claim("one", 30, 10) == ["batch_1"]
+        assert not await two.holds("two", "batch_2")
         assert await one.save_result("batch_1", 1, True, {"n": 1})
         assert not await two.save_result("batch_1", 1, False, {"n": 2})  # once
         assert await one.save_result("batch_1", 2, False, {"n": 3})
@@ -145,11 +185,20 @@ def test_store_leases_are_exclusive_and_results_stored_once(tmp_path: Path) -> N
         assert await one.get_batch("app:other", "batch_1") is None  # partitioned
         cancelled = await two.request_cancel("app:a", "batch_1", 5)
         assert cancelled is not None and cancelled["status"] == "cancelling"
+        assert await one.status_of("batch_1") == "cancelling"
         assert await one.write_results("batch_1", True, "file-out") > 0
-        assert b"".join(blobs.read("file-out", False)) == b'{"n":1}\n'
-        assert await one.count_by_status() == {"cancelling": 1}
-        await one.close()
-        await two.close()
+        assert b"".join(one.blobs.read("file-out", False)) == b'{"n":1}\n'
+        assert await one.count_by_status() == {"cancelling": 1, "validating": 2}
+        body = shapes.file_object("file-9", 3, 10, "a.jsonl", "batch")
+        await one.add_file("app:a", body, False)
+        assert (await two.get_file("app:a", "file-9")) is not None
+        assert await two.get_file("app:b", "file-9") is None
+        assert [f["id"] for f in await two.list_files("app:a", "batch", None, 10, False)] \
+            == ["file-9"]
+        assert not await two.delete_file("app:b", "file-9")
+        assert await two.delete_file("app:a", "file-9")
+        for store in (one, two):
+            await store.close()
 
     asyncio.run(scenario())
 

@@ -4,7 +4,7 @@
   <p>fp:<partition>    sorted set of file ids by created_at
   <p>b:<id>            hash {partition, status, body, app, client, key_sha256}
   <p>bp:<partition>    sorted set of batch ids by created_at
-  <p>active            set of batch ids with work left (validating ... cancelling)
+  <p>active            sorted set (by created_at) of batch ids with work left
   <p>statuses          hash status -> count (the metrics gauge)
   <p>lease:<id>        the runner holding a batch, with a TTL (SET NX PX in a script)
   <p>r:<id>            hash line -> "1"/"0" + result JSON, written with HSETNX: once
@@ -46,25 +46,26 @@ if cur ~= ARGV[2] then
   redis.call('HINCRBY', KEYS[3], cur, -1)
   redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
 end
-if ARGV[4] == '1' then redis.call('SADD', KEYS[2], ARGV[5])
-else redis.call('SREM', KEYS[2], ARGV[5]) end
+if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
+else redis.call('ZREM', KEYS[2], ARGV[5]) end
 return 1
 """
 _CLAIM = """
 local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local taken = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local key = ARGV[3] .. 'lease:' .. id
   local cur = redis.call('GET', key)
-  if (not cur) or cur == ARGV[1] then
+  if cur == ARGV[1] or ((not cur) and taken < tonumber(ARGV[4])) then
+    if not cur then taken = taken + 1 end
     redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
     table.insert(out, id)
-    if #out >= tonumber(ARGV[4]) then break end
   end
 end
 return out
 """
 _RELEASE = """
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local key = ARGV[2] .. 'lease:' .. id
   if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
 end
@@ -240,7 +241,7 @@ class RedisBatchStore:
             "app": creator.app or "", "client": creator.client or "",
             "key_sha256": creator.key_sha256 or ""})
         pipe.zadd(f"{self._p}bp:{creator.partition}", {body["id"]: body["created_at"]})
-        pipe.sadd(f"{self._p}active", body["id"])
+        pipe.zadd(f"{self._p}active", {body["id"]: body["created_at"]})
         pipe.hincrby(f"{self._p}statuses", body["status"], 1)
         await self._do(pipe.execute())
 
@@ -276,7 +277,7 @@ class RedisBatchStore:
         done = await self._do(self._set_status(
             keys=[f"{self._p}b:{body['id']}", f"{self._p}active", f"{self._p}statuses"],
             args=[json.dumps(body), body["status"], only_if_status or "",
-                  "1" if body["status"] in ACTIVE else "0", body["id"]]))
+                  "1" if body["status"] in ACTIVE else "0", body["id"], body["created_at"]]))
         return bool(done)
 
     async def request_cancel(self, partition: str, batch_id: str, now: int) -> Json | None:
@@ -301,9 +302,9 @@ class RedisBatchStore:
 
     # ------------------------------------------------------------------ leases
 
-    async def claim(self, owner: str, lease_seconds: float, limit: int) -> list[str]:
+    async def claim(self, owner: str, lease_seconds: float, new: int) -> list[str]:
         ids = await self._do(self._claim(keys=[f"{self._p}active"], args=[
-            owner, int(lease_seconds * 1000), self._p, limit]))
+            owner, int(lease_seconds * 1000), self._p, new]))
         return [i.decode() for i in ids]
 
     async def holds(self, owner: str, batch_id: str) -> bool:

@@ -44,6 +44,7 @@ from bastion_edge.telemetry.access_log import AccessRecord
 log = logging.getLogger("bastion_edge")
 
 LEASE_SECONDS = 30.0
+NEW_BATCHES_PER_POLL = 1  # replicas polling one store each take a batch at a time
 POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 10.0  # at shutdown: lines in flight may finish and be stored
 ATTEMPTS = 5
@@ -157,7 +158,7 @@ class BatchRunner:
         store = self._store()
         if store is None:
             return
-        for batch_id in await store.claim(self.owner, LEASE_SECONDS, 100):
+        for batch_id in await store.claim(self.owner, LEASE_SECONDS, NEW_BATCHES_PER_POLL):
             if batch_id not in self._running:
                 task = asyncio.get_running_loop().create_task(self._run_batch(store, batch_id))
                 self._running[batch_id] = task

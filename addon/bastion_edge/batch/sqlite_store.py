@@ -215,19 +215,23 @@ class SqliteBatchStore:
 
     # ------------------------------------------------------------------ leases
 
-    async def claim(self, owner: str, lease_seconds: float, limit: int) -> list[str]:
-        """Active batches this runner now holds (free, expired or already its own)."""
+    async def claim(self, owner: str, lease_seconds: float, new: int) -> list[str]:
+        """Active batches this runner now holds: its own, renewed, plus up to `new` free
+        or expired ones (a few per call, so replicas polling the store share batches)."""
         marks = ",".join("?" * len(ACTIVE))
 
         def claim(db: sqlite3.Connection) -> list[str]:
             now = self._clock()
             db.execute("BEGIN IMMEDIATE")
             try:
-                rows = db.execute(
+                mine = db.execute(
+                    f"SELECT id FROM batches WHERE status IN ({marks}) AND owner = ?",
+                    (*ACTIVE, owner)).fetchall()
+                free = db.execute(
                     f"SELECT id FROM batches WHERE status IN ({marks}) AND "
-                    "(owner IS NULL OR owner = ? OR lease_until < ?) "
-                    "ORDER BY created_at LIMIT ?", (*ACTIVE, owner, now, limit)).fetchall()
-                ids = [str(r[0]) for r in rows]
+                    "(owner IS NULL OR (owner != ? AND lease_until < ?)) "
+                    "ORDER BY created_at LIMIT ?", (*ACTIVE, owner, now, new)).fetchall()
+                ids = [str(r[0]) for r in (*mine, *free)]
                 for batch_id in ids:
                     db.execute("UPDATE batches SET owner = ?, lease_until = ? WHERE id = ?",
                                (owner, now + lease_seconds, batch_id))
