@@ -14,10 +14,11 @@ from cryptography.fernet import Fernet
 
 from bastion_edge.batch import shapes
 from bastion_edge.batch.blobs import CHUNK, BlobDir
-from bastion_edge.batch.runner import BACKOFF_MAX_SECONDS, RateLimit, backoff_seconds
+from bastion_edge.batch.pacing import BACKOFF_MAX_SECONDS, RateLimit, backoff_seconds
 from bastion_edge.batch.shapes import LineInvalid, parse_line
 from bastion_edge.batch.sqlite_store import SqliteBatchStore
 from bastion_edge.batch.store import BatchStore, Creator, blob_lines
+from bastion_edge.batch.validate import check_input
 from bastion_edge.errors import ApiError
 from bastion_edge.state.crypto import BodyCipher
 
@@ -46,6 +47,24 @@ def test_invalid_lines_say_why_and_where(text: bytes, code: str) -> None:
     with pytest.raises(LineInvalid) as info:
         parse_line(text, 7, CHAT)
     assert info.value.error()["code"] == code and info.value.error()["line"] == 7
+
+
+def test_an_input_file_is_validated_whole(tmp_path: Path) -> None:
+    blobs = BlobDir(tmp_path, BodyCipher())
+
+    def check(text: bytes, max_lines: int = 10) -> tuple[int, list[str]]:
+        writer = blobs.writer("file-in")
+        writer.write(text)
+        writer.close()
+        total, errors = check_input(blobs, "file-in", False, CHAT, max_lines)
+        return total, [e["code"] for e in errors]
+
+    good = raw(custom_id="a") + b"\n\n" + raw(custom_id="b")  # blank lines are skipped
+    assert check(good) == (2, [])
+    assert check(good + b"\n" + raw(custom_id="a")) == (3, ["duplicate_custom_id"])
+    assert check(good, max_lines=1) == (2, ["too_many_lines"])
+    assert check(b"\n") == (0, ["empty_file"])
+    assert check(raw(url="/v1/embeddings")) == (1, ["mismatched_endpoint"])
 
 
 def test_create_params_are_checked() -> None:

@@ -6,5 +6,7 @@
   store    metadata, batch leases and per-line results in SQLite
   upload   the multipart upload, streamed to a blob
   server   the in-process HTTP server the addon points /v1/files and /v1/batches at
-  runner   runs batches: bounded concurrency and rate, backoff, resume, finalize
+  runner   runs batches: leases, bounded concurrency, resume, finalize
+  pacing   rate limit and backoff (pure timing); validate: the input file check
+  access   one access-log record per line, marked as batch work
 """

@@ -18,22 +18,23 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from bastion_edge.batch import shapes
-from bastion_edge.batch.lines import BATCH_NOTE, plan_line
+from bastion_edge.batch.access import line_record
+from bastion_edge.batch.lines import plan_line
 from bastion_edge.batch.metrics import BatchMetrics
-from bastion_edge.batch.shapes import BatchLine, Json, LineInvalid
+from bastion_edge.batch.pacing import RateLimit, backoff_seconds
+from bastion_edge.batch.shapes import BatchLine, Json
 from bastion_edge.batch.store import BatchStore, BatchStoreError, Creator, blob_lines
+from bastion_edge.batch.validate import check_input
 from bastion_edge.config.batch_rules import BatchRules
 from bastion_edge.core.keys import KeyFileReader
 from bastion_edge.core.plan import Plan
@@ -48,8 +49,6 @@ NEW_BATCHES_PER_POLL = 1  # replicas polling one store each take a batch at a ti
 POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 10.0  # at shutdown: lines in flight may finish and be stored
 ATTEMPTS = 5
-BACKOFF_BASE_SECONDS = 0.5
-BACKOFF_MAX_SECONDS = 30.0
 COUNTS_EVERY_SECONDS = 1.0
 RETRIED = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -62,39 +61,6 @@ class RunContext:
     environ: Any
     key_files: KeyFileReader | None
     client: httpx.AsyncClient
-
-
-class RateLimit:
-    """Starts at most `per_minute` lines a minute, evenly spaced; None: unbounded."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._next = 0.0
-        self._lock = asyncio.Lock()
-
-    def delay(self, per_minute: int | None) -> float:
-        """Seconds to wait before the next start (and books that start). Pure timing."""
-        if per_minute is None:
-            return 0.0
-        now = self._clock()
-        start = max(now, self._next)
-        self._next = start + 60.0 / per_minute
-        return start - now
-
-    async def wait(self, per_minute: int | None) -> None:
-        async with self._lock:
-            pause = self.delay(per_minute)
-        if pause > 0:
-            await asyncio.sleep(pause)
-
-
-def backoff_seconds(attempt: int, retry_after: str | None) -> float:
-    """Retry-After when Bastion says (capped), else exponential with jitter."""
-    if retry_after is not None:
-        with contextlib.suppress(ValueError):
-            return min(max(float(retry_after), 0.0), BACKOFF_MAX_SECONDS)
-    ceiling: float = min(BACKOFF_BASE_SECONDS * 2.0 ** attempt, BACKOFF_MAX_SECONDS)
-    return ceiling * random.uniform(0.5, 1)
 
 
 class BatchRunner:
@@ -201,7 +167,7 @@ class BatchRunner:
             total = 0
         else:
             total, errors = await asyncio.to_thread(
-                _check_input, store, batch["input_file_id"], input_file.sealed,
+                check_input, store.blobs, batch["input_file_id"], input_file.sealed,
                 batch["endpoint"], max_lines)
         now = int(time.time())
         if errors:
@@ -353,7 +319,7 @@ class BatchRunner:
             self._metrics.lines.labels("completed" if ok else "failed").inc()
             self._pending[batch["id"]] = self._pending.get(batch["id"], 1) - 1
         if plan is not None:
-            self._log(_access_record(plan, batch["id"], line, request_id, status, started,
+            self._log(line_record(plan, batch["id"], line, request_id, status, started,
                                      len(body), error))
 
     async def _send(self, context: RunContext, plan: Plan,
@@ -392,55 +358,3 @@ def _releaser(in_flight: set[asyncio.Task[None]],
 
 def _lines(store: BatchStore, file_id: str, sealed: bool) -> Iterator[tuple[int, bytes]]:
     yield from enumerate(blob_lines(store.blobs, file_id, sealed), start=1)
-
-
-def _check_input(store: BatchStore, file_id: str, sealed: bool, endpoint: str,
-                 max_lines: int) -> tuple[int, list[Json]]:
-    """(lines, errors) of an input file: every line valid, custom_ids unique."""
-    seen: set[str] = set()
-    errors: list[Json] = []
-    total = 0
-    for number, text in _lines(store, file_id, sealed):
-        if not text.strip():
-            continue
-        total += 1
-        try:
-            line = shapes.parse_line(text, number, endpoint)
-        except LineInvalid as e:
-            errors.append(e.error())
-        else:
-            if line.custom_id in seen:
-                errors.append({"code": "duplicate_custom_id", "message":
-                               f"line {number}: custom_id {line.custom_id!r} is used twice",
-                               "param": "custom_id", "line": number})
-            seen.add(line.custom_id)
-        if len(errors) >= 100:
-            break
-    if total == 0 and not errors:
-        errors.append({"code": "empty_file", "message": "The input file has no lines.",
-                       "param": "input_file_id", "line": None})
-    if total > max_lines:
-        errors.append({"code": "too_many_lines", "message": f"The input file has {total} "
-                       f"lines; at most {max_lines} (rules: batches.max_lines).",
-                       "param": "input_file_id", "line": None})
-    return total, errors
-
-
-def _access_record(plan: Plan, batch_id: str, line: BatchLine, request_id: str,
-                   status: int | None, started: float, bytes_in: int,
-                   error: Json | None) -> AccessRecord:
-    finished = time.time()
-    return AccessRecord(
-        time=datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds"),
-        request_id=request_id, client=plan.facts.client_ip, app=plan.facts.app,
-        method="POST", path=plan.path, endpoint=plan.endpoint, original_host="batch",
-        upstream_host=plan.upstream_host, original_model=plan.original_model,
-        upstream_model=plan.upstream_model, destination=plan.destination.provider,
-        decision=plan.decision_label, status=status,
-        duration_ms=round((finished - started) * 1000, 3), ttfb_ms=None, bytes_in=bytes_in,
-        bytes_out=0, stream=False, rewrites=list(plan.rewrites),
-        key_env=plan.key.env if plan.key is not None else None,
-        error=plan.refusal.code if plan.refusal is not None
-        else (error or {}).get("code"),
-        notes=[*[n for n in plan.notes if n != BATCH_NOTE],
-               f"{BATCH_NOTE}: {batch_id} line {line.number} custom_id {line.custom_id}"])
