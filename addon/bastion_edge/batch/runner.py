@@ -50,6 +50,8 @@ POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 10.0  # at shutdown: lines in flight may finish and be stored
 ATTEMPTS = 5
 COUNTS_EVERY_SECONDS = 1.0
+EXPIRED = {"code": "batch_expired", "message": "This request could not be executed "
+           "before the completion window expired."}
 RETRIED = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
@@ -66,12 +68,14 @@ class RunContext:
 class BatchRunner:
     def __init__(self, store: Callable[[], BatchStore | None], metrics: BatchMetrics,
                  context: Callable[[], RunContext], rules: Callable[[], BatchRules],
-                 access_log: Callable[[AccessRecord], None]) -> None:
+                 access_log: Callable[[AccessRecord], None],
+                 clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._metrics = metrics
         self._context = context
         self._rules = rules
         self._log = access_log
+        self._clock = clock  # batch timestamps and the completion window
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._running: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, int] = {}  # batch id -> lines not finished
@@ -169,7 +173,7 @@ class BatchRunner:
             total, errors = await asyncio.to_thread(
                 check_input, store.blobs, batch["input_file_id"], input_file.sealed,
                 batch["endpoint"], max_lines)
-        now = int(time.time())
+        now = int(self._clock())
         if errors:
             batch = {**batch, "status": "failed", "failed_at": now,
                      "errors": shapes.batch_errors(errors)}
@@ -195,7 +199,8 @@ class BatchRunner:
         try:
             lines = _lines(store, batch["input_file_id"],
                            sealed_file.sealed if sealed_file else False)
-            while not stop.is_set() and not self._stopping:
+            while not stop.is_set() and not self._stopping \
+                    and self._clock() <= batch["expires_at"]:
                 raw = await asyncio.to_thread(next, lines, None)
                 if raw is None:
                     break
@@ -228,11 +233,12 @@ class BatchRunner:
         batch["request_counts"] = shapes.counts(total, completed, failed)
         if status == "in_progress" and not self._stopping \
                 and await store.holds(self.owner, batch_id):
-            expired = time.time() > batch["expires_at"]
+            expired = self._clock() > batch["expires_at"]
             if completed + failed < total and not expired:
                 return batch  # lease lost mid-way or stopped: another pass resumes
-            batch.update(status="finalizing", finalizing_at=int(time.time()),
-                         expired_at=int(time.time()) if expired else None)
+            now = int(self._clock())
+            batch.update(status="finalizing", finalizing_at=now,
+                         expired_at=now if expired else None)
             await store.save_batch(batch, only_if_status="in_progress")
         return batch
 
@@ -248,7 +254,7 @@ class BatchRunner:
             await asyncio.sleep(COUNTS_EVERY_SECONDS)
             status = await store.status_of(batch["id"])
             held = await store.holds(self.owner, batch["id"])
-            if status != "in_progress" or not held or time.time() > batch["expires_at"]:
+            if status != "in_progress" or not held or self._clock() > batch["expires_at"]:
                 stop.set()
                 return
             fresh = await store.batch_for_runner(batch["id"])
@@ -259,6 +265,8 @@ class BatchRunner:
 
     async def _finalize(self, store: BatchStore, batch: Json) -> None:
         batch_id = batch["id"]
+        if batch["status"] == "finalizing" and batch.get("expired_at"):
+            await self._expire_rest(store, batch)
         outputs: dict[str, str | None] = {}
         for ok, field in ((True, "output_file_id"), (False, "error_file_id")):
             file_id = shapes.new_id("file-")
@@ -266,11 +274,11 @@ class BatchRunner:
             if size:
                 name = f"{batch_id}_{'output' if ok else 'error'}.jsonl"
                 await store.add_file_for_batch(
-                    batch_id, shapes.file_object(file_id, size, int(time.time()), name,
+                    batch_id, shapes.file_object(file_id, size, int(self._clock()), name,
                                                  "batch_output"), store.blobs.cipher.encrypts)
             outputs[field] = file_id if size else None
         completed, failed = await store.result_counts(batch_id)
-        now = int(time.time())
+        now = int(self._clock())
         fresh = await store.batch_for_runner(batch_id)
         body = fresh[0] if fresh else batch
         before = str(body["status"])
@@ -291,6 +299,19 @@ class BatchRunner:
             for made in outputs.values():
                 if made:
                     await store.delete_file_any(made)
+
+    async def _expire_rest(self, store: BatchStore, batch: Json) -> None:
+        """Lines not run within the window land in the error file as `batch_expired`."""
+        done = await store.done_lines(batch["id"])
+        found = await store.get_file_any(batch["input_file_id"])
+        lines = _lines(store, batch["input_file_id"], found.sealed if found else False)
+        while (raw := await asyncio.to_thread(next, lines, None)) is not None:
+            number, text = raw
+            if number in done or not text.strip():
+                continue
+            custom_id = shapes.parse_line(text, number, batch["endpoint"]).custom_id
+            await store.save_result(batch["id"], number, False, shapes.result_line(
+                custom_id, shapes.new_id("req_"), None, None, EXPIRED))
 
     # ------------------------------------------------------------------ one line
 
