@@ -115,6 +115,9 @@ def test_chat_batch_upload_create_poll_download(
     log = [json.loads(line) for line in batch_proxy.access_log.read_text().splitlines()]
     marked = [r for r in log if any("batch line: " + batch.id in n for n in r["notes"])]
     assert len(marked) == 6 and {r["status"] for r in marked} == {200, 400}
+    (upload,) = [r for r in log if r["path"] == "/v1/files" and r["method"] == "POST"]
+    assert upload["destination"] == "proxy" and upload["status"] == 200
+    assert upload["bytes_in"] > 0 and upload["endpoint"] == "files"
     metrics = batch_proxy.metrics()
     assert 'bastion_edge_batch_lines_total{outcome="completed"} 5.0' in metrics
     assert 'bastion_edge_batch_lines_total{outcome="failed"} 1.0' in metrics

@@ -38,8 +38,9 @@ def answer(request: httpx.Request) -> httpx.Response:
                                      "echo": text})
 
 
-async def run(tmp: Path, lines: list[dict[str, Any]], now: float,
-              clock_at: float) -> tuple[dict[str, Any], SqliteBatchStore, list[AccessRecord]]:
+async def run(tmp: Path, lines: list[dict[str, Any]], now: float, clock_at: float,
+              delete_input: bool = False,
+              ) -> tuple[dict[str, Any], SqliteBatchStore, list[AccessRecord]]:
     store = SqliteBatchStore(tmp / "b.sqlite3", BlobDir(tmp / "files", BodyCipher()))
     writer = store.blobs.writer("file-in")
     writer.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
@@ -48,6 +49,8 @@ async def run(tmp: Path, lines: list[dict[str, Any]], now: float,
                                                      "in.jsonl", "batch"), False)
     batch = shapes.new_batch("batch_t", "file-in", CHAT, "24h", None, int(now))
     await store.add_batch(CREATOR, batch)
+    if delete_input:
+        store.blobs.delete("file-in")  # the bytes gone, the metadata still there
     records: list[AccessRecord] = []
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
         runner = BatchRunner(lambda: store, BatchMetrics(CollectorRegistry()),
@@ -101,6 +104,20 @@ def test_a_batch_past_its_window_expires_without_running(tmp_path: Path) -> None
         errors = content(store, done["error_file_id"])
         assert [(e["custom_id"], e["error"]["code"], e["response"]) for e in errors] == [
             ("late", "batch_expired", None), ("later", "batch_expired", None)]
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_whose_input_vanished_fails_instead_of_retrying_forever(
+    tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        done, store, records = await run(tmp_path, [line("a", "x")], 1000.0, 1000.0,
+                                         delete_input=True)
+        assert done["status"] == "failed" and done["failed_at"] == 1000
+        assert done["errors"]["data"][0]["code"] == "input_file_unreadable"
+        assert records == []
         await store.close()
 
     asyncio.run(scenario())

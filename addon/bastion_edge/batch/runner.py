@@ -40,6 +40,7 @@ from bastion_edge.core.keys import KeyFileReader
 from bastion_edge.core.plan import Plan
 from bastion_edge.core.planner import Policy
 from bastion_edge.core.reply_model import restore_model
+from bastion_edge.state.crypto import CipherError
 from bastion_edge.telemetry.access_log import AccessRecord
 
 log = logging.getLogger("bastion_edge")
@@ -155,12 +156,31 @@ class BatchRunner:
         if found is None:
             return
         batch, creator = found
-        if batch["status"] == "validating":
-            batch = await self._validate(store, batch)
-        if batch["status"] == "in_progress":
-            batch = await self._run_lines(store, batch, creator)
+        try:
+            if batch["status"] == "validating":
+                batch = await self._validate(store, batch)
+            if batch["status"] == "in_progress":
+                batch = await self._run_lines(store, batch, creator)
+        except (OSError, CipherError) as e:  # the input deleted, or not decryptable now
+            log.error("bastion-edge: batch %s cannot read its input file: %s", batch_id, e)
+            batch = await self._unreadable(store, batch_id)
         if batch["status"] in ("finalizing", "cancelling") and not self._stopping:
             await self._finalize(store, batch)
+
+    async def _unreadable(self, store: BatchStore, batch_id: str) -> Json:
+        """The batch fails: its input can no longer be read."""
+        found = await store.batch_for_runner(batch_id)
+        assert found is not None
+        batch = found[0]
+        if batch["status"] not in ("validating", "in_progress"):
+            return batch
+        before, now = batch["status"], int(self._clock())
+        batch.update(status="failed", failed_at=now, errors=shapes.batch_errors([{
+            "code": "input_file_unreadable", "message": "The input file was deleted or "
+            "cannot be decrypted with the configured keys.", "param": "input_file_id",
+            "line": None}]))
+        await store.save_batch(batch, only_if_status=before)
+        return batch
 
     async def _validate(self, store: BatchStore, batch: Json) -> Json:
         input_file = await store.get_file_any(batch["input_file_id"])

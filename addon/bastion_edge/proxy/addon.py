@@ -343,6 +343,8 @@ class BastionEdge:
             request.path = target.path
             if exchange.plan.batch_action is BatchAction.FILE_CREATE:
                 request.stream = True  # the upload streams into the batch server's blob
+                length = request.headers.get("content-length", "")
+                exchange.bytes_in = int(length) if length.isdigit() else 0
         else:
             point_at(request, target.scheme, target.host, target.port, target.host_header,
                      put=put, drop=route.drop_headers)
