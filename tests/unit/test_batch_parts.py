@@ -169,6 +169,38 @@ def test_sqlite_lease_expires_to_another_runner(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_line_results_are_encrypted_at_rest_too(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    cipher = BodyCipher((Fernet.generate_key(),))
+
+    async def scenario() -> None:
+        store: BatchStore
+        if kind == "sqlite":
+            store = SqliteBatchStore(tmp_path / "b.sqlite3",
+                                     BlobDir(tmp_path / "batch-files", cipher))
+        else:
+            from bastion_edge.batch.redis_store import RedisBatchStore
+
+            store = RedisBatchStore(request.getfixturevalue("redis_url"), cipher,
+                                    prefix=f"test-{uuid.uuid4().hex}:")
+        await store.add_batch(Creator("p", None, None, None),
+                              shapes.new_batch("batch_e", "file-1", CHAT, "24h", None, 1))
+        assert await store.save_result("batch_e", 1, True, {"secret": "zanzibar"})
+        if kind == "sqlite":
+            import sqlite3
+
+            with sqlite3.connect(tmp_path / "b.sqlite3") as db:
+                (raw_body,) = db.execute("SELECT body FROM results").fetchone()
+            assert "zanzibar" not in raw_body
+        assert await store.write_results("batch_e", True, "file-out") > 0
+        assert b"".join(store.blobs.read("file-out", True)) == b'{"secret":"zanzibar"}\n'
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_store_leases_are_exclusive_and_results_stored_once(
     tmp_path: Path, kind: str, request: pytest.FixtureRequest
 ) -> None:

@@ -7,7 +7,8 @@
   <p>active            sorted set (by created_at) of batch ids with work left
   <p>statuses          hash status -> count (the metrics gauge)
   <p>lease:<id>        the runner holding a batch, with a TTL (SET NX PX in a script)
-  <p>r:<id>            hash line -> "1"/"0" + result JSON, written with HSETNX: once
+  <p>r:<id>            hash line -> "1"/"0" + result JSON (sealed when encrypting),
+                       written with HSETNX: once
   <p>rc:<id>           hash {completed, failed}, counted by the same script
   <p>blob:<file id>    list of 256 KiB chunks (Fernet tokens when encrypted)
 
@@ -317,7 +318,8 @@ class RedisBatchStore:
     # ------------------------------------------------------------------ results
 
     async def save_result(self, batch_id: str, line: int, ok: bool, body: Json) -> bool:
-        value = ("1" if ok else "0") + json.dumps(body, separators=(",", ":"))
+        sealed = self.blobs.cipher.seal(json.dumps(body, separators=(",", ":")).encode())
+        value = ("1" if ok else "0") + sealed.decode()
         stored = await self._do(self._result(
             keys=[f"{self._p}r:{batch_id}", f"{self._p}rc:{batch_id}"],
             args=[line, value, "completed" if ok else "failed"]))
@@ -343,7 +345,7 @@ class RedisBatchStore:
             writer = self.blobs.writer(file_id)
             try:
                 for _, body in chosen:
-                    writer.write(body + b"\n")
+                    writer.write(self.blobs.cipher.open(body) + b"\n")
                 writer.close()
             except BaseException:
                 writer.discard()

@@ -253,10 +253,12 @@ class SqliteBatchStore:
     # ------------------------------------------------------------------ results
 
     async def save_result(self, batch_id: str, line: int, ok: bool, body: Json) -> bool:
-        """Store a line's result once; False if it was stored already."""
+        """Store a line's result once (encrypted like the files); False if it was
+        stored already."""
+        sealed = self.blobs.cipher.seal(json.dumps(body, separators=(",", ":")).encode())
         return await self._run(lambda db: db.execute(
             "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
-            (batch_id, line, int(ok), json.dumps(body, separators=(",", ":")))).rowcount > 0)
+            (batch_id, line, int(ok), sealed.decode())).rowcount > 0)
 
     async def done_lines(self, batch_id: str) -> set[int]:
         rows = await self._run(lambda db: db.execute(
@@ -278,7 +280,7 @@ class SqliteBatchStore:
                 for (body,) in db.execute(
                         "SELECT body FROM results WHERE batch_id = ? AND ok = ? ORDER BY line",
                         (batch_id, int(ok))):
-                    writer.write(body.encode() + b"\n")
+                    writer.write(self.blobs.cipher.open(body.encode()) + b"\n")
             except BaseException:
                 writer.discard()
                 raise
