@@ -67,3 +67,6 @@ bench: install-test
 
 clean:
 	rm -rf $(VENV) build *.egg-info addon/*.egg-info $(NODE_DIR)/node_modules
+
+bench-batch: install-test
+	$(BIN)/python bench/batch_bench.py --readme README.md

@@ -7,10 +7,12 @@ import hashlib
 import pytest
 
 from bastion_edge.core.facts import (
+    BATCHES,
     CHARS_PER_TOKEN,
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
+    FILES,
     IMAGES_EDITS,
     IMAGES_GENERATIONS,
     MODELS,
@@ -42,7 +44,11 @@ from bastion_edge.core.facts import (
         ("/v1/responses/resp_123", RESPONSES),
         ("/v1/models", MODELS),
         ("/v1/models/gpt-4o", MODELS),
-        ("/v1/files", OTHER),
+        ("/v1/files", FILES),  # answered by the proxy's Files API (batch/)
+        ("/v1/files/file-1/content", FILES),
+        ("/v1/batches/batch_1/cancel", BATCHES),
+        ("/v1/filesx", OTHER),
+        ("/v1/fine_tuning/jobs", OTHER),
         ("/v2/chat/completions", OTHER),
         ("/v1/chat/completionsx", OTHER),
         ("/", OTHER),

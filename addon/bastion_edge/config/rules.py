@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from bastion_edge.config.batch_rules import BatchRules, parse_batches
 from bastion_edge.core.cutover import CutoverMode, CutoverRules, StickyBy
 from bastion_edge.core.embedding_dims import DEFAULT_DIMENSIONS
 from bastion_edge.core.facts import ENDPOINTS, RequestFacts
@@ -207,6 +208,7 @@ class Rules:
         default_factory=lambda: dict(DEFAULT_DIMENSIONS))
     source: str = "<defaults>"
     sha256: str = ""
+    batches: BatchRules = field(default_factory=BatchRules)  # the proxy's Files and Batch APIs
 
     def intercepted_hosts(self) -> tuple[str, ...]:
         return self.openai_hosts + self.bastion_hosts
@@ -349,6 +351,7 @@ class _Parser:
             "upstream", "intercept", "keys", "models", "unmapped_models", "reply_model",
             "tts", "cutover", "responses_state", "fallbacks", "capabilities",
             "models_refresh_seconds", "clients", "egress", "embedding_dimensions",
+            "batches",
         ))
         rules = Rules()
         if "upstream" in top:
@@ -398,6 +401,8 @@ class _Parser:
         if "models_refresh_seconds" in top:
             rules = replace(rules, models_refresh_seconds=self.number(
                 top["models_refresh_seconds"], ("models_refresh_seconds",)))
+        if "batches" in top:
+            rules = replace(rules, batches=parse_batches(self, top["batches"], ("batches",)))
         return rules
 
     def fallbacks(self, value: object, path: Path_) -> Mapping[str, tuple[str, ...]]:

@@ -23,6 +23,8 @@ TRANSLATIONS = "audio.translations"
 SPEECH = "audio.speech"
 RESPONSES = "responses"
 MODELS = "models"
+FILES = "files"  # answered by the proxy (batch/): Bastion has no Files API
+BATCHES = "batches"  # answered by the proxy (batch/): Bastion has no Batch API
 OTHER = "other"
 
 ENDPOINTS = (
@@ -37,6 +39,8 @@ ENDPOINTS = (
     SPEECH,
     RESPONSES,
     MODELS,
+    FILES,
+    BATCHES,
     OTHER,
 )
 
@@ -67,6 +71,10 @@ def classify_endpoint(path: str) -> str:
         return MODELS
     if bare.startswith("/v1/responses/"):
         return RESPONSES
+    if bare == "/v1/files" or bare.startswith("/v1/files/"):
+        return FILES
+    if bare == "/v1/batches" or bare.startswith("/v1/batches/"):
+        return BATCHES
     return OTHER
 
 

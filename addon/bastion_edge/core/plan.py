@@ -26,10 +26,13 @@ class Destination(StrEnum):
     OPENAI = "openai"  # OpenAI itself, as the app sent it (observe, mirror, split)
     TTS = "tts"  # the in-process Riva adapter (`audio.speech`), which calls Bastion
     PROXY = "proxy"  # the proxy answers: a refusal, or the Responses store
+    BATCH = "batch"  # the in-process Files/Batch API server (batch/server.py) answers
 
     @property
     def provider(self) -> str:
         """The provider that serves it, as metrics and the access log name it."""
+        if self is Destination.BATCH:
+            return "proxy"
         return "bastion" if self is Destination.TTS else self.value
 
 
@@ -60,6 +63,20 @@ class StoreAction(StrEnum):
     RETRIEVE = "retrieve"
     DELETE = "delete"
     INPUT_ITEMS = "input_items"
+
+
+class BatchAction(StrEnum):
+    """Files and Batch API operations the proxy answers (Bastion has neither API)."""
+
+    FILE_CREATE = "file_create"
+    FILE_LIST = "file_list"
+    FILE_RETRIEVE = "file_retrieve"
+    FILE_CONTENT = "file_content"
+    FILE_DELETE = "file_delete"
+    BATCH_CREATE = "batch_create"
+    BATCH_LIST = "batch_list"
+    BATCH_RETRIEVE = "batch_retrieve"
+    BATCH_CANCEL = "batch_cancel"
 
 
 NO_HEADERS: Mapping[str, str] = MappingProxyType({})
@@ -117,6 +134,8 @@ class Plan(NamedTuple):
     mirror_target: Target | None = None  # where the mirrored copy goes (Bastion)
     fallback_models: tuple[str, ...] = ()  # tried in order when Bastion answers 404 model_not_found
     fallback_reason: tuple[str, str] | None = None  # (the target passed over, why)
+    batch_action: BatchAction | None = None  # a Files/Batch API call the proxy answers
+    resource_id: str | None = None  # the file or batch a batch action is about
 
     def evolve(self, **changes: Any) -> Plan:
         """A copy with `changes`."""
@@ -151,6 +170,7 @@ class Plan(NamedTuple):
             "model": [self.original_model, self.upstream_model],
             "body_step": self.body_step.value,
             "store_action": self.store_action.value if self.store_action else None,
+            "batch_action": self.batch_action.value if self.batch_action else None,
             "refusal": self.refusal.code if self.refusal is not None else None,
             "notes": list(self.notes),
         }

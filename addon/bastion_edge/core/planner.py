@@ -23,9 +23,11 @@ from urllib.parse import parse_qsl, urlsplit
 from bastion_edge.config.rules import Rules
 from bastion_edge.core.cutover import OPENAI, CutoverRules, conversation_key, destination_for
 from bastion_edge.core.facts import (
+    BATCHES,
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
+    FILES,
     IMAGES_GENERATIONS,
     MODELS,
     RESPONSES,
@@ -47,6 +49,7 @@ from bastion_edge.core.plan import (
     REWRITE_MODEL,
     REWRITE_STORE,
     REWRITE_TTS,
+    BatchAction,
     BodyStep,
     Decision,
     Destination,
@@ -94,10 +97,13 @@ class Policy:
 
 
 def plan_head(head: RequestHead, policy: Policy, environ: Mapping[str, str],
-              files: KeyFileReader | None = None) -> Plan | None:
+              files: KeyFileReader | None = None, app_key_sha256: str | None = None,
+              ) -> Plan | None:
     """The plan before the body arrives; None for traffic that is not ours.
 
     Keys come from `environ` and, for `keys.default_file` / `bastion_key_file`, `files`.
+    `app_key_sha256` stands in for an app key the head does not carry (a batch line runs
+    with its creator's key hash, never the key itself).
     """
     rules = policy.rules
     kind = classify_host(rules, head.host)
@@ -113,7 +119,8 @@ def plan_head(head: RequestHead, policy: Policy, environ: Mapping[str, str],
     credentials = {name: head.headers[name]
                    for name in APP_CREDENTIAL_HEADERS if name in head.headers}
     facts = RequestFacts(endpoint=endpoint, headers=head.headers,
-                         app_key_sha256=key_sha256(credentials.get("authorization")),
+                         app_key_sha256=key_sha256(credentials.get("authorization"))
+                         or app_key_sha256,
                          client_ip=head.client, app=head.app)
     hold = Route(Destination.BASTION, target, drop_headers=tuple(credentials))
     plan = Plan(kind=kind, endpoint=endpoint, method=head.method, path=head.bare_path,
@@ -194,6 +201,8 @@ def _to_bastion(plan: Plan, head: RequestHead, policy: Policy, key: KeyChoice) -
     plan = plan.evolve(key=key, route=bastion, rewrites=(*plan.rewrites, REWRITE_KEY))
     if plan.endpoint == RESPONSES and not is_collection_path(head.path):
         return _store_action(plan, head)
+    if plan.endpoint in (FILES, BATCHES):
+        return _batch_action(plan, head)
     if plan.endpoint == MODELS and head.method == "GET":
         return _model_path(plan, head, policy)
     return plan
@@ -221,6 +230,36 @@ def _store_action(plan: Plan, head: RequestHead) -> Plan:
     return plan.evolve(store_action=action, response_id=response_id,
                    route=Route(Destination.PROXY, plan.route.target,
                                drop_headers=plan.route.drop_headers))
+
+
+_BATCH_ACTIONS = {
+    ("files", None, None, "POST"): BatchAction.FILE_CREATE,
+    ("files", None, None, "GET"): BatchAction.FILE_LIST,
+    ("files", "id", None, "GET"): BatchAction.FILE_RETRIEVE,
+    ("files", "id", None, "DELETE"): BatchAction.FILE_DELETE,
+    ("files", "id", "content", "GET"): BatchAction.FILE_CONTENT,
+    ("batches", None, None, "POST"): BatchAction.BATCH_CREATE,
+    ("batches", None, None, "GET"): BatchAction.BATCH_LIST,
+    ("batches", "id", None, "GET"): BatchAction.BATCH_RETRIEVE,
+    ("batches", "id", "cancel", "POST"): BatchAction.BATCH_CANCEL,
+}
+
+
+def _batch_action(plan: Plan, head: RequestHead) -> Plan:
+    """/v1/files and /v1/batches: Bastion has neither, the proxy's batch server answers.
+
+    Nothing of the app's goes upstream; the app's partition travels with the plan."""
+    parts = head.bare_path.rstrip("/").split("/")[2:]  # ["files", id?, sub?]
+    resource = parts[1] if len(parts) > 1 else None
+    sub = parts[2] if len(parts) > 2 else None
+    action = _BATCH_ACTIONS.get((parts[0], "id" if resource else None, sub, head.method)) \
+        if len(parts) <= 3 else None
+    if action is None:
+        raise ApiError(404, f"Invalid URL ({head.method} {head.bare_path})", "unknown_url")
+    return plan.evolve(batch_action=action, resource_id=resource, body_step=BodyStep.NONE,
+                       route=Route(Destination.BATCH, plan.route.target,
+                                   drop_headers=plan.route.drop_headers),
+                       rewrites=tuple(r for r in plan.rewrites if r != REWRITE_KEY))
 
 
 def _model_path(plan: Plan, head: RequestHead, policy: Policy) -> Plan:

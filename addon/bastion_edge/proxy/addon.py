@@ -28,6 +28,9 @@ from typing import Any
 import httpx
 from mitmproxy import ctx, exceptions, http
 
+from bastion_edge.batch.keeper import BatchKeeper
+from bastion_edge.batch.runner import RunContext
+from bastion_edge.batch.server import TOKEN_HEADER as BATCH_TOKEN_HEADER
 from bastion_edge.config.key_files import KeyFiles
 from bastion_edge.config.reload import RulesWatcher
 from bastion_edge.config.rules import (
@@ -39,7 +42,7 @@ from bastion_edge.config.rules import (
 )
 from bastion_edge.core.keys import all_key_sources, read_source
 from bastion_edge.core.model_map import ModelMap
-from bastion_edge.core.plan import BodyStep, Decision, Destination, Plan, Route
+from bastion_edge.core.plan import BatchAction, BodyStep, Decision, Destination, Plan, Route
 from bastion_edge.core.planner import (
     Policy,
     answered_from_store,
@@ -113,6 +116,7 @@ class BastionEdge:
         self.timeouts = ResponseTimeouts()
         self.catalog = ModelCatalog(self.metrics)  # Bastion's live model list
         self.key_files = KeyFiles(self.metrics.registry)  # keys.default_file, bastion_key_file
+        self.batches = BatchKeeper(self.metrics.registry, self.environ)  # /v1/files, batches
 
     @property
     def rules(self) -> Rules:
@@ -161,12 +165,19 @@ class BastionEdge:
             target = ctx.options.bastion_access_log
             self.access_log = AccessLog(target) if target else None
         self.responses.configure(updated, self.rules.responses_state)
+        if updated & {"bastion_rules", "confdir"}:
+            try:
+                self.batches.configure(self.rules.batches)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"bastion-edge batches: {e}") from e
 
     async def running(self) -> None:
         self.keeps_flows = "web_port" in ctx.options or bool(
             getattr(ctx.options, "save_stream_file", None))
         await self.tts.start()
         await self.responses.running()
+        await self.batches.running(self._batch_context, self._batch_logged,
+                                   lambda: self.rules.batches)
         self.catalog.start(lambda: self.rules, self.environ,
                            Path(os.path.expanduser(ctx.options.confdir)))
         if self.rules_path is not None:
@@ -194,6 +205,7 @@ class BastionEdge:
             await self.tts.stop()
         await self.mirror.drain()
         await self.responses.done()
+        await self.batches.done()
         if self._upstream_client is not None:
             await self._upstream_client[1].aclose()
 
@@ -209,6 +221,19 @@ class BastionEdge:
                     lambda: asyncio.ensure_future(old.aclose()))
             self._upstream_client = (upstream, make_upstream_client(upstream, confdir))
         return self._upstream_client[1]
+
+    def _batch_context(self) -> RunContext:
+        """What a batch line is planned and sent with: the live rules, keys and client."""
+        return RunContext(self.policy, self.environ, self.key_files, self.upstream_client())
+
+    def _batch_logged(self, record: AccessRecord) -> None:
+        self.metrics.exchange_finished(
+            endpoint=record.endpoint, app=record.app, original_model=record.original_model,
+            upstream_model=record.upstream_model, destination=record.destination,
+            status=record.status, stream=False, duration=(record.duration_ms or 0) / 1000,
+            ttfb=None, rewrites=record.rewrites)
+        if self.access_log is not None:
+            self.access_log.write(record)
 
     async def drain(self, grace_seconds: float) -> int:
         """Stop accepting connections; wait up to `grace_seconds` for in-flight requests.
@@ -310,6 +335,16 @@ class BastionEdge:
             point_at(request, "http", "127.0.0.1", port, f"127.0.0.1:{port}",
                      put=put, drop=route.drop_headers)
             request.path = "/v1/audio/speech"
+        elif route.destination is Destination.BATCH and exchange.plan.refusal is None:
+            port, token = self.batches.register(exchange.plan)
+            put[BATCH_TOKEN_HEADER] = token
+            point_at(request, "http", "127.0.0.1", port, f"127.0.0.1:{port}",
+                     put=put, drop=route.drop_headers)
+            request.path = target.path
+            if exchange.plan.batch_action is BatchAction.FILE_CREATE:
+                request.stream = True  # the upload streams into the batch server's blob
+                length = request.headers.get("content-length", "")
+                exchange.bytes_in = int(length) if length.isdigit() else 0
         else:
             point_at(request, target.scheme, target.host, target.port, target.host_header,
                      put=put, drop=route.drop_headers)

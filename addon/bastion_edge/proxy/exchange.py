@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bastion_edge.core.plan import BodyStep, Plan, Route
+from bastion_edge.core.plan import BatchAction, BodyStep, Plan, Route
 from bastion_edge.core.routing import HostKind
 from bastion_edge.telemetry.access_log import AccessRecord
 
@@ -80,7 +80,9 @@ class Exchange:
 
     @property
     def streamed_request(self) -> bool:
-        return self.plan.body_step is BodyStep.STREAMED_FORM and self.plan.refusal is None
+        return (self.plan.body_step is BodyStep.STREAMED_FORM
+                or self.plan.batch_action is BatchAction.FILE_CREATE) \
+            and self.plan.refusal is None
 
     @property
     def upstream_host(self) -> str | None:

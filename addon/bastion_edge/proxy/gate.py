@@ -116,7 +116,7 @@ class ProxyGate:
         return EgressPolicy(self.edge.rules.egress.allow, self.own_ports())
 
     def own_ports(self) -> frozenset[int]:
-        ports = {port for port in (self.edge.tts.port,
+        ports = {port for port in (self.edge.tts.port, self.edge.batches.server.port,
                                    self.edge.admin.port if self.edge.admin else None,
                                    getattr(ctx.options, "web_port", None)) if port}
         server = ctx.master.addons.get("proxyserver")
@@ -129,6 +129,8 @@ class ProxyGate:
         upstreams = {(rules.upstream.host.lower(), rules.upstream.port)}
         if self.edge.tts.port:
             upstreams.add(("127.0.0.1", self.edge.tts.port))
+        if self.edge.batches.server.port:  # /v1/files and /v1/batches
+            upstreams.add(("127.0.0.1", self.edge.batches.server.port))
         if rules.cutover.mode != "rewrite":
             from urllib.parse import urlsplit
 
