@@ -53,7 +53,9 @@ def free_port() -> int:
         return port
 
 
-def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+def wait_until(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll until `predicate()` holds; `timeout` is only a ceiling against a hung start
+    (a busy 2-core machine can take many seconds to start a proxy), never a measure."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
