@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from bastion_edge.config.usage_rules import UsageRules, parse_usage
 from bastion_edge.core.cutover import CutoverMode, CutoverRules, StickyBy
 from bastion_edge.core.embedding_dims import DEFAULT_DIMENSIONS
 from bastion_edge.core.facts import ENDPOINTS, RequestFacts
@@ -198,6 +199,7 @@ class Rules:
         default_factory=lambda: dict(DEFAULT_DIMENSIONS))
     source: str = "<defaults>"
     sha256: str = ""
+    usage: UsageRules = field(default_factory=UsageRules)  # token accounting, price table
 
     def intercepted_hosts(self) -> tuple[str, ...]:
         return self.openai_hosts + self.bastion_hosts
@@ -340,6 +342,7 @@ class _Parser:
             "upstream", "intercept", "keys", "models", "unmapped_models", "reply_model",
             "tts", "cutover", "responses_state", "fallbacks", "capabilities",
             "models_refresh_seconds", "clients", "egress", "embedding_dimensions",
+            "usage",
         ))
         rules = Rules()
         if "upstream" in top:
@@ -389,6 +392,8 @@ class _Parser:
         if "models_refresh_seconds" in top:
             rules = replace(rules, models_refresh_seconds=self.number(
                 top["models_refresh_seconds"], ("models_refresh_seconds",)))
+        if top.get("usage") is not None:
+            rules = replace(rules, usage=parse_usage(self, top["usage"], ("usage",)))
         return rules
 
     def fallbacks(self, value: object, path: Path_) -> Mapping[str, tuple[str, ...]]:

@@ -114,6 +114,7 @@ class Plan(NamedTuple):
     mirror_body: bytes | None = None  # what Bastion gets, mirrored (never in repr)
     mirror_skip: str | None = None  # why no copy is mirrored to Bastion
     app_credentials: Mapping[str, str] = NO_HEADERS  # only ever for OpenAI (never in repr)
+    strip_usage: bool = False  # include_usage added upstream: keep its chunk from the app
 
     def evolve(self, **changes: Any) -> Plan:
         """A copy with `changes`."""

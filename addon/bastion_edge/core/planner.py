@@ -65,6 +65,7 @@ from bastion_edge.core.responses import (
 )
 from bastion_edge.core.rewrite import decide_model, model_not_string_error, rewrite_model_path
 from bastion_edge.core.routing import HostKind, Target, bastion_target, classify_host
+from bastion_edge.core.usage import STREAM_USAGE_NOTE, adds_stream_usage, with_stream_usage
 from bastion_edge.errors import ApiError, bad_request
 from bastion_edge.streams.multipart import boundary_from_content_type, replace_form_field
 
@@ -412,7 +413,11 @@ def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
         except ValueError as e:
             raise bad_request(f"Invalid 'input': {e}", "invalid_value", "input") from e
     new_body = None
-    if mapped.changed or expanded is not None:
+    strip_usage = adds_stream_usage(plan.endpoint, mapped.body, policy.rules.usage.stream_usage)
+    if strip_usage:  # the app's stream stays as it was (streams/usage_stream.py)
+        mapped = replace(mapped, body=with_stream_usage(mapped.body),
+                         notes=(*mapped.notes, STREAM_USAGE_NOTE))
+    if mapped.changed or expanded is not None or strip_usage:
         new_body = _serialise(mapped.body)
     resolution = mapped.resolution
     models = {} if resolution is None else {
@@ -420,7 +425,7 @@ def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
         "original_model": mapped.requested or resolution.requested}
     return plan.evolve(facts=mapped.facts, stream=parsed.get("stream") is True,
                        app_store=app_store, body=new_body, capture=capture,
-                       notes=(*notes, *mapped.notes),
+                       notes=(*notes, *mapped.notes), strip_usage=strip_usage,
                        rewrites=(*plan.rewrites, *mapped.rewrites), **models)
 
 

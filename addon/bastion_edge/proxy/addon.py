@@ -62,6 +62,7 @@ from bastion_edge.proxy.flow_edit import (
     ByteCounter,
     ReplyJson,
     annotate,
+    buffered_usage,
     exchange_of,
     lower_headers,
     point_at,
@@ -79,6 +80,7 @@ from bastion_edge.proxy.upstream_client import make_upstream_client
 from bastion_edge.state.store import StoreError
 from bastion_edge.streams.multipart import FormFieldRewriter, boundary_from_content_type
 from bastion_edge.streams.sse import SseRewriter
+from bastion_edge.streams.usage_stream import Chain, UsageChunkStrip, UsageTap
 from bastion_edge.telemetry.access_log import AccessLog, AccessRecord, loggable_body
 from bastion_edge.telemetry.admin_server import AdminServer
 from bastion_edge.telemetry.metrics import Metrics
@@ -478,6 +480,9 @@ class BastionEdge:
             original = plan.original_model or ""
             response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
                 if self._restores_model(plan) else ByteCounter(exchange)
+            if plan.strip_usage:  # asked upstream by the plan, not by the app
+                response.stream = Chain(UsageChunkStrip(), response.stream)
+            response.stream = UsageTap(exchange.usage_reported, response.stream)
         elif worth_streaming(headers):
             response.stream = ByteCounter(exchange)
         if plan.capture is not None and plan.refusal is None:
@@ -489,6 +494,8 @@ class BastionEdge:
         details = dict(part.split("=", 1) for part in
                        headers.get(TTS_HEADER, "").split(";") if "=" in part)
         exchange.tts_voice = details.get("riva_voice")
+        characters = details.get("characters", "")
+        exchange.tts_characters = int(characters) if characters.isdigit() else None
         exchange.reply_notes += [n for n in headers.get(NOTE_HEADER, "").split(",") if n]
 
     def _restores_model(self, plan: Plan) -> bool:
@@ -507,6 +514,7 @@ class BastionEdge:
             if self._restores_model(plan) and plan.original_model:
                 reply.restore_model(plan.original_model)
             exchange.bytes_out = len(response.raw_content or b"")
+            exchange.usage = buffered_usage(response, reply)
         mirrored = plan.decision is Decision.MIRROR and plan.refusal is None
         record = self._finish(flow, exchange, response.status_code, write_log=not mirrored)
         if mirrored:
@@ -594,6 +602,11 @@ class BastionEdge:
             ttfb=(exchange.response_headers_at - exchange.started
                   if exchange.response_headers_at is not None else None),
             rewrites=exchange.rewrites)
+        self.metrics.token_metrics.exchange(
+            endpoint=exchange.endpoint, app=exchange.plan.facts.app,
+            original_model=exchange.original_model, upstream_model=exchange.upstream_model,
+            destination=exchange.destination, usage=exchange.usage,
+            tts_characters=exchange.tts_characters)
         record = exchange.record(status, finished)
         if ctx.options.bastion_access_log_bodies:
             secrets = [*exchange.plan.app_credentials.values(), *self._key_values()]

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from bastion_edge.core.plan import BodyStep, Plan, Route
 from bastion_edge.core.routing import HostKind
+from bastion_edge.core.usage import SOURCE_NOT_REPORTED, SOURCE_UPSTREAM, Usage
 from bastion_edge.telemetry.access_log import AccessRecord
 
 METADATA_KEY = "bastion_edge"
@@ -34,6 +35,8 @@ class Exchange:
     timed_out: bool = False
     tts_voice: str | None = None  # the Riva voice the TTS adapter used
     reply_notes: list[str] = field(default_factory=list)
+    usage: Usage | None = None  # what the upstream reported (never an estimate)
+    tts_characters: int | None = None  # speech input characters (the TTS adapter's count)
 
     # What the access log, metrics and tests read: derived from the plan.
 
@@ -112,4 +115,11 @@ class Exchange:
             key_env=self.key_env,
             error=plan.refusal.code if plan.refusal is not None else self.upstream_error,
             notes=self.notes,
+            tokens=self.usage.counts() if self.usage is not None else None,
+            tokens_source=SOURCE_UPSTREAM if self.usage is not None else SOURCE_NOT_REPORTED,
+            tts_characters=self.tts_characters,
         )
+
+    def usage_reported(self, usage: Usage) -> None:
+        """A stream's usage (the last one reported wins)."""
+        self.usage = usage
