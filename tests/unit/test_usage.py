@@ -111,9 +111,14 @@ def chat_stream(with_usage: bool, separators: tuple[str, str] = (",", ":")) -> b
 
 
 def run_stream(stream: object, body: bytes, size: int) -> bytes:
+    """As mitmproxy calls a `response.stream`: never an empty chunk mid-stream."""
     assert callable(stream)
-    out = b"".join(stream(body[i:i + size]) for i in range(0, len(body), size))
-    return out + stream(b"")
+    out = []
+    for i in range(0, len(body), size):
+        sent = stream(body[i:i + size])
+        assert sent != b"", "an empty chunk would end a chunked reply"
+        out.append(b"".join(sent) if isinstance(sent, tuple) else sent)
+    return b"".join(out) + stream(b"")
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 64, 100_000])
@@ -158,11 +163,12 @@ def test_strip_gives_the_stream_the_app_would_have_had(
 
 def test_strip_leaves_a_stream_without_usage_alone() -> None:
     body = chat_stream(with_usage=False)
-    assert run_stream(UsageChunkStrip(), body, 5) == body
+    assert run_stream(UsageTap(lambda _: None, UsageChunkStrip()), body, 5) == body
 
 
 def test_chain_composes_and_flushes_both() -> None:
     def upper(chunk: bytes) -> bytes:
         return chunk.upper()
     body = chat_stream(True)
-    assert run_stream(Chain(UsageChunkStrip(), upper), body, 6) == chat_stream(False).upper()
+    assert run_stream(UsageTap(lambda _: None, Chain(UsageChunkStrip(), upper)), body, 6) == \
+        chat_stream(False).upper()

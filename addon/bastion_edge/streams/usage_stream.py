@@ -8,6 +8,9 @@
   of each chunk and the final usage-only chunk (`"choices":[]`). Complete lines pass as
   soon as they are complete; the app sees the stream it would have had.
 - `Chain` composes two filters.
+
+`UsageTap` is the outermost filter of a reply: it never hands mitmproxy an empty chunk
+in the middle of a stream.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from bastion_edge.core.usage import Usage, may_hold_usage, usage_of
 from bastion_edge.streams.sse import SseEvents, SseLines, field_value, line_body
 
 StreamFilter = Callable[[bytes], bytes]
+NOTHING: tuple[bytes, ...] = ()
 
 
 class UsageTap:
@@ -33,7 +37,7 @@ class UsageTap:
         self._lines = SseLines()
         self._events = SseEvents()
 
-    def __call__(self, chunk: bytes) -> bytes:
+    def __call__(self, chunk: bytes) -> bytes | tuple[bytes, ...]:
         if chunk:
             block = self._lines.feed(chunk)
             if block:
@@ -42,7 +46,10 @@ class UsageTap:
             tail = self._lines.flush()
             self._look([*(self._events.feed(tail + b"\n") if tail else []),
                         *self._events.finish()])
-        return self._next(chunk) if self._next is not None else chunk
+        out = self._next(chunk) if self._next is not None else chunk
+        # Nothing to send yet (a filter holds a partial line): no chunk at all, for an
+        # empty one would end a chunked reply (mitmproxy sends it as the last chunk).
+        return out if out or not chunk else NOTHING
 
     def _look(self, events: list[bytes]) -> None:
         for data in events:
