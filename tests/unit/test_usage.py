@@ -11,6 +11,8 @@ from bastion_edge.core.facts import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
 from bastion_edge.core.usage import (
     Usage,
     adds_stream_usage,
+    model_in_json,
+    model_of,
     usage_in_json,
     usage_of,
     with_stream_usage,
@@ -123,52 +125,63 @@ def run_stream(stream: object, body: bytes, size: int) -> bytes:
 
 @pytest.mark.parametrize("size", [1, 2, 7, 64, 100_000])
 def test_tap_finds_chat_usage_and_passes_bytes_untouched(size: int) -> None:
-    found: list[Usage] = []
+    found: list[tuple[Usage, str | None]] = []
     body = chat_stream(with_usage=True)
-    assert run_stream(UsageTap(found.append), body, size) == body
-    assert found == [Usage(6, 2)]
+    assert run_stream(UsageTap(lambda u, m: found.append((u, m))), body, size) == body
+    assert found == [(Usage(6, 2), "m")]
 
 
 @pytest.mark.parametrize("size", [1, 5, 300])
 def test_tap_finds_responses_usage_in_completed_event(size: int) -> None:
-    found: list[Usage] = []
+    found: list[tuple[Usage, str | None]] = []
     created = {"type": "response.created", "response": {"usage": None}}
-    done = {"type": "response.completed", "response": {"usage": RESPONSES_USAGE}}
+    done = {"type": "response.completed", "response": {"model": "gpt-oss-120b",
+                                                       "usage": RESPONSES_USAGE}}
     body = (b"event: response.created\r\ndata: " + json.dumps(created).encode() + b"\r\n\r\n"
             b"event: response.completed\r\ndata: " + json.dumps(done).encode() + b"\r\n\r\n")
-    assert run_stream(UsageTap(found.append), body, size) == body
-    assert found == [Usage(30, 9, 8, 3)]
+    assert run_stream(UsageTap(lambda u, m: found.append((u, m))), body, size) == body
+    assert found == [(Usage(30, 9, 8, 3), "gpt-oss-120b")]
 
 
 def test_tap_without_usage_reports_nothing_and_handles_unterminated_tail() -> None:
-    found: list[Usage] = []
+    found: list[tuple[Usage, str | None]] = []
     body = chat_stream(with_usage=False)
-    assert run_stream(UsageTap(found.append), body, 9) == body
+    assert run_stream(UsageTap(lambda u, m: found.append((u, m))), body, 9) == body
     assert found == []
     tail = b'data: {"usage":{"prompt_tokens":1}}'  # no blank line: dispatched at the end
-    assert run_stream(UsageTap(found.append), tail, 4) == tail
-    assert found == [Usage(input=1)]
+    assert run_stream(UsageTap(lambda u, m: found.append((u, m))), tail, 4) == tail
+    assert found == [(Usage(input=1), None)]
 
 
 @pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")])
 @pytest.mark.parametrize("size", [1, 3, 11, 64, 100_000])
 def test_strip_gives_the_stream_the_app_would_have_had(
         size: int, separators: tuple[str, str]) -> None:
-    found: list[Usage] = []
-    stripped = run_stream(UsageTap(found.append, UsageChunkStrip()),
+    found: list[tuple[Usage, str | None]] = []
+    stripped = run_stream(UsageTap(lambda u, m: found.append((u, m)), UsageChunkStrip()),
                           chat_stream(True, separators), size)
     assert stripped == chat_stream(False, separators)
-    assert found == [Usage(6, 2)]
+    assert found == [(Usage(6, 2), "m")]
 
 
 def test_strip_leaves_a_stream_without_usage_alone() -> None:
     body = chat_stream(with_usage=False)
-    assert run_stream(UsageTap(lambda _: None, UsageChunkStrip()), body, 5) == body
+    assert run_stream(UsageTap(lambda u, m: None, UsageChunkStrip()), body, 5) == body
 
 
 def test_chain_composes_and_flushes_both() -> None:
     def upper(chunk: bytes) -> bytes:
         return chunk.upper()
     body = chat_stream(True)
-    assert run_stream(UsageTap(lambda _: None, Chain(UsageChunkStrip(), upper)), body, 6) == \
+    assert run_stream(UsageTap(lambda u, m: None, Chain(UsageChunkStrip(), upper)), body, 6) == \
         chat_stream(False).upper()
+
+
+def test_model_of_reply_and_json_bytes() -> None:
+    assert model_of({"model": "a"}) == "a"
+    assert model_of({"type": "response.completed", "response": {"model": "b"}}) == "b"
+    assert model_of({"model": 3}) is None and model_of([]) is None
+    raw = json.dumps({"id": "x", "model": "gpt-oss-120b", "choices": [
+        {"message": {"content": '"model": "fake"'}}]}).encode()
+    assert model_in_json(raw) == "gpt-oss-120b"
+    assert model_in_json(b'{"data": []}') is None

@@ -356,7 +356,8 @@ def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
     work = dict(parsed)
     content = facts_from_json(content_from if content_from is not None else work)
     facts = RequestFacts(plan.facts.endpoint, plan.facts.headers, plan.facts.app_key_sha256,
-                         plan.facts.client_ip, content.has_image, content.prompt_tokens)
+                         plan.facts.client_ip, content.has_image, content.prompt_tokens,
+                         plan.facts.app)
     rewrites: list[str] = []
     requested = work.get("model")
     injected = requested is None and plan.endpoint == IMAGES_GENERATIONS

@@ -139,3 +139,23 @@ def with_stream_usage(body: dict[str, Any]) -> dict[str, Any]:
 
 
 STREAM_USAGE_NOTE = "stream usage asked upstream, kept from the app"
+
+
+def model_of(reply: object) -> str | None:
+    """The model a reply or streamed event names (a Responses event: its response's)."""
+    if not isinstance(reply, dict):
+        return None
+    model = reply.get("model")
+    if model is None and isinstance(reply.get("response"), dict):
+        model = reply["response"].get("model")
+    return model if isinstance(model, str) else None
+
+
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*"([^"\\]{1,256})"')
+
+
+def model_in_json(raw: bytes) -> str | None:
+    """The first `"model": "..."` of a buffered reply (the top-level one in OpenAI's
+    shapes, which name it before any nested object that could)."""
+    found = _MODEL_FIELD.search(raw)
+    return found.group(1).decode("utf-8", "replace") if found is not None else None

@@ -54,6 +54,7 @@ from bastion_edge.core.reply_model import restore_model
 from bastion_edge.core.request import ParsedBody, RequestHead
 from bastion_edge.core.responses import History, Item
 from bastion_edge.core.routing import HostKind, bastion_target
+from bastion_edge.core.usage import model_in_json
 from bastion_edge.deploy.tls_bundles import upstream_bundle
 from bastion_edge.errors import SERVER_ERROR, ApiError
 from bastion_edge.proxy import gateway_errors
@@ -84,6 +85,7 @@ from bastion_edge.streams.usage_stream import Chain, UsageChunkStrip, UsageTap
 from bastion_edge.telemetry.access_log import AccessLog, AccessRecord, loggable_body
 from bastion_edge.telemetry.admin_server import AdminServer
 from bastion_edge.telemetry.metrics import Metrics
+from bastion_edge.telemetry.otel import OtelExport
 from bastion_edge.tts.adapter import TOKEN_HEADER, SpeechJob, TtsAdapter
 from bastion_edge.tts.reply import NOTE_HEADER, TTS_HEADER
 
@@ -115,6 +117,7 @@ class BastionEdge:
         self.timeouts = ResponseTimeouts()
         self.catalog = ModelCatalog(self.metrics)  # Bastion's live model list
         self.key_files = KeyFiles(self.metrics.registry)  # keys.default_file, bastion_key_file
+        self.otel: OtelExport | None = None  # OTLP spans and gen_ai metrics, when configured
 
     @property
     def rules(self) -> Rules:
@@ -168,6 +171,7 @@ class BastionEdge:
         self.keeps_flows = "web_port" in ctx.options or bool(
             getattr(ctx.options, "save_stream_file", None))
         await self.tts.start()
+        self.otel = OtelExport.from_environment(self.environ, self.metrics.model_label)
         await self.responses.running()
         self.catalog.start(lambda: self.rules, self.environ,
                            Path(os.path.expanduser(ctx.options.confdir)))
@@ -196,6 +200,8 @@ class BastionEdge:
             await self.tts.stop()
         await self.mirror.drain()
         await self.responses.done()
+        if self.otel is not None:
+            await asyncio.to_thread(self.otel.shutdown)
         if self._upstream_client is not None:
             await self._upstream_client[1].aclose()
 
@@ -515,6 +521,8 @@ class BastionEdge:
                 reply.restore_model(plan.original_model)
             exchange.bytes_out = len(response.raw_content or b"")
             exchange.usage = buffered_usage(response, reply)
+            if self.otel is not None:
+                exchange.response_model = model_in_json(response.raw_content or b"")
         mirrored = plan.decision is Decision.MIRROR and plan.refusal is None
         record = self._finish(flow, exchange, response.status_code, write_log=not mirrored)
         if mirrored:
@@ -608,6 +616,8 @@ class BastionEdge:
             destination=exchange.destination, usage=exchange.usage,
             tts_characters=exchange.tts_characters)
         record = exchange.record(status, finished)
+        if self.otel is not None:
+            self.otel.exchange(exchange.genai(status, finished))
         if ctx.options.bastion_access_log_bodies:
             secrets = [*exchange.plan.app_credentials.values(), *self._key_values()]
             record.request_body = loggable_body(flow.request.raw_content, secrets)

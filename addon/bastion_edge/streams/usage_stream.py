@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Callable
 
-from bastion_edge.core.usage import Usage, may_hold_usage, usage_of
+from bastion_edge.core.usage import Usage, may_hold_usage, model_of, usage_of
 from bastion_edge.streams.sse import SseEvents, SseLines, field_value, line_body
 
 StreamFilter = Callable[[bytes], bytes]
@@ -27,11 +27,13 @@ NOTHING: tuple[bytes, ...] = ()
 
 
 class UsageTap:
-    """Passes the stream through; calls `found(usage)` for each usage it reports."""
+    """Passes the stream through; calls `found(usage, model)` for each usage it reports
+    (`model`: the one the same event names)."""
 
     __slots__ = ("_events", "_found", "_lines", "_next")
 
-    def __init__(self, found: Callable[[Usage], None], then: StreamFilter | None = None) -> None:
+    def __init__(self, found: Callable[[Usage, str | None], None],
+                 then: StreamFilter | None = None) -> None:
         self._found = found
         self._next = then
         self._lines = SseLines()
@@ -61,7 +63,7 @@ class UsageTap:
                 continue
             usage = usage_of(obj)
             if usage is not None:
-                self._found(usage)
+                self._found(usage, model_of(obj))
 
 
 # `"usage":null` as a member of a chunk object, with the comma that joins it.
