@@ -97,7 +97,9 @@ def respond(
     addon.responseheaders(flow)
     stream = flow.response.stream
     if callable(stream):
-        out = b"".join(stream(body[i:i + chunk]) for i in range(0, len(body), chunk))
+        sent = [stream(body[i:i + chunk]) for i in range(0, len(body), chunk)]
+        assert b"" not in sent, "an empty chunk would end a chunked reply"
+        out = b"".join(s if isinstance(s, bytes) else b"".join(s) for s in sent)
         out += stream(b"")
         addon.response(flow)
         return out
