@@ -24,7 +24,7 @@ def rec(destination: str, seconds: float, tokens: Tokens | None, app: str = "bil
         status: int = 200, endpoint: str = "chat.completions") -> Record:
     return Record(time=T0 + timedelta(seconds=seconds), endpoint=endpoint, model="gpt-4o",
                   destination=destination, status=status, duration_ms=10.0, ttfb_ms=5.0,
-                  upstream_model="gpt-oss-120b" if destination == "bastion" else "gpt-oss-120b",
+                  upstream_model="gpt-oss-120b",  # observe mode logs the would-be model
                   app=app, tokens=tokens)
 
 

@@ -44,9 +44,10 @@ def terminal_lines(tokens: TokenReport) -> list[str]:
         return []
     out = ["", f"tokens, as the upstream reported them ({tokens.reported:,} exchanges; "
                f"{tokens.unreported:,} without usage, not estimated):"]
-    header = ("endpoint", "model", "destination", "requests", "w/ usage", "in/req", "out/req",
+    # destination first: the main table's rows start with endpoint and model
+    header = ("destination", "endpoint", "model", "requests", "w/ usage", "in/req", "out/req",
               "out/in", "cached", "reasoning", "est. cost")
-    rows = [[g.endpoint, model_label(g.model), g.destination, str(g.stats.requests),
+    rows = [[g.destination, g.endpoint, model_label(g.model), str(g.stats.requests),
              str(g.stats.reported), per_request(g.stats.mean_input),
              per_request(g.stats.mean_output), ratio(g.stats.output_ratio),
              f"{g.stats.cached_input:,}", f"{g.stats.reasoning:,}",
