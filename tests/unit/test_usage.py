@@ -17,7 +17,7 @@ from bastion_edge.core.usage import (
     usage_of,
     with_stream_usage,
 )
-from bastion_edge.streams.usage_stream import Chain, UsageChunkStrip, UsageTap
+from bastion_edge.streams.usage_stream import UsageTap
 
 CHAT_USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
               "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
@@ -158,7 +158,7 @@ def test_tap_without_usage_reports_nothing_and_handles_unterminated_tail() -> No
 def test_strip_gives_the_stream_the_app_would_have_had(
         size: int, separators: tuple[str, str]) -> None:
     found: list[tuple[Usage, str | None]] = []
-    stripped = run_stream(UsageTap(lambda u, m: found.append((u, m)), UsageChunkStrip()),
+    stripped = run_stream(UsageTap(lambda u, m: found.append((u, m)), strip=True),
                           chat_stream(True, separators), size)
     assert stripped == chat_stream(False, separators)
     assert found == [(Usage(6, 2), "m")]
@@ -166,14 +166,14 @@ def test_strip_gives_the_stream_the_app_would_have_had(
 
 def test_strip_leaves_a_stream_without_usage_alone() -> None:
     body = chat_stream(with_usage=False)
-    assert run_stream(UsageTap(lambda u, m: None, UsageChunkStrip()), body, 5) == body
+    assert run_stream(UsageTap(lambda u, m: None, strip=True), body, 5) == body
 
 
-def test_chain_composes_and_flushes_both() -> None:
+def test_strip_composes_with_the_next_filter_and_flushes_it() -> None:
     def upper(chunk: bytes) -> bytes:
         return chunk.upper()
     body = chat_stream(True)
-    assert run_stream(UsageTap(lambda u, m: None, Chain(UsageChunkStrip(), upper)), body, 6) == \
+    assert run_stream(UsageTap(lambda u, m: None, upper, strip=True), body, 6) == \
         chat_stream(False).upper()
 
 

@@ -92,7 +92,7 @@ _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 def may_hold_usage(event_data: bytes) -> bool:
     """Cheap test on a streamed event's data before parsing it."""
-    return b'"usage"' in event_data and _USAGE_OBJECT.search(event_data) is not None
+    return _USAGE_OBJECT.search(event_data) is not None
 
 
 def usage_in_json(raw: bytes) -> Usage | None:

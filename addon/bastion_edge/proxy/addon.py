@@ -81,7 +81,7 @@ from bastion_edge.proxy.upstream_client import make_upstream_client
 from bastion_edge.state.store import StoreError
 from bastion_edge.streams.multipart import FormFieldRewriter, boundary_from_content_type
 from bastion_edge.streams.sse import SseRewriter
-from bastion_edge.streams.usage_stream import Chain, UsageChunkStrip, UsageTap
+from bastion_edge.streams.usage_stream import UsageTap
 from bastion_edge.telemetry.access_log import AccessLog, AccessRecord, loggable_body
 from bastion_edge.telemetry.admin_server import AdminServer
 from bastion_edge.telemetry.metrics import Metrics
@@ -481,14 +481,15 @@ class BastionEdge:
         if self.keeps_flows and "authorization" in flow.request.headers:
             flow.request.headers["authorization"] = REDACTED  # sent already; keep it off screens
         content_type = headers.get("content-type", "")
+        exchange.reply_encoded = "content-encoding" in headers
         if content_type.startswith("text/event-stream"):
             exchange.streamed_reply = True
             original = plan.original_model or ""
             response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
                 if self._restores_model(plan) else ByteCounter(exchange)
-            if plan.strip_usage:  # asked upstream by the plan, not by the app
-                response.stream = Chain(UsageChunkStrip(), response.stream)
-            response.stream = UsageTap(exchange.usage_reported, response.stream)
+            # strip: usage asked upstream by the plan, not by the app
+            response.stream = UsageTap(exchange.usage_reported, response.stream,
+                                       strip=plan.strip_usage)
         elif worth_streaming(headers):
             response.stream = ByteCounter(exchange)
         if plan.capture is not None and plan.refusal is None:
@@ -520,7 +521,7 @@ class BastionEdge:
             if self._restores_model(plan) and plan.original_model:
                 reply.restore_model(plan.original_model)
             exchange.bytes_out = len(response.raw_content or b"")
-            exchange.usage = buffered_usage(response, reply)
+            exchange.usage = buffered_usage(response, reply, exchange.reply_encoded)
             if self.otel is not None:
                 exchange.response_model = model_in_json(response.raw_content or b"")
         mirrored = plan.decision is Decision.MIRROR and plan.refusal is None

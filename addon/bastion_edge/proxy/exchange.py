@@ -39,6 +39,7 @@ class Exchange:
     usage: Usage | None = None  # what the upstream reported (never an estimate)
     tts_characters: int | None = None  # speech input characters (the TTS adapter's count)
     response_model: str | None = None  # the model the reply named (OpenTelemetry spans)
+    reply_encoded: bool = False  # the reply has a content-encoding (gzip, ...)
 
     # What the access log, metrics and tests read: derived from the plan.
 

@@ -162,15 +162,16 @@ class ReplyJson:
             self._response.content = json.dumps(body, separators=(",", ":")).encode()
 
 
-def buffered_usage(response: http.Response, reply: ReplyJson) -> Usage | None:
+def buffered_usage(response: http.Response, reply: ReplyJson, encoded: bool) -> Usage | None:
     """The usage a buffered reply reports: from its parsed JSON when something parsed it
-    already, else read from its bytes (without parsing the whole body)."""
+    already, else read from its bytes (without parsing the whole body). `encoded`: the
+    reply has a content-encoding (as its headers said at `responseheaders`)."""
     if reply.parsed:
         return usage_of(reply.value())
     raw = response.raw_content
     if not raw:
         return None
-    if "content-encoding" in response.headers:
+    if encoded:
         raw = response.get_content() or b""
     return usage_in_json(raw)
 

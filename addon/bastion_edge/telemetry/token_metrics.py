@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
 
-from bastion_edge.core.usage import INPUT, OUTPUT, Usage
+from bastion_edge.core.usage import DIRECTIONS, INPUT, OUTPUT, Usage
 
 if TYPE_CHECKING:
     from bastion_edge.telemetry.metrics import Metrics
@@ -43,6 +43,7 @@ class TokenMetrics:
             "Exchanges whose reply carried no usage (nothing counted, nothing estimated).",
             ["endpoint", "destination"], registry=r)
         self._children: dict[tuple[object, ...], Any] = {}
+        self._series: dict[tuple[str, ...], tuple[tuple[Any, Any], ...]] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)  # labels() costs microseconds: cache the children
@@ -53,6 +54,7 @@ class TokenMetrics:
 
     def rules_changed(self) -> None:
         self._children.clear()
+        self._series.clear()
 
     def exchange(self, *, endpoint: str, app: str | None, original_model: str | None,
                  upstream_model: str | None, destination: str, usage: Usage | None,
@@ -66,8 +68,20 @@ class TokenMetrics:
             if tts_characters is None:
                 self._child(self.unreported, endpoint, destination).inc()
             return
-        for direction, count in usage.counts().items():
-            self._child(self.tokens, direction, app_l, original_l, upstream_l,
-                        destination).inc(count)
-            if direction in (INPUT, OUTPUT):
-                self._child(self.per_request, direction, upstream_l, destination).observe(count)
+        key = (app_l, original_l, upstream_l, destination)
+        children = self._series.get(key)
+        if children is None:
+            children = self._series[key] = self._children_of(*key)
+        for (counter, histogram), count in zip(children, usage, strict=True):
+            if count is not None:
+                counter.inc(count)
+                if histogram is not None:
+                    histogram.observe(count)
+
+    def _children_of(self, app: str, original: str, upstream: str,
+                     destination: str) -> tuple[tuple[Any, Any], ...]:
+        """Per direction (in `Usage` order): its counter child, its histogram child."""
+        return tuple((self.tokens.labels(direction, app, original, upstream, destination),
+                      self.per_request.labels(direction, upstream, destination)
+                      if direction in (INPUT, OUTPUT) else None)
+                     for direction in DIRECTIONS)
