@@ -164,6 +164,24 @@ def test_tts_characters(app: openai.OpenAI, edge: Proxy) -> None:
     assert counter(edge, "bastion_edge_tts_characters_total", destination="bastion") >= 21
 
 
+def test_tts_sse_adapter_estimate_is_not_counted(edge: Proxy) -> None:
+    """The speech SSE's `speech.audio.done` carries usage the adapter estimated: the
+    record keeps the characters and no token figures."""
+    env = edge.app_env()
+    text = "Streamed speech."
+    payload = {"model": "gpt-4o-mini-tts", "voice": "coral", "input": text,
+               "response_format": "wav", "stream_format": "sse"}
+    tls = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+    with httpx.Client(proxy=env["HTTPS_PROXY"], verify=tls, timeout=60) as c, \
+            c.stream("POST", "https://api.openai.com/v1/audio/speech", json=payload,
+                     headers={"authorization": "Bearer sk-app"}) as reply:
+        events = [json.loads(line[5:]) for line in reply.iter_lines() if line.startswith("data:")]
+    assert events[-1]["type"] == "speech.audio.done" and "usage" in events[-1]
+    record = last_record(edge, "audio.speech")
+    assert record["tts_characters"] == len(text)
+    assert record["tokens"] is None and record["tokens_source"] == "not_reported"
+
+
 def test_no_usage_is_recorded_as_not_reported(app: openai.OpenAI, edge: Proxy) -> None:
     app.models.list()
     record = last_record(edge, "models")

@@ -17,7 +17,7 @@ from bastion_edge.core.usage import (
     usage_of,
     with_stream_usage,
 )
-from bastion_edge.streams.usage_stream import UsageTap
+from bastion_edge.streams.usage_stream import JsonUsageTail, UsageTap
 
 CHAT_USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
               "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
@@ -185,3 +185,15 @@ def test_model_of_reply_and_json_bytes() -> None:
         {"message": {"content": '"model": "fake"'}}]}).encode()
     assert model_in_json(raw) == "gpt-oss-120b"
     assert model_in_json(b'{"data": []}') is None
+
+
+def test_large_json_reply_usage_read_from_its_tail() -> None:
+    found: list[tuple[Usage, str | None]] = []
+    vectors = [{"object": "embedding", "index": i, "embedding": [0.25] * 400}
+               for i in range(20)]
+    body = json.dumps({"object": "list", "data": vectors, "model": "bge-m3",
+                       "usage": {"prompt_tokens": 40, "total_tokens": 40}}).encode()
+    assert len(body) > 5 * JsonUsageTail.KEEP
+    tail = JsonUsageTail(lambda u, m: found.append((u, m)), lambda chunk: chunk)
+    assert run_stream(tail, body, 1000) == body
+    assert found == [(Usage(input=40), None)]

@@ -81,7 +81,7 @@ from bastion_edge.proxy.upstream_client import make_upstream_client
 from bastion_edge.state.store import StoreError
 from bastion_edge.streams.multipart import FormFieldRewriter, boundary_from_content_type
 from bastion_edge.streams.sse import SseRewriter
-from bastion_edge.streams.usage_stream import UsageTap
+from bastion_edge.streams.usage_stream import JsonUsageTail, UsageTap
 from bastion_edge.telemetry.access_log import AccessLog, AccessRecord, loggable_body
 from bastion_edge.telemetry.admin_server import AdminServer
 from bastion_edge.telemetry.metrics import Metrics
@@ -482,16 +482,22 @@ class BastionEdge:
             flow.request.headers["authorization"] = REDACTED  # sent already; keep it off screens
         content_type = headers.get("content-type", "")
         exchange.reply_encoded = "content-encoding" in headers
+        # The speech adapter's usage figures are its own estimates: never counted.
+        speech = exchange.applied_route is not None \
+            and exchange.applied_route.destination is Destination.TTS
+        exchange.reply_json = "json" in content_type and not speech
         if content_type.startswith("text/event-stream"):
             exchange.streamed_reply = True
             original = plan.original_model or ""
             response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
                 if self._restores_model(plan) else ByteCounter(exchange)
-            # strip: usage asked upstream by the plan, not by the app
-            response.stream = UsageTap(exchange.usage_reported, response.stream,
-                                       strip=plan.strip_usage)
+            if not speech:  # strip: usage asked upstream by the plan, not by the app
+                response.stream = UsageTap(exchange.usage_reported, response.stream,
+                                           strip=plan.strip_usage)
         elif worth_streaming(headers):
             response.stream = ByteCounter(exchange)
+            if exchange.reply_json and not exchange.reply_encoded:  # a large embeddings reply
+                response.stream = JsonUsageTail(exchange.usage_reported, response.stream)
         if plan.capture is not None and plan.refusal is None:
             self.responses.observe(flow, plan.capture)
 
@@ -518,12 +524,13 @@ class BastionEdge:
         plan = exchange.plan
         reply = ReplyJson(response)  # a buffered JSON reply, parsed at most once
         if not response.stream and response.raw_content is not None:
+            if self.otel is not None and exchange.reply_json and not exchange.reply_encoded:
+                exchange.response_model = model_in_json(response.raw_content or b"")
             if self._restores_model(plan) and plan.original_model:
                 reply.restore_model(plan.original_model)
             exchange.bytes_out = len(response.raw_content or b"")
-            exchange.usage = buffered_usage(response, reply, exchange.reply_encoded)
-            if self.otel is not None:
-                exchange.response_model = model_in_json(response.raw_content or b"")
+            if exchange.reply_json:
+                exchange.usage = buffered_usage(response, reply, exchange.reply_encoded)
         mirrored = plan.decision is Decision.MIRROR and plan.refusal is None
         record = self._finish(flow, exchange, response.status_code, write_log=not mirrored)
         if mirrored:

@@ -40,6 +40,7 @@ class Exchange:
     tts_characters: int | None = None  # speech input characters (the TTS adapter's count)
     response_model: str | None = None  # the model the reply named (OpenTelemetry spans)
     reply_encoded: bool = False  # the reply has a content-encoding (gzip, ...)
+    reply_json: bool = False  # a JSON reply whose usage is read (not the speech adapter's)
 
     # What the access log, metrics and tests read: derived from the plan.
 

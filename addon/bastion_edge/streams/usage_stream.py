@@ -11,7 +11,8 @@ few lines that name a usage object) and hands the stream on:
   complete (a partial line waits for its end, as in every SSE consumer here).
 
 It is the outermost filter of a reply and never hands mitmproxy an empty chunk in the
-middle of a stream (that would end a chunked reply).
+middle of a stream (that would end a chunked reply). `JsonUsageTail` reads the usage
+at the end of a JSON reply too large to buffer.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import re
 from collections.abc import Callable
 
-from bastion_edge.core.usage import Usage, may_hold_usage, model_of, usage_of
+from bastion_edge.core.usage import Usage, may_hold_usage, model_of, usage_in_json, usage_of
 from bastion_edge.streams.sse import SseEvents, SseLines, field_value, line_body
 
 StreamFilter = Callable[[bytes], bytes]
@@ -109,3 +110,27 @@ class UsageTap:
             self._drop_blank = True
             return b""
         return line
+
+
+class JsonUsageTail:
+    """A JSON reply too large to buffer, passed on chunk by chunk: its last bytes are
+    kept and its usage (which OpenAI's shapes put last) read when it ends."""
+
+    __slots__ = ("_found", "_next", "_tail")
+
+    KEEP = 4096
+
+    def __init__(self, found: Callable[[Usage, str | None], None],
+                 then: StreamFilter) -> None:
+        self._found = found
+        self._next = then
+        self._tail = b""
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk:
+            self._tail = (self._tail + chunk)[-self.KEEP:]
+        else:
+            usage = usage_in_json(self._tail)
+            if usage is not None:
+                self._found(usage, None)
+        return self._next(chunk)
