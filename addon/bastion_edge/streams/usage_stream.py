@@ -27,9 +27,10 @@ from bastion_edge.streams.sse import SseEvents, SseLines, field_value, line_body
 StreamFilter = Callable[[bytes], bytes]
 NOTHING: tuple[bytes, ...] = ()
 
-# `"usage":null` as a member of a chunk object, with the comma that joins it.
-_NULL_USAGE_AFTER = re.compile(rb',[ \t]*"usage"[ \t]*:[ \t]*null(?=[ \t]*[,}])')
-_NULL_USAGE_BEFORE = re.compile(rb'"usage"[ \t]*:[ \t]*null[ \t]*,[ \t]*')
+# `"usage":null` as a member of a chunk object, with the comma that joins it (before it,
+# or after it when it is the first member).
+_NULL_USAGE = re.compile(rb',[ \t]*"usage"[ \t]*:[ \t]*null(?=[ \t]*[,}])'
+                         rb'|"usage"[ \t]*:[ \t]*null[ \t]*,[ \t]*')
 
 
 class UsageTap:
@@ -91,7 +92,7 @@ class UsageTap:
                 block = block[len(first):]
         if b'"usage"' not in block:
             return block
-        block = _NULL_USAGE_BEFORE.sub(b"", _NULL_USAGE_AFTER.sub(b"", block))
+        block = _NULL_USAGE.sub(b"", block)
         if not may_hold_usage(block):
             return block
         return b"".join(self._strip_line(line) for line in block.splitlines(keepends=True))
