@@ -41,6 +41,15 @@ def wanted(environ: Mapping[str, str]) -> bool:
     return any(environ.get(name) for name in ENDPOINT_VARIABLES)
 
 
+def error_type(error: str | None, status: int | None) -> str | None:
+    """`error.type`: the proxy's error code, else the failing HTTP status, else None."""
+    if error is not None:
+        return error
+    if status is None:
+        return "no_response"
+    return str(status) if status >= 400 else None
+
+
 class GenAiExchange(NamedTuple):
     """One finished exchange, as plain values."""
 
@@ -130,8 +139,7 @@ class OtelExport:
             "bastion_edge.original_model": done.original_model,
             "bastion_edge.app": done.app,
             "http.response.status_code": done.status,
-            "error.type": done.error or (str(done.status) if done.status is None
-                                         or done.status >= 400 else None),
+            "error.type": error_type(done.error, done.status),
             "bastion_edge.tts_characters": done.tts_characters,
         }
         if done.usage is not None:
