@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 from conftest import make_client
-from harness import BASTION_KEY, Proxy, Sandbox, proxy_env, start_proxy
+from harness import BASTION_KEY, Proxy, Sandbox, proxy_env, start_proxy, wait_until
 
 SYSTEM = "Be brief."  # 9 characters: 2 tokens, the cached prefix
 USER = "Say hi"  # 6 characters; 15 in all: 3 prompt tokens
@@ -39,9 +39,24 @@ def app(monkeypatch: pytest.MonkeyPatch, edge: Proxy) -> openai.OpenAI:
     return make_client(monkeypatch, edge)
 
 
+def records(edge: Proxy) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in edge.access_log.read_text().splitlines()]
+
+
 def last_record(edge: Proxy, endpoint: str) -> dict[str, Any]:
-    records = [json.loads(line) for line in edge.access_log.read_text().splitlines()]
-    return [r for r in records if r["endpoint"] == endpoint][-1]
+    """The newest record of `endpoint`, once the exchange just made has one: a record is
+    written when the exchange ends, which may be just after the app has read it all."""
+    def newest() -> dict[str, Any] | None:
+        mine = [r for r in records(edge) if r["endpoint"] == endpoint]
+        return mine[-1] if mine and mine[-1]["request_id"] not in SEEN else None
+    wait_until(lambda: newest() is not None, what=f"the access-log record of {endpoint}")
+    record = newest()
+    assert record is not None
+    SEEN.add(record["request_id"])
+    return record
+
+
+SEEN: set[str] = set()  # records a test has read already
 
 
 def counter(edge: Proxy, name: str, **labels: str) -> float:
