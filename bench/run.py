@@ -30,6 +30,7 @@ from pathlib import Path
 import aiohttp
 import fallback_bench
 import responses_bench
+import token_cost
 import tts_bench
 
 from bastion_edge.rehearsal.localrun import (
@@ -371,6 +372,8 @@ def main() -> int:
                       CHAT_BODY, scripted.popen.pid, key="sk-bench-app-key"),
             ]
             results = asyncio.run(measure(paths, args.quick))
+            accounting = asyncio.run(token_cost.measure(300 if args.quick else 1000,
+                                                        3 if args.quick else 7))
             latency = asyncio.run(tts_added_latency(sandbox, paths[2], 5 if args.quick else 15))
             expanded = responses_bench.expanded_request_latency(
                 samples=10 if args.quick else 30, edge=edge)
@@ -384,6 +387,9 @@ def main() -> int:
     writes = responses_bench.store_writes_per_second(500 if args.quick else 2000)
     text = (f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, one run, "
             "all paths side by side against the sandbox.\n\n" + table(results)
+            + "\n\n**Token accounting** (accounting on against the addon with it patched "
+              "out, same process, interleaved rounds; `python bench/token_cost.py`)\n\n"
+            + token_cost.describe(accounting, results["bastion-edge"]["rps_c32"])
             + "\n\n**Text-to-speech**\n\n" + tts_table(transcode, latency)
             + "\n\n**Responses state**\n\n" + responses_table(expanded, writes)
             + "\n\n**Model fallback**\n\n" + fallback_bench.fallback_table(fallback))

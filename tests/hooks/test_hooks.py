@@ -97,7 +97,9 @@ def respond(
     addon.responseheaders(flow)
     stream = flow.response.stream
     if callable(stream):
-        out = b"".join(stream(body[i:i + chunk]) for i in range(0, len(body), chunk))
+        sent = [stream(body[i:i + chunk]) for i in range(0, len(body), chunk)]
+        assert b"" not in sent, "an empty chunk would end a chunked reply"
+        out = b"".join(s if isinstance(s, bytes) else b"".join(s) for s in sent)
         out += stream(b"")
         addon.response(flow)
         return out
@@ -539,7 +541,7 @@ ACCESS_FIELDS = {
     "time", "request_id", "client", "app", "method", "path", "endpoint", "original_host",
     "upstream_host", "original_model", "upstream_model", "destination", "decision", "status",
     "duration_ms", "ttfb_ms", "bytes_in", "bytes_out", "stream", "rewrites", "key_env", "error",
-    "notes",
+    "notes", "tokens", "tokens_source",
 }
 
 
@@ -598,8 +600,10 @@ async def test_flow_annotated_for_mitmweb(rules_path: Path) -> None:
         addon.keeps_flows = True  # as in mitmweb; plain mitmdump skips the annotation
         flow = app_flow(body=chat())
         send(addon, flow)
-        respond(addon, flow, b"{}")
-        assert flow.comment == "bastion-edge: host, key, model; model gpt-4o -> gpt-oss-120b"
+        respond(addon, flow, b'{"usage":{"prompt_tokens":12,"completion_tokens":5,'
+                             b'"prompt_tokens_details":{"cached_tokens":4}}}')
+        assert flow.comment == ("bastion-edge: host, key, model; model gpt-4o -> gpt-oss-120b; "
+                                "tokens in 12 / out 5 (cached 4)")
         assert flow.marked == ":arrows_counterclockwise:"
 
 

@@ -65,7 +65,8 @@ def test_chat_model_mapped_and_other_fields_kept() -> None:
     result = rewrite(body)
     assert result.body is not None
     new = json.loads(result.body)
-    assert new == {**body, "model": "gpt-oss-120b"}
+    assert new == {**body, "model": "gpt-oss-120b",  # and the stream's usage (usage.stream_usage)
+                   "stream_options": {"include_usage": True}}
     assert "h\u00e9llo".encode() in result.body  # not \u-escaped
     assert result.rewrites == (REWRITE_MODEL,)
     assert result.stream is True

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from bastion_edge.config.batch_rules import BatchRules, parse_batches
+from bastion_edge.config.usage_rules import UsageRules, parse_usage
 from bastion_edge.core.cutover import CutoverMode, CutoverRules, StickyBy
 from bastion_edge.core.embedding_dims import DEFAULT_DIMENSIONS
 from bastion_edge.core.facts import ENDPOINTS, RequestFacts
@@ -209,6 +210,7 @@ class Rules:
     source: str = "<defaults>"
     sha256: str = ""
     batches: BatchRules = field(default_factory=BatchRules)  # the proxy's Files and Batch APIs
+    usage: UsageRules = field(default_factory=UsageRules)  # token accounting, price table
 
     def intercepted_hosts(self) -> tuple[str, ...]:
         return self.openai_hosts + self.bastion_hosts
@@ -352,6 +354,7 @@ class _Parser:
             "tts", "cutover", "responses_state", "fallbacks", "capabilities",
             "models_refresh_seconds", "clients", "egress", "embedding_dimensions",
             "batches",
+            "usage",
         ))
         rules = Rules()
         if "upstream" in top:
@@ -403,6 +406,8 @@ class _Parser:
                 top["models_refresh_seconds"], ("models_refresh_seconds",)))
         if "batches" in top:
             rules = replace(rules, batches=parse_batches(self, top["batches"], ("batches",)))
+        if top.get("usage") is not None:
+            rules = replace(rules, usage=parse_usage(self, top["usage"], ("usage",)))
         return rules
 
     def fallbacks(self, value: object, path: Path_) -> Mapping[str, tuple[str, ...]]:

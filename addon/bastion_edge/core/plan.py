@@ -136,6 +136,7 @@ class Plan(NamedTuple):
     fallback_reason: tuple[str, str] | None = None  # (the target passed over, why)
     batch_action: BatchAction | None = None  # a Files/Batch API call the proxy answers
     resource_id: str | None = None  # the file or batch a batch action is about
+    strip_usage: bool = False  # include_usage added upstream: keep its chunk from the app
 
     def evolve(self, **changes: Any) -> Plan:
         """A copy with `changes`."""

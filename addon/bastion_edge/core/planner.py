@@ -69,6 +69,7 @@ from bastion_edge.core.responses import (
 )
 from bastion_edge.core.rewrite import decide_model, model_not_string_error, rewrite_model_path
 from bastion_edge.core.routing import HostKind, Target, bastion_target, classify_host
+from bastion_edge.core.usage import STREAM_USAGE_NOTE, adds_stream_usage, with_stream_usage
 from bastion_edge.errors import ApiError, bad_request
 from bastion_edge.streams.multipart import boundary_from_content_type, replace_form_field
 
@@ -401,7 +402,8 @@ def _map_json(parsed: dict[str, Any], plan: Plan, policy: Policy,
     work = dict(parsed)
     content = facts_from_json(content_from if content_from is not None else work)
     facts = RequestFacts(plan.facts.endpoint, plan.facts.headers, plan.facts.app_key_sha256,
-                         plan.facts.client_ip, content.has_image, content.prompt_tokens)
+                         plan.facts.client_ip, content.has_image, content.prompt_tokens,
+                         plan.facts.app)
     rewrites: list[str] = []
     requested = work.get("model")
     injected = requested is None and plan.endpoint == IMAGES_GENERATIONS
@@ -475,7 +477,11 @@ def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
         except ValueError as e:
             raise bad_request(f"Invalid 'input': {e}", "invalid_value", "input") from e
     new_body = None
-    if mapped.changed or expanded is not None:
+    strip_usage = adds_stream_usage(plan.endpoint, mapped.body, policy.rules.usage.stream_usage)
+    if strip_usage:  # the app's stream stays as it was (streams/usage_stream.py)
+        mapped = replace(mapped, body=with_stream_usage(mapped.body),
+                         notes=(*mapped.notes, STREAM_USAGE_NOTE))
+    if mapped.changed or expanded is not None or strip_usage:
         new_body = _serialise(mapped.body)
     resolution = mapped.resolution
     models = {} if resolution is None else {
@@ -483,7 +489,7 @@ def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
         "original_model": mapped.requested or resolution.requested}
     return plan.evolve(facts=mapped.facts, stream=parsed.get("stream") is True,
                        app_store=app_store, body=new_body, capture=capture,
-                       notes=(*notes, *mapped.notes),
+                       notes=(*notes, *mapped.notes), strip_usage=strip_usage,
                        rewrites=(*plan.rewrites, *mapped.rewrites),
                        fallback_models=mapped.fallback_models,
                        fallback_reason=mapped.fallback_reason, **models)

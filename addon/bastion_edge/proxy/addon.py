@@ -56,6 +56,7 @@ from bastion_edge.core.planner import (
 from bastion_edge.core.reply_model import restore_model
 from bastion_edge.core.request import ParsedBody, RequestHead
 from bastion_edge.core.responses import History, Item
+from bastion_edge.core.usage import model_in_json
 from bastion_edge.deploy.tls_bundles import upstream_bundle
 from bastion_edge.errors import SERVER_ERROR, ApiError
 from bastion_edge.proxy import gateway_errors
@@ -65,6 +66,7 @@ from bastion_edge.proxy.flow_edit import (
     ByteCounter,
     ReplyJson,
     annotate,
+    buffered_usage,
     exchange_of,
     lower_headers,
     point_at,
@@ -82,9 +84,11 @@ from bastion_edge.proxy.upstream_client import make_upstream_client
 from bastion_edge.state.store import StoreError
 from bastion_edge.streams.multipart import FormFieldRewriter, boundary_from_content_type
 from bastion_edge.streams.sse import SseRewriter
+from bastion_edge.streams.usage_stream import JsonUsageTail, UsageTap
 from bastion_edge.telemetry.access_log import AccessLog, AccessRecord, loggable_body
 from bastion_edge.telemetry.admin_server import AdminServer
 from bastion_edge.telemetry.metrics import Metrics
+from bastion_edge.telemetry.otel import OtelExport
 from bastion_edge.tts.adapter import TOKEN_HEADER, SpeechJob, TtsAdapter
 from bastion_edge.tts.reply import NOTE_HEADER, TTS_HEADER
 
@@ -117,6 +121,7 @@ class BastionEdge:
         self.catalog = ModelCatalog(self.metrics)  # Bastion's live model list
         self.key_files = KeyFiles(self.metrics.registry)  # keys.default_file, bastion_key_file
         self.batches = BatchKeeper(self.metrics.registry, self.environ)  # /v1/files, batches
+        self.otel: OtelExport | None = None  # OTLP spans and gen_ai metrics, when configured
 
     @property
     def rules(self) -> Rules:
@@ -175,6 +180,7 @@ class BastionEdge:
         self.keeps_flows = "web_port" in ctx.options or bool(
             getattr(ctx.options, "save_stream_file", None))
         await self.tts.start()
+        self.otel = OtelExport.from_environment(self.environ, self.metrics.model_label)
         await self.responses.running()
         await self.batches.running(self._batch_context, self._batch_logged,
                                    lambda: self.rules.batches)
@@ -206,6 +212,8 @@ class BastionEdge:
         await self.mirror.drain()
         await self.responses.done()
         await self.batches.done()
+        if self.otel is not None:
+            await asyncio.to_thread(self.otel.shutdown)
         if self._upstream_client is not None:
             await self._upstream_client[1].aclose()
 
@@ -516,13 +524,23 @@ class BastionEdge:
         if holds(plan, response.status_code):
             return  # buffered: `response` retries a 404 model_not_found on a fallback
         content_type = headers.get("content-type", "")
+        exchange.reply_encoded = "content-encoding" in headers
+        # The speech adapter's usage figures are its own estimates: never counted.
+        speech = exchange.applied_route is not None \
+            and exchange.applied_route.destination is Destination.TTS
+        exchange.reply_json = "json" in content_type and not speech
         if content_type.startswith("text/event-stream"):
             exchange.streamed_reply = True
             original = plan.original_model or ""
             response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
                 if self._restores_model(plan) else ByteCounter(exchange)
+            if not speech:  # strip: usage asked upstream by the plan, not by the app
+                response.stream = UsageTap(exchange.usage_reported, response.stream,
+                                           strip=plan.strip_usage)
         elif worth_streaming(headers):
             response.stream = ByteCounter(exchange)
+            if exchange.reply_json and not exchange.reply_encoded:  # a large embeddings reply
+                response.stream = JsonUsageTail(exchange.usage_reported, response.stream)
         if plan.capture is not None and plan.refusal is None:
             self.responses.observe(flow, plan.capture)
 
@@ -532,6 +550,8 @@ class BastionEdge:
         details = dict(part.split("=", 1) for part in
                        headers.get(TTS_HEADER, "").split(";") if "=" in part)
         exchange.tts_voice = details.get("riva_voice")
+        characters = details.get("characters", "")
+        exchange.tts_characters = int(characters) if characters.isdigit() else None
         exchange.reply_notes += [n for n in headers.get(NOTE_HEADER, "").split(",") if n]
 
     def _restores_model(self, plan: Plan) -> bool:
@@ -597,9 +617,13 @@ class BastionEdge:
         plan = exchange.plan
         reply = ReplyJson(response)  # a buffered JSON reply, parsed at most once
         if not response.stream and response.raw_content is not None:
+            if self.otel is not None and exchange.reply_json and not exchange.reply_encoded:
+                exchange.response_model = model_in_json(response.raw_content or b"")
             if self._restores_model(plan) and plan.original_model:
                 reply.restore_model(plan.original_model)
             exchange.bytes_out = len(response.raw_content or b"")
+            if exchange.reply_json:
+                exchange.usage = buffered_usage(response, reply, exchange.reply_encoded)
         mirrored = plan.decision is Decision.MIRROR and plan.refusal is None
         record = self._finish(flow, exchange, response.status_code, write_log=not mirrored)
         if mirrored:
@@ -690,7 +714,14 @@ class BastionEdge:
             ttfb=(exchange.response_headers_at - exchange.started
                   if exchange.response_headers_at is not None else None),
             rewrites=exchange.rewrites)
+        self.metrics.token_metrics.exchange(
+            endpoint=exchange.endpoint, app=exchange.plan.facts.app,
+            original_model=exchange.original_model, upstream_model=exchange.upstream_model,
+            destination=exchange.destination, usage=exchange.usage,
+            tts_characters=exchange.tts_characters)
         record = exchange.record(status, finished)
+        if self.otel is not None:
+            self.otel.exchange(exchange.genai(status, finished))
         if ctx.options.bastion_access_log_bodies:
             secrets = [*exchange.plan.app_credentials.values(), *self._key_values()]
             record.request_body = loggable_body(flow.request.raw_content, secrets)

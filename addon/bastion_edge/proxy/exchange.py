@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 
 from bastion_edge.core.plan import BatchAction, BodyStep, Plan, Route
 from bastion_edge.core.routing import HostKind
+from bastion_edge.core.usage import SOURCE_NOT_REPORTED, SOURCE_UPSTREAM, Usage
 from bastion_edge.telemetry.access_log import AccessRecord
+from bastion_edge.telemetry.otel import GenAiExchange
 
 METADATA_KEY = "bastion_edge"
 
@@ -35,6 +37,11 @@ class Exchange:
     tts_voice: str | None = None  # the Riva voice the TTS adapter used
     reply_notes: list[str] = field(default_factory=list)
     attempts: list[dict[str, object]] = field(default_factory=list)  # 404 retries: each try
+    usage: Usage | None = None  # what the upstream reported (never an estimate)
+    tts_characters: int | None = None  # speech input characters (the TTS adapter's count)
+    response_model: str | None = None  # the model the reply named (OpenTelemetry spans)
+    reply_encoded: bool = False  # the reply has a content-encoding (gzip, ...)
+    reply_json: bool = False  # a JSON reply whose usage is read (not the speech adapter's)
 
     # What the access log, metrics and tests read: derived from the plan.
 
@@ -116,4 +123,27 @@ class Exchange:
             error=plan.refusal.code if plan.refusal is not None else self.upstream_error,
             notes=self.notes,
             attempts=self.attempts or None,
+            tokens=self.usage.counts() if self.usage is not None else None,
+            tokens_source=SOURCE_UPSTREAM if self.usage is not None else SOURCE_NOT_REPORTED,
+            tts_characters=self.tts_characters,
         )
+
+    def genai(self, status: int | None, finished: float) -> GenAiExchange:
+        """The exchange as OpenTelemetry spans and metrics read it."""
+        plan = self.plan
+        host = self.upstream_host
+        return GenAiExchange(
+            endpoint=plan.endpoint, started=self.started, finished=finished,
+            headers=plan.facts.headers, destination=self.destination,
+            server_address=host.rsplit(":", 1)[0] if host and not host.endswith("]")
+            else host, original_model=self.original_model,
+            request_model=self.upstream_model, response_model=self.response_model,
+            usage=self.usage, status=status, rewrites=self.rewrites, app=plan.facts.app,
+            decision=self.decision,
+            error=plan.refusal.code if plan.refusal is not None else self.upstream_error,
+            tts_characters=self.tts_characters)
+
+    def usage_reported(self, usage: Usage, model: str | None = None) -> None:
+        """A stream's usage (the last one reported wins) and the model it names."""
+        self.usage = usage
+        self.response_model = model or self.response_model

@@ -14,6 +14,7 @@ from typing import Any
 from mitmproxy import http
 
 from bastion_edge.core.reply_model import restore_model
+from bastion_edge.core.usage import Usage, usage_in_json, usage_of
 from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
 
 
@@ -145,6 +146,11 @@ class ReplyJson:
                     self._parsed = None
         return self._parsed
 
+    @property
+    def parsed(self) -> bool:
+        """Whether the body was parsed already (then `value()` costs nothing)."""
+        return self._parsed is not ReplyJson._UNPARSED
+
     def object(self) -> dict[str, Any] | None:
         value = self.value()
         return value if isinstance(value, dict) else None
@@ -154,6 +160,20 @@ class ReplyJson:
         body = self.object()
         if body is not None and restore_model(body, original):
             self._response.content = json.dumps(body, separators=(",", ":")).encode()
+
+
+def buffered_usage(response: http.Response, reply: ReplyJson, encoded: bool) -> Usage | None:
+    """The usage a buffered reply reports: from its parsed JSON when something parsed it
+    already, else read from its bytes (without parsing the whole body). `encoded`: the
+    reply has a content-encoding (as its headers said at `responseheaders`)."""
+    if reply.parsed:
+        return usage_of(reply.value())
+    raw = response.raw_content
+    if not raw:
+        return None
+    if encoded:
+        raw = response.get_content() or b""
+    return usage_in_json(raw)
 
 
 def annotate(flow: http.HTTPFlow, exchange: Exchange) -> None:
@@ -167,5 +187,20 @@ def annotate(flow: http.HTTPFlow, exchange: Exchange) -> None:
     if exchange.plan.decision not in ("rewrite", "passthrough"):
         summary += f"; {exchange.decision} -> {exchange.destination}"
     summary += "".join(f"; {note}" for note in exchange.notes)
+    if exchange.plan.refusal is None:
+        summary += f"; {tokens_phrase(exchange.usage, exchange.tts_characters)}"
     flow.comment = f"bastion-edge: {summary}"
     flow.marked = ":arrows_counterclockwise:" if exchange.rewrites else ":eye:"
+
+
+def tokens_phrase(usage: Usage | None, tts_characters: int | None = None) -> str:
+    """The tokens as the flow comment shows them: `tokens in 12 / out 5 (cached 0)`."""
+    if tts_characters is not None:
+        return f"tts {tts_characters} characters"
+    if usage is None:
+        return "tokens not reported"
+    parts = [f"{label} {value}" for label, value in
+             (("in", usage.input), ("out", usage.output)) if value is not None]
+    extra = [f"{label} {value}" for label, value in
+             (("cached", usage.cached_input), ("reasoning", usage.reasoning)) if value]
+    return "tokens " + " / ".join(parts) + (f" ({', '.join(extra)})" if extra else "")

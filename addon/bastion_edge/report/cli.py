@@ -8,6 +8,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from bastion_edge.config.rules import RulesError, load_rules
+from bastion_edge.config.usage_rules import UsageRules
 from bastion_edge.report.load import load_log, parse_time
 
 
@@ -17,6 +19,14 @@ def _iso(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"not an ISO 8601 time: {text!r} (e.g. 2025-06-01T14:30:00Z)") from None
+
+
+def prices_from(explicit: str | None) -> UsageRules:
+    """The price table: from --rules, else $BASTION_RULES, else ./rules.yaml if present."""
+    path = explicit or os.environ.get("BASTION_RULES") or "rules.yaml"
+    if explicit is None and not Path(path).is_file():
+        return UsageRules()
+    return load_rules(path).usage
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="only exchanges that started at or after this time (UTC if no zone)")
     report.add_argument("--until", type=_iso, default=None, metavar="ISO",
                         help="only exchanges that started before this time")
+    report.add_argument("--rules", default=None, metavar="rules.yaml",
+                        help="rules file whose usage.prices (per million tokens) give the "
+                             "estimated cost and saving (default: $BASTION_RULES, else "
+                             "./rules.yaml when it exists)")
     report.set_defaults(handler=run)
 
 
@@ -50,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"bastion-edge report: {args.access_log}: {e.strerror or e}", file=sys.stderr)
         return 1
-    report = build_report(loaded)
+    try:
+        usage = prices_from(args.rules)
+    except (RulesError, OSError) as e:
+        print(f"bastion-edge report: rules: {e}", file=sys.stderr)
+        return 1
+    report = build_report(loaded, usage.prices, usage.currency)
     try:
         sys.stdout.write(render_text(report))
         sys.stdout.flush()

@@ -25,6 +25,7 @@ from bastion_edge.report.stats import (
     series_label,
     skip_phrase,
 )
+from bastion_edge.report.token_render import tokens_panel
 
 LEVELS = {  # colour, mark, word: never colour alone
     "ok": ("#1A7F37", "&#10003;", "OK"),
@@ -311,6 +312,7 @@ def render(report: Report) -> str:
     if report.groups:
         body = (f'<div class="cards">{"".join(_kpi_card(k) for k in report.kpis)}</div>'
                 + _distributions(report) + _percentiles(report) + _over_time(report)
+                + tokens_panel(report.tokens)
                 + _mirror(report) + _table(report) + _notes(report))
     else:
         body = ('<section class="panel"><div class="empty">No exchanges in this window.'

@@ -33,6 +33,26 @@ class MirrorResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Tokens:
+    """A record's token figures (0 where the upstream reported none of that kind)."""
+
+    input: int
+    output: int
+    cached_input: int = 0
+    reasoning: int = 0
+
+
+def _tokens(value: Any) -> Tokens | None:
+    if not isinstance(value, dict):
+        return None
+    figures = {name: _int(value.get(name)) for name in
+               ("input", "output", "cached_input", "reasoning")}
+    if all(v is None for v in figures.values()):
+        return None
+    return Tokens(*(max(v or 0, 0) for v in figures.values()))
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """The fields of one access-log line the report uses."""
 
@@ -48,6 +68,8 @@ class Record:
     stream: bool = False
     mirror: MirrorResult | None = None
     mirror_skipped: str | None = None  # mirror mode did not send a copy, and why
+    app: str | None = None
+    tokens: Tokens | None = None  # as the upstream reported them; None: not reported
 
     @property
     def failed(self) -> bool:
@@ -152,6 +174,8 @@ def parse_line(line: str) -> Record:
         stream=data.get("stream") is True,
         mirror=_mirror(data.get("mirror")),
         mirror_skipped=_skipped(data.get("mirror")),
+        app=_str(data.get("app")),
+        tokens=_tokens(data.get("tokens")),
     )
 
 

@@ -17,8 +17,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bastion_edge.config.usage_rules import Price
 from bastion_edge.report import fmt
 from bastion_edge.report.load import LoadResult, Record, is_error
+from bastion_edge.report.tokens import TokenReport, build_tokens
 
 BASTION, OPENAI, PROXY, MIRROR = "bastion", "openai", "proxy", "mirror"
 SERIES_ORDER = (BASTION, MIRROR, OPENAI, PROXY)
@@ -380,6 +382,7 @@ class Report:
     mirror: MirrorStats | None
     timeline: Timeline
     kpis: list[Kpi] = field(default_factory=list)
+    tokens: TokenReport | None = None  # the tokens section (report/tokens.py)
 
     @property
     def requests(self) -> int:
@@ -391,7 +394,8 @@ class Report:
         return sum(s.errors for series, s in self.totals.items() if series != MIRROR)
 
 
-def build_report(loaded: LoadResult) -> Report:
+def build_report(loaded: LoadResult, prices: Mapping[str, Price] | None = None,
+                 currency: str = "USD") -> Report:
     records = loaded.records
     series_obs = observations(records)
     totals = {s: summarize(obs) for s, obs in series_obs.items()}
@@ -417,4 +421,5 @@ def build_report(loaded: LoadResult) -> Report:
         start=records[0].time if records else None, end=records[-1].time if records else None,
         groups=group_records(records), totals=totals, durations=durations, ttfbs=ttfbs,
         endpoint_durations=endpoint_durations, endpoint_totals=endpoint_totals, mirror=mirror,
-        timeline=timeline(series_obs), kpis=kpis(totals, mirror))
+        timeline=timeline(series_obs), kpis=kpis(totals, mirror),
+        tokens=build_tokens(records, prices, currency))

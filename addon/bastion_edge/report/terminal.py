@@ -13,6 +13,7 @@ from bastion_edge.report.stats import (
     series_label,
     skip_phrase,
 )
+from bastion_edge.report.token_render import terminal_lines
 
 LEVEL_TAGS = {"ok": "[ OK ]", "warn": "[WARN]", "bad": "[BAD ]", "info": "[ -- ]"}
 COLUMNS = ("endpoint", "model", "destination", "requests", "errors", "err%",
@@ -87,4 +88,6 @@ def render(report: Report) -> str:
         out.append("")
         out.append("mirror differences (exchanges):")
         out.extend(f"  {n:>6}  {text}" for text, n in report.mirror.top_differences)
+    if report.tokens is not None:
+        out.extend(terminal_lines(report.tokens))
     return "\n".join(out) + "\n"

@@ -1,4 +1,12 @@
-"""`POST /v1/chat/completions`, non-streamed and streamed (SSE ending in `[DONE]`)."""
+"""`POST /v1/chat/completions`, non-streamed and streamed (SSE ending in `[DONE]`).
+
+Usage figures are deterministic, so tests can assert them exactly:
+prompt tokens = characters // 4 (at least 1), completion tokens = the number of streamed
+pieces, cached tokens = the prompt tokens of every message before the last (the
+conversation prefix a provider would have cached), reasoning tokens = 0.
+A request with `x-sandbox-fixed-id: ID` gets that id and `created: 0`, so two replies
+can be compared byte for byte.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,9 @@ from bastion_edge.sandbox.content import (
     ToolCall,
     check_prompt,
     choose_tool_call,
+    count_chars,
     echo_text,
+    estimate_tokens,
     stream_pieces,
     text_of,
     tool_result_text,
@@ -27,12 +37,26 @@ from bastion_edge.sandbox.structured import chat_structured_text
 PATH = "/v1/chat/completions"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
+def usage(prompt_tokens: int, completion_tokens: int,
+          cached_tokens: int | None = None) -> dict[str, Any]:
+    figures: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if cached_tokens is not None:  # chat reports the details, as OpenAI's chat does
+        figures["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+        figures["completion_tokens_details"] = {"reasoning_tokens": 0}
+    return figures
+
+
+def cached_tokens(messages: list[Any]) -> int:
+    """The prompt tokens of the conversation before its last message (0 for one message)."""
+    return estimate_tokens(count_chars(messages[:-1])) if len(messages) > 1 else 0
+
+
+def fixed_id(request: web.Request) -> str | None:
+    return request.headers.get("x-sandbox-fixed-id") or None
 
 
 def include_usage(body: dict[str, Any]) -> bool:
@@ -77,15 +101,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     text, call = _reply_for(model.id, messages, body.get("tools"))
     if call is None:
         text = chat_structured_text(body.get("response_format")) or text
+    fixed = fixed_id(request)
     base = {
-        "id": new_id("chatcmpl-"),
-        "created": int(time.time()),
+        "id": fixed or new_id("chatcmpl-"),
+        "created": 0 if fixed else int(time.time()),
         "model": model.id,
         "system_fingerprint": None,
     }
     pieces = stream_pieces(call.arguments if call else text)
+    cached = cached_tokens(messages)
     if body.get("stream") is True:
-        return await _stream(request, base, pieces, call, prompt_tokens, include_usage(body))
+        return await _stream(request, base, pieces, call, (prompt_tokens, cached),
+                             include_usage(body))
     if call:
         message: dict[str, Any] = {
             "role": "assistant",
@@ -106,7 +133,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                     "finish_reason": "tool_calls" if call else "stop",
                 }
             ],
-            "usage": usage(prompt_tokens, len(pieces)),
+            "usage": usage(prompt_tokens, len(pieces), cached),
         }
     )
 
@@ -116,7 +143,7 @@ async def _stream(
     base: dict[str, Any],
     pieces: list[str],
     call: ToolCall | None,
-    prompt_tokens: int,
+    prompt: tuple[int, int],  # prompt tokens, cached tokens
     with_usage: bool,
 ) -> web.StreamResponse:
     chunk_base = {**base, "object": "chat.completion.chunk"}
@@ -141,7 +168,8 @@ async def _stream(
     await sse.send(chunk({}, "tool_calls" if call else "stop"))
     if with_usage:
         await sse.send(
-            data_event({**chunk_base, "choices": [], "usage": usage(prompt_tokens, len(pieces))})
+            data_event({**chunk_base, "choices": [], "usage": usage(prompt[0], len(pieces),
+                                                                    prompt[1])})
         )
     await sse.send(DONE)
     return await sse.finish()

@@ -1,4 +1,6 @@
-"""`POST /v1/completions` (legacy text completions), non-streamed and streamed."""
+"""`POST /v1/completions` (legacy text completions), non-streamed and streamed.
+
+Usage figures as chat's (deterministic): prompt characters // 4, one token per piece."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import time
 from aiohttp import web
 
 from bastion_edge.errors import bad_request
-from bastion_edge.sandbox.chat import include_usage, usage
+from bastion_edge.sandbox.chat import fixed_id, include_usage, usage
 from bastion_edge.sandbox.content import check_prompt, echo_text, stream_pieces
 from bastion_edge.sandbox.models import ModelKind, require_model
 from bastion_edge.sandbox.replies import json_response, new_id
@@ -44,10 +46,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
     prompt_tokens = check_prompt(model, prompt, "prompt")
     text = echo_text(model.id, source)
     pieces = stream_pieces(text)
+    fixed = fixed_id(request)  # tests compare two replies byte for byte
     base = {
-        "id": new_id("cmpl-"),
+        "id": fixed or new_id("cmpl-"),
         "object": "text_completion",
-        "created": int(time.time()),
+        "created": 0 if fixed else int(time.time()),
         "model": model.id,
         "system_fingerprint": None,
     }

@@ -1,5 +1,7 @@
 """`POST /v1/embeddings`: deterministic unit vectors, as floats or base64 float32.
 
+Usage is deterministic: per input, its characters // 4 (at least 1), summed.
+
 Vectors are derived from the input text's SHAKE-256 digest and rounded to float32, so
 the `float` and `base64` (little-endian float32, as OpenAI sends) forms decode to
 exactly the same numbers.

@@ -1,5 +1,8 @@
 """`POST /v1/responses`, stateless as at Bastion.
 
+Usage is deterministic: input tokens = characters of instructions and input // 4 (at
+least 1), output tokens = the streamed pieces (8 characters each), cached and reasoning 0.
+
 Rejected: a request without `"store": false` (400 `store_must_be_false`) and one with
 `previous_response_id` (400 `previous_response_id_not_supported`). Nothing is stored,
 so `/v1/responses/{id}` (GET, DELETE, ...) is 404. Streams are `event:`/`data:` pairs

@@ -44,6 +44,9 @@ class AccessRecord:
     request_body: Any = None  # only with the bodies option, secrets redacted
     response_body: Any = None
     attempts: list[dict[str, object]] | None = None  # a 404 retry: every model tried
+    tokens: dict[str, int] | None = None  # input/output/cached_input/reasoning as reported
+    tokens_source: str | None = None  # "upstream", or "not_reported": no figures, no estimate
+    tts_characters: int | None = None  # audio.speech: characters of input synthesized
 
     def to_json(self) -> str:
         fields = {name: getattr(self, name) for name in self.__slots__}  # asdict() is slow
@@ -53,7 +56,7 @@ class AccessRecord:
         return json.dumps(fields, separators=(",", ":"))
 
 
-_OPTIONAL_FIELDS = ("mirror", "request_body", "response_body", "attempts")
+_OPTIONAL_FIELDS = ("mirror", "request_body", "response_body", "attempts", "tts_characters")
 
 
 class AccessLog:

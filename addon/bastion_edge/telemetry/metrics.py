@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from bastion_edge.config.rules import Rules
+from bastion_edge.telemetry.token_metrics import TokenMetrics
 
 OTHER = "other"
 
@@ -73,6 +74,7 @@ class Metrics:
         self._known_apps: frozenset[str] = frozenset()
         self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
         self._rewrite_children: dict[str, Any] = {}
+        self.token_metrics = TokenMetrics(self)  # bastion_edge_tokens_total and friends
 
     def rules_loaded(self, rules: Rules, timestamp: float) -> None:
         self._known_models = frozenset(
@@ -82,6 +84,7 @@ class Metrics:
         )
         self._known_apps = frozenset(app.name for app in rules.clients.apps)
         self._children.clear()  # model labels may map differently now
+        self.token_metrics.rules_changed()
         self.reloads.labels("success").inc()
         self.last_reload.set(timestamp)
         self.rules_info.info({"sha256": rules.sha256, "source": rules.source})

@@ -34,6 +34,7 @@ class SpeechPlan:
         """The `x-bastion-edge-tts` header value."""
         rate = self.speed.ssml_rate_percent
         return (f"riva_voice={self.voice.name};chunks={len(self.chunks)};"
+                f"characters={len(self.request.input)};"
                 f"ssml_rate={'none' if rate is None else f'{rate}%'};"
                 f"atempo={self.speed.atempo:.4g}")
 

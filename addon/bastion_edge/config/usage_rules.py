@@ -1,0 +1,64 @@
+"""rules.yaml `usage:`: token accounting options and the user's own price table.
+
+```yaml
+usage:
+  stream_usage: true        # ask streamed chat/completions for their usage chunk (default)
+  currency: USD             # a label for the report, nothing is converted
+  prices:                   # per million tokens, the user's own figures (optional)
+    gpt-4o:       {input: 2.50, output: 10.00}
+    gpt-oss-120b: {input: 0.15, output: 0.60}
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from bastion_edge.config.rules import Path_, _Parser
+
+
+class Price(NamedTuple):
+    """What one million tokens cost, as the user wrote it."""
+
+    input: float
+    output: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRules:
+    stream_usage: bool = True
+    currency: str = "USD"
+    prices: Mapping[str, Price] = field(default_factory=dict)  # model id -> price
+
+
+def _amount(parser: _Parser, value: object, path: Path_) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise parser.fail(path, "expected a price per million tokens (a number >= 0)")
+    return float(value)
+
+
+def parse_usage(parser: _Parser, value: object, path: Path_) -> UsageRules:
+    section: Mapping[str, Any] = parser.mapping(value, path)
+    parser.only_keys(section, path, ("stream_usage", "currency", "prices"))
+    rules = UsageRules()
+    stream_usage = section.get("stream_usage", True)
+    if not isinstance(stream_usage, bool):
+        raise parser.fail((*path, "stream_usage"), "expected true or false")
+    currency = parser.string(section["currency"], (*path, "currency")) \
+        if "currency" in section else rules.currency
+    prices: dict[str, Price] = {}
+    if section.get("prices") is not None:
+        table = parser.mapping(section["prices"], (*path, "prices"))
+        for model, entry in table.items():
+            where = (*path, "prices", str(model))
+            fields = parser.mapping(entry, where)
+            parser.only_keys(fields, where, ("input", "output"))
+            for name in ("input", "output"):
+                if name not in fields:
+                    raise parser.fail((*where, name), "missing: give input and output prices")
+            prices[str(model)] = Price(_amount(parser, fields["input"], (*where, "input")),
+                                       _amount(parser, fields["output"], (*where, "output")))
+    return UsageRules(stream_usage, currency, prices)
