@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from bastion_edge.config.limits import LimitsRules, parse_limits
 from bastion_edge.core.cutover import CutoverMode, CutoverRules, StickyBy
 from bastion_edge.core.embedding_dims import DEFAULT_DIMENSIONS
 from bastion_edge.core.facts import ENDPOINTS, RequestFacts
@@ -198,6 +199,7 @@ class Rules:
         default_factory=lambda: dict(DEFAULT_DIMENSIONS))
     source: str = "<defaults>"
     sha256: str = ""
+    limits: LimitsRules = field(default_factory=LimitsRules)  # limits: section
 
     def intercepted_hosts(self) -> tuple[str, ...]:
         return self.openai_hosts + self.bastion_hosts
@@ -213,10 +215,12 @@ class Rules:
 def load_rules(path: str | Path) -> Rules:
     """Read and validate a rules file (no environment overrides applied)."""
     raw = Path(path).read_bytes()
-    return parse_rules(raw, source=str(path))
+    return parse_rules(raw, source=str(path), allow_empty=False)
 
 
-def parse_rules(raw: bytes | str, source: str = "<string>") -> Rules:
+def parse_rules(raw: bytes | str, source: str = "<string>", *,
+                allow_empty: bool = True) -> Rules:
+    """Validate rules text; a file (`allow_empty=False`) must hold at least one setting."""
     data = raw.encode() if isinstance(raw, str) else raw
     try:
         document = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
@@ -227,6 +231,9 @@ def parse_rules(raw: bytes | str, source: str = "<string>") -> Rules:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise RulesError("", f"invalid YAML: {getattr(e, 'problem', e)}", line) from e
+    if tree is None and not allow_empty:  # a truncated write, not "all defaults"
+        raise RulesError("", "the rules file is empty (no settings, only comments or "
+                             "blank lines)", None)
     lines = _line_index(document)
     parser = _Parser(lines)
     rules = parser.rules(tree if tree is not None else {})
@@ -340,6 +347,7 @@ class _Parser:
             "upstream", "intercept", "keys", "models", "unmapped_models", "reply_model",
             "tts", "cutover", "responses_state", "fallbacks", "capabilities",
             "models_refresh_seconds", "clients", "egress", "embedding_dimensions",
+            "limits",
         ))
         rules = Rules()
         if "upstream" in top:
@@ -389,6 +397,8 @@ class _Parser:
         if "models_refresh_seconds" in top:
             rules = replace(rules, models_refresh_seconds=self.number(
                 top["models_refresh_seconds"], ("models_refresh_seconds",)))
+        if "limits" in top:
+            rules = replace(rules, limits=parse_limits(self, top["limits"], ("limits",)))
         return rules
 
     def fallbacks(self, value: object, path: Path_) -> Mapping[str, tuple[str, ...]]:

@@ -38,6 +38,7 @@ from bastion_edge.config.rules import (
     load_rules,
 )
 from bastion_edge.core.keys import all_key_sources, read_source
+from bastion_edge.core.limits import LimitError
 from bastion_edge.core.model_map import ModelMap
 from bastion_edge.core.plan import BodyStep, Decision, Destination, Plan, Route
 from bastion_edge.core.planner import (
@@ -56,7 +57,8 @@ from bastion_edge.core.responses import History, Item
 from bastion_edge.core.routing import HostKind, bastion_target
 from bastion_edge.deploy.tls_bundles import upstream_bundle
 from bastion_edge.errors import SERVER_ERROR, ApiError
-from bastion_edge.proxy import gateway_errors
+from bastion_edge.proxy import gateway_errors, http_guard
+from bastion_edge.proxy.body_limits import bound_body
 from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
 from bastion_edge.proxy.flow_edit import (
     ByteCounter,
@@ -71,6 +73,7 @@ from bastion_edge.proxy.flow_edit import (
     worth_streaming,
 )
 from bastion_edge.proxy.gate import APP_METADATA_KEY
+from bastion_edge.proxy.http_guard import limit_error_of
 from bastion_edge.proxy.mirror import Mirror, MirrorRequest, MirrorResult
 from bastion_edge.proxy.model_catalog import ModelCatalog
 from bastion_edge.proxy.responses import STORE_UNAVAILABLE, ResponsesKeeper
@@ -141,6 +144,7 @@ class BastionEdge:
             "Also log JSON request/response bodies (up to 64 KiB, credentials redacted).")
         self.responses.load(loader)
         gateway_errors.install()
+        http_guard.install()
 
     def configure(self, updated: set[str]) -> None:
         if "bastion_rules" in updated:
@@ -282,7 +286,7 @@ class BastionEdge:
             scheme=request.scheme, host=request_host(request, headers), method=request.method,
             path=request.path, headers=headers, http_version=request.http_version,
             client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
-            app=flow.metadata.get(APP_METADATA_KEY))
+            app=flow.metadata.get(APP_METADATA_KEY), header_fields=request.headers.fields)
         plan = plan_head(head, self.policy, self.environ, self.key_files)
         if plan is None:
             return  # not ours: untouched
@@ -291,6 +295,7 @@ class BastionEdge:
             plan=plan, original_host=head.host, client=head.client)
         flow.metadata[METADATA_KEY] = exchange
         self.in_flight.add(flow.id)
+        bound_body(flow, plan, self.rules.limits)
         try:
             self._apply_route(flow, exchange, plan.route)
             if plan.refusal is None and plan.body_step is BodyStep.STREAMED_FORM:
@@ -442,6 +447,8 @@ class BastionEdge:
         if error is not None:
             if exchange.applied_route != exchange.plan.route:  # no key on a refused flow
                 self._apply_route(flow, exchange, exchange.plan.route)
+            if isinstance(error, LimitError):
+                self.metrics.limit_rejected(error.limit)
             self.metrics.proxy_errors.labels(error.code).inc()
             flow.response = http.Response.make(
                 error.status, error.body(),
@@ -522,6 +529,13 @@ class BastionEdge:
             return
         self.timeouts.stop(flow)
         self.responses.forget(flow)
+        hit = limit_error_of(flow)
+        if hit is not None:  # a limit ended it; proxy/http_guard.py answered the client
+            self._refuse(exchange, hit)
+            self.metrics.limit_rejected(hit.limit)
+            self.metrics.proxy_errors.labels(hit.code).inc()
+            self._finish(flow, exchange, hit.status)
+            return
         envelope = gateway_errors.classify(
             flow.error.msg, where=exchange.upstream_host or "upstream",
             timed_out=exchange.timed_out,
