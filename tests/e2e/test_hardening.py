@@ -6,6 +6,7 @@ through a CONNECT tunnel with TLS to the proxy's CA, as a hand-written client wo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -241,10 +242,8 @@ def test_connections_over_the_cap_are_refused_and_counted(limited: Proxy) -> Non
             held.append(sock)
         extra = socket.create_connection(("127.0.0.1", limited.port))
         extra.settimeout(30)
-        try:
+        with contextlib.suppress(ConnectionResetError):
             assert extra.recv(4096) == b""
-        except ConnectionResetError:
-            pass
         extra.close()
     finally:
         for sock in held:
@@ -263,7 +262,7 @@ def test_paths_outside_the_api_are_refused_without_the_key(
     proxy: Proxy, sandbox: Sandbox, path: str
 ) -> None:
     sandbox.clear_journal()
-    status, headers, body = _exchange(proxy, (
+    status, _, body = _exchange(proxy, (
         f"GET {path} HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bearer sk-app\r\n"
         f"Connection: close\r\n\r\n").encode())
     assert status == 400, body

@@ -31,7 +31,7 @@ def forms(draw: st.DrawFn) -> tuple[bytes, bytes, list[bytes]]:
     """(body, file bytes, model values in order)."""
     # A real client picks a boundary its content does not hold (RFC 2046 5.1.1).
     file_bytes = draw(NASTY.filter(lambda b: b"\r\n--" + BOUNDARY not in b"\r\n" + b))
-    models = draw(st.lists(st.sampled_from(list(MAPPING) + [b"other", b""]), max_size=3))
+    models = draw(st.lists(st.sampled_from([*MAPPING, b"other", b""]), max_size=3))
     fields = [(m, part(b"model", m)) for m in models]
     fields += [(None, part(b"language", b"en")), (None, part(b"file", file_bytes, b"a.wav"))]
     order = draw(st.permutations(fields))

@@ -81,9 +81,9 @@ def test_limits_section_parses_and_names_bad_values() -> None:
     assert rules.limits.max_json_body_bytes == 1024
     assert rules.limits.idle_timeout_seconds == 5.0
     assert rules.limits.header_timeout_seconds == LIMITS.header_timeout_seconds
-    with pytest.raises(RulesError, match="limits.max_json_body_bytes"):
+    with pytest.raises(RulesError, match=r"limits\.max_json_body_bytes"):
         parse_rules("limits:\n  max_json_body_bytes: 0\n")
-    with pytest.raises(RulesError, match="limits.nope"):
+    with pytest.raises(RulesError, match=r"limits\.nope"):
         parse_rules("limits:\n  nope: 1\n")
 
 
