@@ -106,3 +106,13 @@ def test_fuzz_found_unhashable_part_type_is_not_an_internal_error(raw: bytes) ->
     assert plan is not None
     planned = plan_body(plan, ParsedBody(raw), POLICY, ENV)
     assert planned.refusal is None or planned.refusal.status < 500
+
+
+def test_stream_callables_never_send_an_empty_chunk() -> None:
+    """An empty chunk on a chunked HTTP/1 body is its terminator (found by the soak:
+    streamed uploads were cut short when the form rewriter held a partial delimiter)."""
+    from bastion_edge.proxy.http_guard import never_empty
+
+    held = never_empty(lambda chunk: chunk[:-3])
+    assert held(b"ab") == []
+    assert held(b"abcdef") == [b"abc"]

@@ -73,7 +73,7 @@ from bastion_edge.proxy.flow_edit import (
     worth_streaming,
 )
 from bastion_edge.proxy.gate import APP_METADATA_KEY
-from bastion_edge.proxy.http_guard import limit_error_of
+from bastion_edge.proxy.http_guard import limit_error_of, never_empty
 from bastion_edge.proxy.mirror import Mirror, MirrorRequest, MirrorResult
 from bastion_edge.proxy.model_catalog import ModelCatalog
 from bastion_edge.proxy.responses import STORE_UNAVAILABLE, ResponsesKeeper
@@ -343,7 +343,7 @@ class BastionEdge:
             exchange.plan = decided.plan
             return decided.value
 
-        flow.request.stream = FormFieldRewriter(boundary, b"model", replace_model).feed
+        flow.request.stream = never_empty(FormFieldRewriter(boundary, b"model", replace_model).feed)
         # The replaced value may change the length: re-frame the body as chunked.
         set_headers(flow.request.headers, {"transfer-encoding": "chunked"},
                     drop=["content-length"])
@@ -483,7 +483,7 @@ class BastionEdge:
         if content_type.startswith("text/event-stream"):
             exchange.streamed_reply = True
             original = plan.original_model or ""
-            response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
+            response.stream = never_empty(SseRewriter(lambda obj: restore_model(obj, original))) \
                 if self._restores_model(plan) else ByteCounter(exchange)
         elif worth_streaming(headers):
             response.stream = ByteCounter(exchange)

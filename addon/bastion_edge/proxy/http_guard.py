@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from mitmproxy import flow as mflow
@@ -94,3 +94,18 @@ def limit_error_of(flow: mflow.Flow) -> LimitError | None:
     if flow.error is not None and flow.error.msg == TRAILERS_MESSAGE:
         return TRAILERS_ERROR
     return None
+
+
+def never_empty(stream: Callable[[bytes], bytes]) -> Callable[[bytes], list[bytes]]:
+    """A body stream callable whose empty output sends nothing.
+
+    mitmproxy frames each returned chunk on a chunked HTTP/1 body as `len\\r\\ndata\\r\\n`,
+    so a b"" mid-stream (a rewriter holding back a partial line or a delimiter prefix)
+    goes out as `0\\r\\n\\r\\n`: the end of the body, truncating the upload or the reply.
+    """
+
+    def feed(chunk: bytes) -> list[bytes]:
+        out = stream(chunk)
+        return [out] if out else []
+
+    return feed
