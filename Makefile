@@ -68,7 +68,7 @@ bench: install-test
 # Longer property-based fuzzing of the parsers the proxy owns (tests/fuzz): random
 # seeds, many examples; `make test` runs the same properties in a bounded ~60 s profile.
 fuzz: install-test
-	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/fuzz
 
 # Soak and abuse benchmark (not a test): mixed load, hot reloads, idle and slow clients;
 # writes its figures into the README. SOAK_SECONDS=600 by default.

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import os
 import re
-import socket
+import resource
 import ssl
 import sys
 import tempfile
@@ -160,7 +160,7 @@ async def idle_connection(port: int, context: ssl.SSLContext, deadline: float,
 async def slowloris(port: int, deadline: float, tally: Tally) -> None:
     while time.monotonic() < deadline:
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
             for byte in b"CONNECT api.openai.com:443 HTTP/1.1\r\nX-Slow: " + b"a" * 10_000:
                 if time.monotonic() > deadline:
                     break
@@ -297,12 +297,12 @@ def main() -> int:
     parser.add_argument("--slow", type=int, default=50)
     parser.add_argument("--readme", type=Path)
     args = parser.parse_args()
-    soft, hard = __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)
-    __import__("resource").setrlimit(__import__("resource").RLIMIT_NOFILE, (hard, hard))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 1,000 idle clients need fds
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with tempfile.TemporaryDirectory(prefix="bastion-soak-") as tmp_name:
         tmp = Path(tmp_name)
         sandbox = start_sandbox(tmp / "sandbox")
-        shipped = (REPO / "rules.yaml").read_text()
+        shipped = (REPO / "rules.yaml").read_text().split("\nlimits:", 1)[0] + "\n"
         variants = [shipped + RULES_EXTRA,
                     shipped.replace("    - use: gpt-oss-120b", "    - use: gpt-oss-20b", 1)
                     + RULES_EXTRA]
@@ -315,7 +315,7 @@ def main() -> int:
         finally:
             log = proxy.process.log()
             notable = [line for line in log.splitlines()
-                       if "closing client" in line and "header_timeout" not in line
+                       if ("closing client" in line and "header_timeout" not in line)
                        or "Traceback" in line or "error" in line.lower()]
             print("\n".join(notable[:15]), file=sys.stderr)
             proxy.process.stop()
