@@ -335,3 +335,15 @@ def test_header_limits_answer_with_an_envelope(
     assert got == status, body
     assert _code(body) == code
     assert sandbox.journal() == []
+
+
+def test_an_endless_request_head_is_cut_off_with_431(proxy: Proxy) -> None:
+    """mitmproxy buffers an unfinished head without bound; the proxy stops at the limit."""
+    with _tunnel(proxy) as tls:
+        tls.sendall(b"GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\nX-Endless: ")
+        with contextlib.suppress(OSError):
+            for _ in range(64):  # 4 MiB, never a line end
+                tls.sendall(b"a" * 65536)
+        status, _, body = _read_response(tls)
+    assert status == 431
+    assert _code(body) == "request_header_fields_too_large"

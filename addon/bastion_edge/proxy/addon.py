@@ -144,7 +144,7 @@ class BastionEdge:
             "Also log JSON request/response bodies (up to 64 KiB, credentials redacted).")
         self.responses.load(loader)
         gateway_errors.install()
-        http_guard.install()
+        http_guard.install(lambda: self.rules.limits, self.metrics.limit_rejected)
 
     def configure(self, updated: set[str]) -> None:
         if "bastion_rules" in updated:

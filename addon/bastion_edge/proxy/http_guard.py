@@ -24,7 +24,12 @@ from mitmproxy.proxy.layers.http._events import ErrorCode, ResponseProtocolError
 from mitmproxy.proxy.layers.http._hooks import HttpErrorHook
 
 from bastion_edge.config.limits import LimitsRules
-from bastion_edge.core.limits import LIMIT_TRAILERS, LimitError, body_too_large
+from bastion_edge.core.limits import (
+    LIMIT_HEADER_BYTES,
+    LIMIT_TRAILERS,
+    LimitError,
+    body_too_large,
+)
 from bastion_edge.proxy import gateway_errors
 
 BODY_LIMIT_KEY = "bastion_edge.body_limit"  # flow.metadata: LimitsRules for a buffered body
@@ -33,18 +38,50 @@ TRAILERS_ERROR = LimitError(
     LIMIT_TRAILERS, 400, "bastion-edge does not accept HTTP/1.1 request trailers; send the "
     "body without them.", "unsupported_trailers")
 TRAILERS_MESSAGE = "bastion-edge: request trailers refused"
+HEADERS_TOO_LARGE = LimitError(
+    LIMIT_HEADER_BYTES, 431, "The request headers are larger than bastion-edge accepts "
+    "(limits.max_header_bytes).", "request_header_fields_too_large")
+
+REQUEST_LINE_SLACK = 8192  # the request line, on top of limits.max_header_bytes
 
 _installed = False
+_limits: Callable[[], LimitsRules] = LimitsRules
 
 
-def install() -> None:
-    """Patch mitmproxy's body-size check and HTTP/1 body reader (idempotent)."""
-    global _installed
+def _not_counted(limit: str) -> None:
+    del limit
+
+
+_counted: Callable[[str], None] = _not_counted
+
+
+def install(limits: Callable[[], LimitsRules] | None = None,
+            counted: Callable[[str], None] | None = None) -> None:
+    """Patch mitmproxy's body-size check and HTTP/1 readers (idempotent). `limits` gives
+    the current rules' limits, `counted` is told each limit hit here."""
+    global _installed, _limits, _counted
+    if limits is not None:
+        _limits = limits
+    if counted is not None:
+        _counted = counted
     if _installed:
         return
     _installed = True
     original_check = http_layer.HttpStream.check_body_size
     original_read = _http1.Http1Connection.read_body
+    original_headers = _http1.Http1Server.read_headers
+
+    def read_headers(self: Any, event: Any) -> Generator[Any, Any, None]:
+        yield from original_headers(self, event)
+        # mitmproxy buffers an unfinished request head without bound ("FIXME: protect
+        # against header size DoS"): past the limit, answer 431 and drop the buffer.
+        cap = _limits().max_header_bytes + REQUEST_LINE_SLACK
+        if self.state == self.read_headers and len(self.buf) > cap:
+            self.buf = type(self.buf)()
+            _counted(HEADERS_TOO_LARGE.limit)
+            yield commands.SendData(self.conn, gateway_errors.render(HEADERS_TOO_LARGE))
+            yield commands.CloseConnection(self.conn)
+            self.state = self.done
 
     def check_body_size(self: Any, request: bool) -> Generator[Any, Any, bool]:
         limits = self.flow.metadata.get(BODY_LIMIT_KEY) if request and self.flow else None
@@ -66,6 +103,7 @@ def install() -> None:
                 self.stream_id, TRAILERS_MESSAGE, code=ErrorCode.GENERIC_CLIENT_ERROR))
 
     http_layer.HttpStream.check_body_size = check_body_size  # type: ignore[method-assign]
+    _http1.Http1Server.read_headers = read_headers  # type: ignore[method-assign]
     _http1.Http1Connection.read_body = read_body  # type: ignore[method-assign]
 
 
