@@ -171,6 +171,7 @@ def test_deep_or_non_text_json_is_400_without_traceback(proxy: Proxy, body: byte
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["code"] == "invalid_json"
     assert "Traceback" not in proxy.process.log()
+    assert 'bastion_edge_limit_rejections_total{limit="json_structure"}' in proxy.metrics()
 
 
 # ------------------------------------------------------------------ body size

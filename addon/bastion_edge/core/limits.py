@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from bastion_edge.config.limits import LimitsRules
-from bastion_edge.errors import ApiError, bad_request
+from bastion_edge.errors import ApiError
 
 # Which limit a rejection hit: the `limit` label of bastion_edge_limit_rejections_total.
 LIMIT_BODY = "max_json_body_bytes"
@@ -116,7 +116,7 @@ def body_too_large(size: int, limits: LimitsRules) -> LimitError | None:
                       "request_too_large")
 
 
-def json_structure_error(value: Any) -> ApiError | None:
+def json_structure_error(value: Any) -> LimitError | None:
     """Nesting deeper than MAX_JSON_DEPTH, or a string with a lone UTF-16 surrogate
     (`"\\ud800"`: valid JSON escape, but no Unicode text; it cannot be re-encoded)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -124,8 +124,9 @@ def json_structure_error(value: Any) -> ApiError | None:
         item, depth = stack.pop()
         if isinstance(item, str):
             if not item.isascii() and _has_surrogate(item):
-                return bad_request("The JSON request body holds a lone UTF-16 surrogate "
-                                   "(such as \\ud800), which is not text.", "invalid_json")
+                return LimitError(LIMIT_JSON, 400, "The JSON request body holds a lone "
+                                  "UTF-16 surrogate (such as \\ud800), which is not text.",
+                                  "invalid_json")
             continue
         if isinstance(item, dict):
             children: Iterable[Any] = [*item.keys(), *item.values()]
@@ -134,11 +135,15 @@ def json_structure_error(value: Any) -> ApiError | None:
         else:
             continue
         if depth > MAX_JSON_DEPTH:
-            return bad_request(f"The JSON request body is nested deeper than "
-                               f"{MAX_JSON_DEPTH} levels.", "invalid_json")
+            return too_deep()
         stack.extend((child, depth + 1) for child in children
                      if isinstance(child, str | dict | list))
     return None
+
+
+def too_deep() -> LimitError:
+    return LimitError(LIMIT_JSON, 400, f"The JSON request body is nested deeper than "
+                      f"{MAX_JSON_DEPTH} levels.", "invalid_json")
 
 
 def _has_surrogate(text: str) -> bool:

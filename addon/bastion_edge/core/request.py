@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from bastion_edge.core.limits import MAX_JSON_DEPTH, json_structure_error
+from bastion_edge.core.limits import json_structure_error, too_deep
 from bastion_edge.errors import ApiError, bad_request
 
 
@@ -76,8 +76,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
             f"bastion-edge could not parse the JSON request body: {e}", "invalid_json"
         ) from e
     except RecursionError:  # nested deeper than the parser's stack
-        raise bad_request(f"The JSON request body is nested deeper than {MAX_JSON_DEPTH} "
-                          "levels.", "invalid_json") from None
+        raise too_deep() from None
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.", "invalid_json")
     error = json_structure_error(body)
