@@ -11,6 +11,7 @@ import json
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -348,3 +349,19 @@ def test_an_endless_request_head_is_cut_off_with_431(proxy: Proxy) -> None:
         status, _, body = _read_response(tls)
     assert status == 431
     assert _code(body) == "request_header_fields_too_large"
+
+
+def test_a_tunnel_to_a_host_not_intercepted_is_not_timed_out(
+    limited: Proxy, sandbox: Sandbox
+) -> None:
+    """Passthrough tunnels are not request/response traffic: the timers leave them be."""
+    raw = socket.create_connection(("127.0.0.1", limited.port), timeout=30)
+    raw.sendall(f"CONNECT 127.0.0.1:{sandbox.port} HTTP/1.1\r\n\r\n".encode())
+    assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+    context = ssl.create_default_context(cafile=str(sandbox.ca))
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        time.sleep(4)  # past header_timeout_seconds (1) and idle_timeout_seconds (2)
+        tls.sendall(b"GET /sandbox/journal HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Connection: close\r\n\r\n")
+        status, _, _ = _read_response(tls)
+    assert status == 200

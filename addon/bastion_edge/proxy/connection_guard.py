@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mitmproxy import connection, ctx, http, tcp
+from mitmproxy.proxy import layer, layers
 
 from bastion_edge.config.limits import LimitsRules
 from bastion_edge.core.limits import (
@@ -86,6 +87,13 @@ class ConnectionGuard:
 
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         self._busy(flow.client_conn)
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """A tunnel to a host that is not intercepted (`ignore`: no tcp_start hook) is
+        not ours to time; mitmproxy's own `tcp_timeout` applies. Runs after
+        mitmproxy's NextLayer addon has chosen the layer."""
+        if isinstance(nextlayer.layer, layers.TCPLayer | layers.UDPLayer):
+            self._busy(nextlayer.context.client)
 
     def websocket_start(self, flow: http.HTTPFlow) -> None:
         self._busy(flow.client_conn)
