@@ -296,6 +296,8 @@ def main() -> int:
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--slow", type=int, default=50)
     parser.add_argument("--readme", type=Path)
+    parser.add_argument("--proxy-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the proxy (e.g. allocator settings)")
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 1,000 idle clients need fds
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -308,7 +310,8 @@ def main() -> int:
                     + RULES_EXTRA]
         rules = tmp / "rules.yaml"
         rules.write_text(variants[0])
-        proxy = start_proxy(tmp / "edge", proxy_env(sandbox), rules)
+        extra_env = dict(item.split("=", 1) for item in args.proxy_env)
+        proxy = start_proxy(tmp / "edge", proxy_env(sandbox, **extra_env), rules)
         try:
             result = asyncio.run(soak(proxy, rules, variants, args.seconds, args.workers,
                                       args.idle, args.slow))

@@ -26,11 +26,13 @@ from bastion_edge.core.limits import (
     LIMIT_HEADER_TIMEOUT,
     LIMIT_IDLE_TIMEOUT,
 )
+from bastion_edge.proxy.memory import release_free_memory
 from bastion_edge.telemetry.metrics import Metrics
 
 log = logging.getLogger("bastion_edge")
 
 SWEEP_SECONDS = 1.0
+TRIM_AFTER_DROP = 64  # connections gone (at least half of a peak this large): trim the heap
 
 
 @dataclass(slots=True)
@@ -115,9 +117,14 @@ class ConnectionGuard:
         entry.deadline, entry.limit = time.monotonic() + seconds, limit
 
     async def _sweep_forever(self) -> None:
+        peak = 0
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             self.sweep(time.monotonic())
+            peak = max(peak, len(self._clients))
+            if peak >= TRIM_AFTER_DROP and len(self._clients) <= peak // 2:
+                release_free_memory()  # a burst of connections has gone: return its memory
+                peak = len(self._clients)
 
     def sweep(self, now: float) -> None:
         """Close every connection whose deadline has passed."""
