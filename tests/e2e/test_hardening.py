@@ -179,7 +179,7 @@ def test_deep_or_non_text_json_is_400_without_traceback(proxy: Proxy, body: byte
 
 
 def test_json_body_over_limit_is_413_before_it_is_buffered(limited: Proxy) -> None:
-    big = b'{"model":"gpt-4o","input":"' + b"x" * (8 * 1024 * 1024) + b'"}'
+    big = b'{"model":"gpt-4o","input":"' + b"x" * (3 * 1024 * 1024) + b'"}'
     with _http(limited) as http:
         reply = http.post(f"https://{HOST}/v1/embeddings", content=big,
                           headers={"content-type": "application/json",
