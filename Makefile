@@ -16,7 +16,7 @@ done; exit 1
 endef
 export FIND_PYTHON
 
-.PHONY: install install-test test lint demo bench clean node-deps system-deps
+.PHONY: install install-test test lint demo bench clean node-deps system-deps fuzz soak
 
 # Node side (sidecar/node): undici for the NODE_OPTIONS preload `bastion-edge env` prints,
 # and the official openai SDK for the end-to-end tests. Pinned by package-lock.json.
@@ -64,6 +64,17 @@ demo: install
 
 bench: install-test
 	$(BIN)/python bench/run.py --readme README.md
+
+# Longer property-based fuzzing of the parsers the proxy owns (tests/fuzz): random
+# seeds, many examples; `make test` runs the same properties in a bounded ~60 s profile.
+fuzz: install-test
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/fuzz
+
+# Soak and abuse benchmark (not a test): mixed load, hot reloads, idle and slow clients;
+# writes its figures into the README. SOAK_SECONDS=600 by default.
+SOAK_SECONDS ?= 600
+soak: install-test
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) --readme README.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info addon/*.egg-info $(NODE_DIR)/node_modules

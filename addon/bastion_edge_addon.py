@@ -6,8 +6,9 @@ Settings are mitmproxy options (`--set bastion_rules=rules.yaml`,
 """
 
 from bastion_edge.proxy.addon import BastionEdge
+from bastion_edge.proxy.connection_guard import ConnectionGuard
 from bastion_edge.proxy.gate import ProxyGate
 
 # ProxyGate first: it authenticates apps and checks egress before BastionEdge acts.
 edge = BastionEdge()
-addons = [ProxyGate(edge), edge]
+addons = [ConnectionGuard(lambda: edge.rules.limits, edge.metrics), ProxyGate(edge), edge]

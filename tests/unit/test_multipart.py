@@ -122,7 +122,8 @@ def test_multipart_random_splits_give_whole_body_result(
         assert rewriter.found == found
 
 
-def test_multipart_replace_called_once_with_first_model_only() -> None:
+def test_multipart_replace_called_for_every_model_field() -> None:
+    """A second `model` field must not reach upstream unmapped (issue 13)."""
     calls: list[bytes] = []
 
     def record(old: bytes) -> bytes:
@@ -130,10 +131,12 @@ def test_multipart_replace_called_once_with_first_model_only() -> None:
         return b"NEW"
 
     data = body(part(b"model", b"whisper-1"), part(b"model", b"second"))
-    out, found = replace_form_field(data, BOUNDARY, b"model", record)
-    assert calls == [b"whisper-1"]
-    assert found == b"whisper-1"
-    assert out == body(part(b"model", b"NEW"), part(b"model", b"second"))
+    rewriter = FormFieldRewriter(BOUNDARY, b"model", record)
+    out = rewriter.feed(data) + rewriter.feed(b"")
+    assert calls == [b"whisper-1", b"second"]
+    assert rewriter.found == b"whisper-1"
+    assert rewriter.count == 2
+    assert out == body(part(b"model", b"NEW"), part(b"model", b"NEW"))
 
 
 def test_multipart_filename_model_is_not_the_model_field() -> None:
@@ -174,10 +177,10 @@ def test_multipart_complete_lines_not_delayed() -> None:
     first = part(b"model", b"whisper-1") + b"--" + BOUNDARY + b"\r\n"
     out = rewriter.feed(first)
     # The replaced model is out as soon as the delimiter after it arrived.
-    assert out == part(b"model", b"whisper-large-v3") + b"--" + BOUNDARY + b"\r\n"
-    assert rewriter.done
+    # (the CRLF after it waits for the next part's headers: the field may come again)
+    assert out == part(b"model", b"whisper-large-v3") + b"--" + BOUNDARY
     rest = b"Content-Disposition: form-data; name=\"file\"\r\n\r\n\x00\x01"
-    assert rewriter.feed(rest) == rest  # pure passthrough after the replacement
+    assert rewriter.feed(rest) + rewriter.feed(b"") == b"\r\n" + rest  # unchanged
 
 
 def test_multipart_file_bytes_flow_through_with_bounded_holdback() -> None:

@@ -149,6 +149,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     from mitmproxy import options
 
     from bastion_edge.proxy.addon import BastionEdge
+    from bastion_edge.proxy.connection_guard import ConnectionGuard
     from bastion_edge.proxy.gate import ProxyGate
 
     confdir = Path(os.path.expanduser(args.confdir))
@@ -167,7 +168,9 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
         master = proxy_master(opts, args.mode or ["regular"])
     addon = BastionEdge()
     state_files: list[Path] = []
-    master.addons.add(ProxyGate(addon), addon, _StartupBanner(args, confdir, state_files))
+    guard = ConnectionGuard(lambda: addon.rules.limits, addon.metrics)
+    master.addons.add(guard, ProxyGate(addon), addon,
+                      _StartupBanner(args, confdir, state_files))
     opts.update(
         mode=args.mode or ["regular"], connection_strategy="lazy", bastion_rules=str(path),
         bastion_metrics_host=args.metrics_host,

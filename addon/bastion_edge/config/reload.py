@@ -88,7 +88,7 @@ class RulesWatcher:
         if digest == self._failed_sha256:
             return
         try:
-            rules = parse_rules(raw, source=str(self.path))
+            rules = parse_rules(raw, source=str(self.path), allow_empty=False)
         except RulesError as e:
             self._report_failure(digest, e)
             return

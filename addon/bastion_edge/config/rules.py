@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from bastion_edge.config.batch_rules import BatchRules, parse_batches
+from bastion_edge.config.limits import LimitsRules, parse_limits
 from bastion_edge.config.usage_rules import UsageRules, parse_usage
 from bastion_edge.core.cutover import CutoverMode, CutoverRules, StickyBy
 from bastion_edge.core.embedding_dims import DEFAULT_DIMENSIONS
@@ -211,6 +212,7 @@ class Rules:
     sha256: str = ""
     batches: BatchRules = field(default_factory=BatchRules)  # the proxy's Files and Batch APIs
     usage: UsageRules = field(default_factory=UsageRules)  # token accounting, price table
+    limits: LimitsRules = field(default_factory=LimitsRules)  # limits: section
 
     def intercepted_hosts(self) -> tuple[str, ...]:
         return self.openai_hosts + self.bastion_hosts
@@ -226,10 +228,12 @@ class Rules:
 def load_rules(path: str | Path) -> Rules:
     """Read and validate a rules file (no environment overrides applied)."""
     raw = Path(path).read_bytes()
-    return parse_rules(raw, source=str(path))
+    return parse_rules(raw, source=str(path), allow_empty=False)
 
 
-def parse_rules(raw: bytes | str, source: str = "<string>") -> Rules:
+def parse_rules(raw: bytes | str, source: str = "<string>", *,
+                allow_empty: bool = True) -> Rules:
+    """Validate rules text; a file (`allow_empty=False`) must hold at least one setting."""
     data = raw.encode() if isinstance(raw, str) else raw
     try:
         document = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
@@ -240,6 +244,9 @@ def parse_rules(raw: bytes | str, source: str = "<string>") -> Rules:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise RulesError("", f"invalid YAML: {getattr(e, 'problem', e)}", line) from e
+    if tree is None and not allow_empty:  # a truncated write, not "all defaults"
+        raise RulesError("", "the rules file is empty (no settings, only comments or "
+                             "blank lines)", None)
     lines = _line_index(document)
     parser = _Parser(lines)
     rules = parser.rules(tree if tree is not None else {})
@@ -355,6 +362,7 @@ class _Parser:
             "models_refresh_seconds", "clients", "egress", "embedding_dimensions",
             "batches",
             "usage",
+            "limits",
         ))
         rules = Rules()
         if "upstream" in top:
@@ -408,6 +416,8 @@ class _Parser:
             rules = replace(rules, batches=parse_batches(self, top["batches"], ("batches",)))
         if top.get("usage") is not None:
             rules = replace(rules, usage=parse_usage(self, top["usage"], ("usage",)))
+        if "limits" in top:
+            rules = replace(rules, limits=parse_limits(self, top["limits"], ("limits",)))
         return rules
 
     def fallbacks(self, value: object, path: Path_) -> Mapping[str, tuple[str, ...]]:

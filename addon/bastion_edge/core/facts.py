@@ -140,7 +140,9 @@ class _Scan:
             for item in value:
                 self.visit(item)
         elif isinstance(value, dict):
-            if value.get("type") in _IMAGE_PART_TYPES or "image_url" in value:
+            part_type = value.get("type")  # any JSON value: a list is not hashable
+            if (isinstance(part_type, str) and part_type in _IMAGE_PART_TYPES) \
+                    or "image_url" in value:
                 self.has_image = True
                 return
             for key in _TEXT_KEYS:

@@ -40,6 +40,7 @@ from bastion_edge.core.facts import (
 )
 from bastion_edge.core.item_refs import referenced_ids, resolve_references
 from bastion_edge.core.keys import KeyChoice, KeyFileReader, select_key
+from bastion_edge.core.limits import head_violation, path_violation
 from bastion_edge.core.model_choice import choose_model
 from bastion_edge.core.model_map import ModelMap, Resolution
 from bastion_edge.core.plan import (
@@ -71,6 +72,7 @@ from bastion_edge.core.rewrite import decide_model, model_not_string_error, rewr
 from bastion_edge.core.routing import HostKind, Target, bastion_target, classify_host
 from bastion_edge.core.usage import STREAM_USAGE_NOTE, adds_stream_usage, with_stream_usage
 from bastion_edge.errors import ApiError, bad_request
+from bastion_edge.streams.form_checks import form_field_error
 from bastion_edge.streams.multipart import boundary_from_content_type, replace_form_field
 
 JSON_ENDPOINTS = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, IMAGES_GENERATIONS, RESPONSES})
@@ -113,10 +115,14 @@ def plan_head(head: RequestHead, policy: Policy, environ: Mapping[str, str],
     endpoint = classify_endpoint(head.path)
     https = (REWRITE_HTTPS,) if head.scheme == "http" else ()
     target = bastion_target(rules.upstream, kind, head.path)
+    violation = head_violation(head.header_fields, rules.limits) or path_violation(
+        head.path, api_only=kind is HostKind.OPENAI)
     if kind is HostKind.BASTION:
-        return Plan(kind=kind, endpoint=endpoint, method=head.method, path=head.bare_path,
-                    decision=Decision.PASSTHROUGH, route=Route(Destination.BASTION, target),
-                    facts=RequestFacts(endpoint), rewrites=https)
+        passthrough = Plan(kind=kind, endpoint=endpoint, method=head.method,
+                           path=head.bare_path, decision=Decision.PASSTHROUGH,
+                           route=Route(Destination.BASTION, target),
+                           facts=RequestFacts(endpoint), rewrites=https)
+        return passthrough if violation is None else refused(passthrough, violation)
     credentials = {name: head.headers[name]
                    for name in APP_CREDENTIAL_HEADERS if name in head.headers}
     facts = RequestFacts(endpoint=endpoint, headers=head.headers,
@@ -128,6 +134,8 @@ def plan_head(head: RequestHead, policy: Policy, environ: Mapping[str, str],
                 decision=Decision(rules.cutover.mode), route=hold, facts=facts,
                 body_step=_body_step(head, endpoint), rewrites=(*https, REWRITE_HOST),
                 partition=partition_of(facts), app_credentials=credentials)
+    if violation is not None:  # never forwarded, never given a key
+        return refused(plan, violation)
     try:
         return _plan_openai_head(plan, head, policy, environ, files)
     except ApiError as e:
@@ -509,6 +517,9 @@ def _rewrite_form(plan: Plan, body: ParsedBody, policy: Policy,
         return decided.value
 
     new_raw, _ = replace_form_field(body.raw, boundary, b"model", replace_model)
+    refusal = form_field_error(len(outcome), body.raw, boundary)
+    if refusal is not None:
+        raise refusal
     final = outcome[-1] if outcome else plan
     return final.evolve(body=new_raw if new_raw != body.raw else None)
 

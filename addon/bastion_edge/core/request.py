@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from bastion_edge.core.limits import json_structure_error, too_deep
 from bastion_edge.errors import ApiError, bad_request
 
 
@@ -20,6 +21,7 @@ class RequestHead(NamedTuple):
     client: str | None = None  # the client's address
     http_version: str = "HTTP/1.1"
     app: str | None = None  # the app its proxy credentials named (clients.apps)
+    header_fields: tuple[tuple[bytes, bytes], ...] = ()  # as received: limits checks
 
     def __repr__(self) -> str:
         return f"RequestHead({self.method} {self.scheme}://{self.host}{self.path})"
@@ -73,8 +75,13 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise bad_request(
             f"bastion-edge could not parse the JSON request body: {e}", "invalid_json"
         ) from e
+    except RecursionError:  # nested deeper than the parser's stack
+        raise too_deep() from None
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.", "invalid_json")
+    error = json_structure_error(body)
+    if error is not None:
+        raise error
     return body
 
 

@@ -21,7 +21,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from bastion_edge.config.rules import (
     load_rules,
 )
 from bastion_edge.core.keys import all_key_sources, read_source
+from bastion_edge.core.limits import LimitError
 from bastion_edge.core.model_map import ModelMap
 from bastion_edge.core.plan import BatchAction, BodyStep, Decision, Destination, Plan, Route
 from bastion_edge.core.planner import (
@@ -59,7 +60,8 @@ from bastion_edge.core.responses import History, Item
 from bastion_edge.core.usage import model_in_json
 from bastion_edge.deploy.tls_bundles import upstream_bundle
 from bastion_edge.errors import SERVER_ERROR, ApiError
-from bastion_edge.proxy import gateway_errors
+from bastion_edge.proxy import gateway_errors, http_guard
+from bastion_edge.proxy.body_limits import bound_body
 from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
 from bastion_edge.proxy.fallback import fall_back, holds, wants_retry
 from bastion_edge.proxy.flow_edit import (
@@ -76,6 +78,7 @@ from bastion_edge.proxy.flow_edit import (
     worth_streaming,
 )
 from bastion_edge.proxy.gate import APP_METADATA_KEY
+from bastion_edge.proxy.http_guard import limit_error_of, never_empty
 from bastion_edge.proxy.mirror import Mirror, MirrorRequest, MirrorResult
 from bastion_edge.proxy.model_catalog import ModelCatalog
 from bastion_edge.proxy.responses import STORE_UNAVAILABLE, ResponsesKeeper
@@ -150,6 +153,7 @@ class BastionEdge:
             "Also log JSON request/response bodies (up to 64 KiB, credentials redacted).")
         self.responses.load(loader)
         gateway_errors.install()
+        http_guard.install(lambda: self.rules.limits, self.metrics.limit_rejected)
 
     def configure(self, updated: set[str]) -> None:
         if "bastion_rules" in updated:
@@ -315,7 +319,7 @@ class BastionEdge:
             scheme=request.scheme, host=request_host(request, headers), method=request.method,
             path=request.path, headers=headers, http_version=request.http_version,
             client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
-            app=flow.metadata.get(APP_METADATA_KEY))
+            app=flow.metadata.get(APP_METADATA_KEY), header_fields=request.headers.fields)
         plan = plan_head(head, self.policy, self.environ, self.key_files)
         if plan is None:
             return  # not ours: untouched
@@ -324,6 +328,7 @@ class BastionEdge:
             plan=plan, original_host=head.host, client=head.client)
         flow.metadata[METADATA_KEY] = exchange
         self.in_flight.add(flow.id)
+        bound_body(flow, plan, self.rules.limits)
         try:
             self._apply_route(flow, exchange, plan.route)
             if plan.refusal is None and plan.body_step is BodyStep.STREAMED_FORM:
@@ -383,7 +388,7 @@ class BastionEdge:
             exchange.plan = decided.plan
             return decided.value
 
-        flow.request.stream = FormFieldRewriter(boundary, b"model", replace_model).feed
+        flow.request.stream = never_empty(FormFieldRewriter(boundary, b"model", replace_model).feed)
         # The replaced value may change the length: re-frame the body as chunked.
         set_headers(flow.request.headers, {"transfer-encoding": "chunked"},
                     drop=["content-length"])
@@ -491,6 +496,8 @@ class BastionEdge:
         if error is not None:
             if exchange.applied_route != exchange.plan.route:  # no key on a refused flow
                 self._apply_route(flow, exchange, exchange.plan.route)
+            if isinstance(error, LimitError):
+                self.metrics.limit_rejected(error.limit)
             self.metrics.proxy_errors.labels(error.code).inc()
             flow.response = http.Response.make(
                 error.status, error.body(),
@@ -532,11 +539,13 @@ class BastionEdge:
         if content_type.startswith("text/event-stream"):
             exchange.streamed_reply = True
             original = plan.original_model or ""
-            response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
+            inner: Callable[[bytes], bytes] = \
+                SseRewriter(lambda obj: restore_model(obj, original)) \
                 if self._restores_model(plan) else ByteCounter(exchange)
-            if not speech:  # strip: usage asked upstream by the plan, not by the app
-                response.stream = UsageTap(exchange.usage_reported, response.stream,
-                                           strip=plan.strip_usage)
+            # Neither ever passes an empty chunk on: mitmproxy would send it as the end of
+            # a chunked body. strip: usage asked upstream by the plan, not by the app.
+            response.stream = never_empty(inner) if speech else UsageTap(
+                exchange.usage_reported, inner, strip=plan.strip_usage)
         elif worth_streaming(headers):
             response.stream = ByteCounter(exchange)
             if exchange.reply_json and not exchange.reply_encoded:  # a large embeddings reply
@@ -639,6 +648,13 @@ class BastionEdge:
             return
         self.timeouts.stop(flow)
         self.responses.forget(flow)
+        hit = limit_error_of(flow)
+        if hit is not None:  # a limit ended it; proxy/http_guard.py answered the client
+            self._refuse(exchange, hit)
+            self.metrics.limit_rejected(hit.limit)
+            self.metrics.proxy_errors.labels(hit.code).inc()
+            self._finish(flow, exchange, hit.status)
+            return
         envelope = gateway_errors.classify(
             flow.error.msg, where=exchange.upstream_host or "upstream",
             timed_out=exchange.timed_out,

@@ -13,6 +13,7 @@ from typing import Any
 
 from mitmproxy import http
 
+from bastion_edge.core.limits import header_value
 from bastion_edge.core.reply_model import restore_model
 from bastion_edge.core.usage import Usage, usage_in_json, usage_of
 from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
@@ -70,7 +71,9 @@ def set_headers(
 
 
 def _header_bytes(value: str) -> bytes:
-    return value.encode("utf-8", "surrogateescape")  # as mitmproxy encodes header values
+    # Every value the proxy puts into a header: control characters percent-encoded (an
+    # app-chosen model id must never start a header line), then as mitmproxy encodes.
+    return header_value(value).encode("utf-8", "surrogateescape")
 
 
 def point_at(

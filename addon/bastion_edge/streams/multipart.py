@@ -32,10 +32,13 @@ def boundary_from_content_type(content_type: str) -> bytes | None:
 
 
 class FormFieldRewriter:
-    """Feeds chunks through, replacing the value of the first part named `field`.
+    """Feeds chunks through, replacing the value of every part named `field`.
 
-    `replace(old_value) -> new_value` is called once, when that part is complete.
-    `found` holds the original value afterwards (None if the field never came).
+    `replace(old_value) -> new_value` is called once per such part, when it is complete
+    (a second `model` field must not slip through unmapped). `found` holds the first
+    original value afterwards (None if the field never came), `count` how many came;
+    `overflowed` is True when a part's headers or the field's value were too large to
+    hold, after which the rest passes unchanged.
     """
 
     def __init__(self, boundary: bytes, field: bytes, replace: Callable[[bytes], bytes]) -> None:
@@ -47,6 +50,8 @@ class FormFieldRewriter:
         self._virtual_left = 2
         self._state = self._scan
         self.found: bytes | None = None
+        self.count = 0
+        self.overflowed = False
         self.done = False  # the field was replaced (or can no longer be): pure passthrough
 
     def feed(self, chunk: bytes) -> bytes:
@@ -88,6 +93,7 @@ class FormFieldRewriter:
         stop = self._buf.find(b"\r\n\r\n")
         if stop < 0:
             if len(self._buf) > MAX_PART_HEADERS or end:
+                self.overflowed = len(self._buf) > MAX_PART_HEADERS
                 self._finish()
             return False
         stop += 4
@@ -102,13 +108,17 @@ class FormFieldRewriter:
         at = self._buf.find(self._delimiter)
         if at < 0:
             if len(self._buf) > MAX_FIELD_VALUE or end:
+                self.overflowed = len(self._buf) > MAX_FIELD_VALUE
                 self._finish()
             return False
-        self.found = bytes(self._buf[:at])
-        out += self._replace(self.found)
+        value = bytes(self._buf[:at])
+        if self.found is None:
+            self.found = value
+        self.count += 1
+        out += self._replace(value)
         del self._buf[:at]
-        self._finish()
-        return False
+        self._state = self._scan  # a later part may carry the field again
+        return True
 
     def _finish(self) -> None:
         self.done = True

@@ -70,6 +70,12 @@ class Metrics:
             "Requests served by another model than their mapped target: why (unlisted, "
             "not_found after a 404 retry, or the capability the target lacks).",
             ["from_model", "to_model", "reason"], registry=r)
+        self.limit_rejections = Counter(
+            "bastion_edge_limit_rejections",
+            "Requests refused and connections closed by a limit (limits: in the rules).",
+            ["limit"], registry=r)
+        self.client_connections = Gauge(
+            "bastion_edge_client_connections", "Client connections open now.", registry=r)
         self._known_models: frozenset[str] = frozenset()
         self._known_apps: frozenset[str] = frozenset()
         self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
@@ -139,3 +145,7 @@ class Metrics:
         if not model:
             return "none"
         return model if model in self._known_models else OTHER
+
+    def limit_rejected(self, limit: str) -> None:
+        """One rejection by `limit` (a name from core.limits.LIMIT_NAMES: bounded)."""
+        self.limit_rejections.labels(limit).inc()

@@ -1,0 +1,149 @@
+"""The two places mitmproxy 12 itself must enforce a limit; kept here, small and alone.
+
+- A buffered request body is checked against the flow's own limit on every chunk
+  mitmproxy buffers (`HttpStream.check_body_size`): over it, the body is dropped and the
+  client gets the 413 envelope, so at most limit + one chunk is ever held. The addon
+  sets the limit per flow (`BODY_LIMIT_KEY`) for the bodies it buffers; mitmproxy's
+  global `body_size_limit` would also kill large streamed uploads and replies.
+- A chunked request with trailers makes mitmproxy's HTTP/1 reader raise
+  NotImplementedError, which left the client without an answer and the flow unfinished.
+  It now gets a 400 envelope and the flow ends through the `error` hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+from mitmproxy import flow as mflow
+from mitmproxy.proxy import commands
+from mitmproxy.proxy.layers import http as http_layer
+from mitmproxy.proxy.layers.http import _http1
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
+from mitmproxy.proxy.layers.http._events import ErrorCode, ResponseProtocolError
+from mitmproxy.proxy.layers.http._hooks import HttpErrorHook
+
+from bastion_edge.config.limits import LimitsRules
+from bastion_edge.core.limits import (
+    LIMIT_HEADER_BYTES,
+    LIMIT_TRAILERS,
+    LimitError,
+    body_too_large,
+)
+from bastion_edge.proxy import gateway_errors
+
+BODY_LIMIT_KEY = "bastion_edge.body_limit"  # flow.metadata: LimitsRules for a buffered body
+LIMIT_ERROR_KEY = "bastion_edge.limit_error"  # flow.metadata: the LimitError that ended it
+TRAILERS_ERROR = LimitError(
+    LIMIT_TRAILERS, 400, "bastion-edge does not accept HTTP/1.1 request trailers; send the "
+    "body without them.", "unsupported_trailers")
+TRAILERS_MESSAGE = "bastion-edge: request trailers refused"
+HEADERS_TOO_LARGE = LimitError(
+    LIMIT_HEADER_BYTES, 431, "The request headers are larger than bastion-edge accepts "
+    "(limits.max_header_bytes).", "request_header_fields_too_large")
+
+REQUEST_LINE_SLACK = 8192  # the request line, on top of limits.max_header_bytes
+
+_installed = False
+_limits: Callable[[], LimitsRules] = LimitsRules
+
+
+def _not_counted(limit: str) -> None:
+    del limit
+
+
+_counted: Callable[[str], None] = _not_counted
+
+
+def install(limits: Callable[[], LimitsRules] | None = None,
+            counted: Callable[[str], None] | None = None) -> None:
+    """Patch mitmproxy's body-size check and HTTP/1 readers (idempotent). `limits` gives
+    the current rules' limits, `counted` is told each limit hit here."""
+    global _installed, _limits, _counted
+    if limits is not None:
+        _limits = limits
+    if counted is not None:
+        _counted = counted
+    if _installed:
+        return
+    _installed = True
+    original_check = http_layer.HttpStream.check_body_size
+    original_read = _http1.Http1Connection.read_body
+    original_headers = _http1.Http1Server.read_headers
+
+    def read_headers(self: Any, event: Any) -> Generator[Any, Any, None]:
+        yield from original_headers(self, event)
+        # mitmproxy buffers an unfinished request head without bound ("FIXME: protect
+        # against header size DoS"): past the limit, answer 431 and drop the buffer.
+        cap = _limits().max_header_bytes + REQUEST_LINE_SLACK
+        if self.state == self.read_headers and len(self.buf) > cap:
+            self.buf = type(self.buf)()
+            _counted(HEADERS_TOO_LARGE.limit)
+            yield commands.SendData(self.conn, gateway_errors.render(HEADERS_TOO_LARGE))
+            yield commands.CloseConnection(self.conn)
+            self.state = self.done
+
+    def check_body_size(self: Any, request: bool) -> Generator[Any, Any, bool]:
+        limits = self.flow.metadata.get(BODY_LIMIT_KEY) if request and self.flow else None
+        if isinstance(limits, LimitsRules) and self.request_body_buf:
+            error = body_too_large(len(self.request_body_buf), limits)
+            if error is not None:
+                return (yield from _refuse_body(self, error))
+        return (yield from original_check(self, request))
+
+    def read_body(self: Any, event: Any) -> Generator[Any, Any, None]:
+        try:
+            yield from original_read(self, event)
+        except NotImplementedError:  # trailers: mitmproxy cannot carry them on HTTP/1
+            if isinstance(self, _http1.Http1Server):
+                yield commands.SendData(self.conn, gateway_errors.render(TRAILERS_ERROR))
+            yield commands.CloseConnection(self.conn)
+            self.state = self.done
+            yield ReceiveHttp(self.ReceiveProtocolError(
+                self.stream_id, TRAILERS_MESSAGE, code=ErrorCode.GENERIC_CLIENT_ERROR))
+
+    http_layer.HttpStream.check_body_size = check_body_size  # type: ignore[method-assign]
+    _http1.Http1Server.read_headers = read_headers  # type: ignore[method-assign]
+    _http1.Http1Connection.read_body = read_body  # type: ignore[method-assign]
+
+
+def _refuse_body(stream: Any, error: LimitError) -> Generator[Any, Any, bool]:
+    """As mitmproxy's own body_size_limit kill, with the envelope and the buffer freed."""
+    message = f"bastion-edge: {error.message}"
+    stream.request_body_buf.clear()
+    stream.flow.metadata[LIMIT_ERROR_KEY] = error
+    stream.flow.error = mflow.Error(message)
+    gateway_errors.register(message, error)
+    yield HttpErrorHook(stream.flow)
+    yield http_layer.SendHttp(
+        ResponseProtocolError(
+            stream.stream_id, message, ErrorCode.REQUEST_TOO_LARGE),
+        stream.context.client)
+    stream.client_state = stream.state_errored
+    stream.flow.live = False
+    return True
+
+
+def limit_error_of(flow: mflow.Flow) -> LimitError | None:
+    """The limit that ended this flow (body size, trailers), if one did."""
+    found = flow.metadata.get(LIMIT_ERROR_KEY)
+    if isinstance(found, LimitError):
+        return found
+    if flow.error is not None and flow.error.msg == TRAILERS_MESSAGE:
+        return TRAILERS_ERROR
+    return None
+
+
+def never_empty(stream: Callable[[bytes], bytes]) -> Callable[[bytes], list[bytes]]:
+    """A body stream callable whose empty output sends nothing.
+
+    mitmproxy frames each returned chunk on a chunked HTTP/1 body as `len\\r\\ndata\\r\\n`,
+    so a b"" mid-stream (a rewriter holding back a partial line or a delimiter prefix)
+    goes out as `0\\r\\n\\r\\n`: the end of the body, truncating the upload or the reply.
+    """
+
+    def feed(chunk: bytes) -> list[bytes]:
+        out = stream(chunk)
+        return [out] if out else []
+
+    return feed
