@@ -73,6 +73,7 @@ from bastion_edge.proxy.flow_edit import (
 from bastion_edge.proxy.gate import APP_METADATA_KEY
 from bastion_edge.proxy.mirror import Mirror, MirrorRequest, MirrorResult
 from bastion_edge.proxy.model_catalog import ModelCatalog
+from bastion_edge.proxy.pool_env import WORKER_ID_ENV, WORKER_SOCKET_ENV
 from bastion_edge.proxy.responses import STORE_UNAVAILABLE, ResponsesKeeper
 from bastion_edge.proxy.timeouts import ResponseTimeouts
 from bastion_edge.proxy.upstream_client import make_upstream_client
@@ -89,6 +90,7 @@ log = logging.getLogger("bastion_edge")
 
 UPSTREAM_MODEL_HEADER = "x-bastion-edge-upstream-model"
 REWRITES_HEADER = "x-bastion-edge-rewrites"
+WORKER_HEADER = "x-bastion-edge-worker"  # which `--workers` process answered
 REDACTED = "Bearer [redacted by bastion-edge]"
 JSON_TYPE = {"content-type": "application/json"}
 
@@ -113,6 +115,7 @@ class BastionEdge:
         self.timeouts = ResponseTimeouts()
         self.catalog = ModelCatalog(self.metrics)  # Bastion's live model list
         self.key_files = KeyFiles(self.metrics.registry)  # keys.default_file, bastion_key_file
+        self.worker_id = self.environ.get(WORKER_ID_ENV, "")  # in a `--workers` pool
 
     @property
     def rules(self) -> Rules:
@@ -179,6 +182,9 @@ class BastionEdge:
                                    ctx.options.bastion_metrics_port)
             log.info("bastion-edge metrics on http://%s:%s/metrics",
                      ctx.options.bastion_metrics_host, self.admin.port)
+        if self.environ.get(WORKER_SOCKET_ENV):  # a `--workers` pool's parent asks here
+            self.admin = AdminServer(self.metrics.registry, self.readiness)
+            await self.admin.start_unix(self.environ[WORKER_SOCKET_ENV])
 
     async def done(self) -> None:
         await self.catalog.stop()
@@ -468,6 +474,8 @@ class BastionEdge:
             ours[UPSTREAM_MODEL_HEADER] = exchange.upstream_model
         if plan.rewrites:
             ours[REWRITES_HEADER] = ",".join(plan.rewrites)
+        if self.worker_id:
+            ours[WORKER_HEADER] = self.worker_id
         if ours:
             set_headers(response.headers, ours)
         if self.keeps_flows and "authorization" in flow.request.headers:

@@ -7,6 +7,7 @@ the series count.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -45,7 +46,8 @@ class Metrics:
             "bastion_edge_rules_reloads", "Rules file (re)loads.", ["result"], registry=r)
         self.last_reload = Gauge(
             "bastion_edge_rules_last_reload_timestamp_seconds",
-            "Unix time of the last successful rules load.", registry=r)
+            "Unix time of the last successful rules load.", registry=r,
+            multiprocess_mode="max")
         self.rules_info = Info("bastion_edge_rules", "The loaded rules file.", registry=r)
         self.mirror = Counter(
             "bastion_edge_mirror", "Mirrored copies sent to Bastion, by outcome.",
@@ -57,10 +59,11 @@ class Metrics:
             "bastion_edge_model_available",
             "1 when Bastion's GET /v1/models lists the model (for every configured key) and "
             "it has not answered 404 model_not_found since; 0 otherwise.",
-            ["model"], registry=r)
+            ["model"], registry=r, multiprocess_mode="livemin")
         self.models_last_refresh = Gauge(
             "bastion_edge_models_last_refresh_timestamp_seconds",
-            "Unix time Bastion's model list was last read successfully.", registry=r)
+            "Unix time Bastion's model list was last read successfully.", registry=r,
+            multiprocess_mode="max")
         self.models_refresh_failures = Counter(
             "bastion_edge_models_refresh_failures",
             "Failed reads of Bastion's model list (the last good list is kept).", registry=r)
@@ -111,7 +114,8 @@ class Metrics:
 
     def models_available(self, availability: dict[str, bool]) -> None:
         """Per Bastion model the rules name (a bounded set): listed now or not."""
-        self.model_available.clear()
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # no clear() across processes
+            self.model_available.clear()
         for model, available in availability.items():
             self.model_available.labels(model).set(1 if available else 0)
 
