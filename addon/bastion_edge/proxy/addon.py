@@ -50,7 +50,7 @@ from bastion_edge.core.planner import (
     references_wanted,
     refused,
 )
-from bastion_edge.core.reply_model import restore_model
+from bastion_edge.core.reply_model import model_bytes_restorer, restore_model
 from bastion_edge.core.request import ParsedBody, RequestHead
 from bastion_edge.core.responses import History, Item
 from bastion_edge.core.routing import HostKind, bastion_target
@@ -484,7 +484,9 @@ class BastionEdge:
         if content_type.startswith("text/event-stream"):
             exchange.streamed_reply = True
             original = plan.original_model or ""
-            response.stream = SseRewriter(lambda obj: restore_model(obj, original)) \
+            response.stream = SseRewriter(
+                lambda obj: restore_model(obj, original),
+                model_bytes_restorer(original, exchange.upstream_model)) \
                 if self._restores_model(plan) else ByteCounter(exchange)
         elif worth_streaming(headers):
             response.stream = ByteCounter(exchange)
