@@ -380,6 +380,9 @@ def run_streams(quick: bool) -> str:
             small = asyncio.run(streams_bench.small_request_ratio(
                 paths[2], paths[3], 4 if quick else 10, 1.5 if quick else 3, throughput))
             log(f"small requests c64: {small}")
+            marginal = {p.name: asyncio.run(streams_bench.marginal_event_cost(p))
+                        for p in paths[1:3]}
+            log(f"per extra event: {marginal}")
             results = asyncio.run(streams_bench.measure_streams(paths, counts, log))
         finally:
             pool.process.stop()
@@ -388,7 +391,8 @@ def run_streams(quick: bool) -> str:
             sandbox.process.stop()
     return (f"Measured {time.strftime('%Y-%m-%d %H:%M')} UTC on {os.cpu_count()} cores "
             f"({workers} usable), one run.\n\n"
-            + streams_bench.streams_table(results, [p.name for p in paths], small, workers))
+            + streams_bench.streams_table(results, [p.name for p in paths], small, workers,
+                                          marginal))
 
 
 def main() -> int:

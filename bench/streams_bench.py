@@ -89,7 +89,8 @@ class StreamResult:
 
 
 async def one_stream(session: aiohttp.ClientSession, path: Any, url: str,
-                     body: dict[str, object]) -> StreamResult:
+                     body: dict[str, object], count: int = EVENTS,
+                     pace_ms: int = PACE_MS) -> StreamResult:
     started = time.perf_counter()
     first = last = 0.0
     max_gap = 0.0
@@ -98,8 +99,8 @@ async def one_stream(session: aiohttp.ClientSession, path: Any, url: str,
     try:
         async with session.post(
                 url, json=body, proxy=path.proxy, ssl=path.ssl,
-                headers={**path.auth, "x-sandbox-stream-events": str(EVENTS),
-                         "x-sandbox-token-delay-ms": str(PACE_MS)}) as reply:
+                headers={**path.auth, "x-sandbox-stream-events": str(count),
+                         "x-sandbox-token-delay-ms": str(pace_ms)}) as reply:
             if reply.status != 200:
                 return StreamResult(0, 0, 0, 0, f"status {reply.status}")
             async for chunk in reply.content.iter_any():
@@ -114,7 +115,7 @@ async def one_stream(session: aiohttp.ClientSession, path: Any, url: str,
                 tail = joined[-5:]
     except (TimeoutError, aiohttp.ClientError, OSError) as e:
         return StreamResult(0, 0, 0, events, type(e).__name__)
-    expected = EVENTS + 3  # role chunk, N deltas, the stop chunk, [DONE]
+    expected = count + 3  # role chunk, N deltas, the stop chunk, [DONE]
     error = "" if events == expected else f"{events}/{expected} events"
     return StreamResult(first - started, max_gap, last - started, events, error)
 
@@ -164,6 +165,31 @@ async def streams_once(path: Any, n: int) -> dict[str, float]:
 
 def _pct(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def marginal_event_cost(path: Any, streams: int = 50, short: int = 20,
+                              long: int = 220, pace_ms: int = 5) -> float:
+    """Proxy CPU per extra relayed event (µs): the same streams with `long` and with
+    `short` events, so connection set-up (CONNECT, two TLS handshakes) cancels out."""
+    pids = tree(path.pid)
+    body = {**path.body, "stream": True}
+    url = f"{path.base}/chat/completions"
+
+    async def run(count: int) -> float:
+        before = cpu_seconds(pids)
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            done = await asyncio.gather(*(one_stream(session, path, url, body, count, pace_ms)
+                                          for _ in range(streams)))
+        assert not [r.error for r in done if r.error], "streams failed"
+        return cpu_seconds(pids) - before
+
+    short_cpu, long_cpu = [], []
+    for _ in range(3):
+        short_cpu.append(await run(short))
+        long_cpu.append(await run(long))
+    extra = statistics.median(long_cpu) - statistics.median(short_cpu)
+    return extra / (streams * (long - short)) * 1e6
 
 
 def broken(result: dict[str, float]) -> bool:
@@ -230,7 +256,8 @@ ROWS = [
 
 
 def streams_table(results: dict[int, dict[str, dict[str, float]]], names: list[str],
-                  small: dict[str, float] | None, workers: int) -> str:
+                  small: dict[str, float] | None, workers: int,
+                  marginal: dict[str, float] | None = None) -> str:
     out = [f"N concurrent chat streams, each {EVENTS} SSE events {PACE_MS} ms apart "
            f"(2 s). '-' = not run (the path broke at a smaller N).", ""]
     for n, by_path in results.items():
@@ -246,6 +273,10 @@ def streams_table(results: dict[int, dict[str, dict[str, float]]], names: list[s
     points = breaking_points(results, names)
     out.append("Breaking point (p99 TTFT over 1 s, or any error): "
                + ", ".join(f"{name} {point}" for name, point in points.items()) + ".")
+    if marginal:
+        out += ["", "Proxy CPU per extra relayed event (50 streams of 220 minus 20 events, "
+                "5 ms apart; connection set-up cancels out): "
+                + ", ".join(f"{name} {us:.0f} µs" for name, us in marginal.items()) + "."]
     if small:
         out += ["", f"Small requests at concurrency 64: one worker {small['one_rps']:.0f} "
                 f"req/s, {workers} workers {small['pool_rps']:.0f} req/s, ratio per round "

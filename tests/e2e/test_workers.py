@@ -79,6 +79,7 @@ def test_two_workers_one_port_one_metrics_shared_responses(
     assert served >= 2  # both workers' counts in one series, summed by the parent
     counted = metric(pool, r"bastion_edge_requests_total\{")
     assert counted == served  # no per-process (pid) series: one /metrics for the pool
+    assert 'bastion_edge_rules_info{sha256="' in pool.metrics()  # Info, multiprocess-safe
 
     first = on_worker("0", monkeypatch, pool, lambda c: c.responses.with_raw_response.create(
         model="gpt-4o", input="My name is Ada."))

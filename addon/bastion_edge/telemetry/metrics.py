@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from bastion_edge.config.rules import Rules
+from bastion_edge.telemetry.pool_info import MULTIPROC_ENV, GaugeInfo
 
 OTHER = "other"
 
@@ -48,7 +49,10 @@ class Metrics:
             "bastion_edge_rules_last_reload_timestamp_seconds",
             "Unix time of the last successful rules load.", registry=r,
             multiprocess_mode="max")
-        self.rules_info = Info("bastion_edge_rules", "The loaded rules file.", registry=r)
+        self.rules_info: Info | GaugeInfo = Info(
+            "bastion_edge_rules", "The loaded rules file.", registry=r) \
+            if not os.environ.get(MULTIPROC_ENV) else GaugeInfo(  # `run --workers`
+                "bastion_edge_rules", "The loaded rules file.", ["sha256", "source"], r)
         self.mirror = Counter(
             "bastion_edge_mirror", "Mirrored copies sent to Bastion, by outcome.",
             ["result"], registry=r)
@@ -114,7 +118,7 @@ class Metrics:
 
     def models_available(self, availability: dict[str, bool]) -> None:
         """Per Bastion model the rules name (a bounded set): listed now or not."""
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # no clear() across processes
+        if not os.environ.get(MULTIPROC_ENV):  # no clear() across processes
             self.model_available.clear()
         for model, available in availability.items():
             self.model_available.labels(model).set(1 if available else 0)

@@ -82,3 +82,17 @@ def test_stream_events_header_values() -> None:
 def test_workers_flag_defaults_to_one() -> None:
     args: argparse.Namespace = _parser().parse_args(["run"])
     assert args.workers == 1 and args.listen_backlog == 0 and not args.reuse_port
+
+
+def test_gauge_info_reads_like_info_and_retires_the_old_labels() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from bastion_edge.telemetry.pool_info import GaugeInfo
+
+    registry = CollectorRegistry()
+    info = GaugeInfo("bastion_edge_rules", "rules", ["sha256", "source"], registry)
+    info.info({"sha256": "a1", "source": "r.yaml"})
+    info.info({"sha256": "b2", "source": "r.yaml"})
+    text = generate_latest(registry).decode()
+    assert 'bastion_edge_rules_info{sha256="b2",source="r.yaml"} 1.0' in text
+    assert 'bastion_edge_rules_info{sha256="a1",source="r.yaml"} 0.0' in text
