@@ -96,3 +96,12 @@ def test_gauge_info_reads_like_info_and_retires_the_old_labels() -> None:
     text = generate_latest(registry).decode()
     assert 'bastion_edge_rules_info{sha256="b2",source="r.yaml"} 1.0' in text
     assert 'bastion_edge_rules_info{sha256="a1",source="r.yaml"} 0.0' in text
+
+
+def test_web_with_workers_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bastion_edge.cli.main import main
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("models:\n  gpt-4o: gpt-oss-120b\n")
+    assert main(["run", "--rules", str(rules), "--workers", "2", "--web"]) == 2
+    assert "--workers 1" in capsys.readouterr().err

@@ -144,6 +144,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"bastion-edge: {problem}", file=sys.stderr)
         return EXIT_EXPOSED
     if args.workers > 1 or args.workers == 0:
+        if args.web:
+            print("bastion-edge: --web shows one process's flows; use --workers 1",
+                  file=sys.stderr)
+            return 2
         return _run_workers(args, path)
     if args.reuse_port or args.listen_backlog:
         from bastion_edge.proxy.reuse_port import PatchRefused, install
