@@ -38,7 +38,16 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 READINESS_POLL_SECONDS = 0.25
 QUICK_DEATH_SECONDS = 2.0  # a worker that dies sooner is restarted after a back-off
 MAX_BACKOFF_SECONDS = 5.0
-_WORKER_MAIN = "import sys; from bastion_edge.cli.main import main; sys.exit(main(sys.argv[1:]))"
+# A worker runs in its own session (a terminal's Ctrl-C reaches the parent only, which
+# then drains the workers) and asks Linux for SIGTERM if the parent dies (prctl
+# PR_SET_PDEATHSIG), so no orphan keeps serving the port.
+_WORKER_MAIN = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(0)\n"
+    "from bastion_edge.cli.main import main\n"
+    "sys.exit(main(sys.argv[2:]))"
+)
 
 
 def hold_port(host: str, port: int) -> socket.socket:
@@ -103,7 +112,8 @@ class WorkerPool:
         worker.started_at = time.monotonic()
         worker.ready, worker.detail = False, "starting"
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _WORKER_MAIN, *self.argv, env=env)
+            sys.executable, "-c", _WORKER_MAIN, str(os.getpid()), *self.argv, env=env,
+            start_new_session=True)
 
     async def _keep(self, worker: Worker) -> None:
         backoff = 0.25
