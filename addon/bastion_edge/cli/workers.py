@@ -35,7 +35,8 @@ from pathlib import Path
 from bastion_edge.proxy.pool_env import WORKER_ID_ENV, WORKER_SOCKET_ENV
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-READINESS_POLL_SECONDS = 0.25
+READINESS_POLL_SECONDS = 0.25  # while a worker starts
+SETTLED_POLL_SECONDS = 1.0  # all ready: a probe sees a change within a second
 QUICK_DEATH_SECONDS = 2.0  # a worker that dies sooner is restarted after a back-off
 MAX_BACKOFF_SECONDS = 5.0
 # A worker runs in its own session (a terminal's Ctrl-C reaches the parent only, which
@@ -137,7 +138,8 @@ class WorkerPool:
         while not self.stopping:
             for worker in self.workers:
                 worker.ready, worker.detail = await _ask_ready(worker)
-            await asyncio.sleep(READINESS_POLL_SECONDS)
+            settled = all(worker.ready for worker in self.workers)
+            await asyncio.sleep(SETTLED_POLL_SECONDS if settled else READINESS_POLL_SECONDS)
 
     def readiness(self) -> tuple[bool, str]:
         if self.stopping:
