@@ -201,6 +201,8 @@ async def measure_streams(paths: list[Any], counts: list[int],
     """Every N, every path (order alternating per N; a path that broke still runs, so
     the tables show how it degrades), a short pause between runs so one path's
     stragglers do not land on the next."""
+    for path in paths:  # warm: the first connection through a proxy makes its certificate
+        await streams_once(path, 4)
     results: dict[int, dict[str, dict[str, float]]] = {}
     for i, n in enumerate(counts):
         results[n] = {}
