@@ -30,6 +30,7 @@ from pathlib import Path
 import aiohttp
 import fallback_bench
 import responses_bench
+import streams_bench
 import token_cost
 import tts_bench
 
@@ -61,6 +62,7 @@ class Path_:
     body: dict[str, object]
     pid: int | None = None
     key: str = DEMO_BASTION_KEY  # direct and mitmdump talk to Bastion with its key
+    sandbox_pid: int | None = None  # the streams bench reports the sandbox's CPU too
 
     @property
     def auth(self) -> dict[str, str]:
@@ -337,19 +339,79 @@ def responses_table(expanded: dict[str, float], writes: dict[str, float]) -> str
             + ", ".join(f"{k} {v:,.0f}" for k, v in writes.items()) + ".")
 
 
-def write_readme(readme: Path, text: str) -> None:
+def write_readme(readme: Path, text: str, marker: str = "bench") -> None:
     content = readme.read_text()
-    block = f"<!-- bench:start -->\n{text}\n<!-- bench:end -->"
-    content = re.sub(r"<!-- bench:start -->.*?<!-- bench:end -->", lambda _: block, content,
-                     flags=re.S)
+    block = f"<!-- {marker}:start -->\n{text}\n<!-- {marker}:end -->"
+    content = re.sub(rf"<!-- {marker}:start -->.*?<!-- {marker}:end -->", lambda _: block,
+                     content, flags=re.S)
     readme.write_text(content)
+
+
+def run_streams(quick: bool) -> str:
+    """The long-stream load (bench/streams_bench.py) and the --workers throughput ratio."""
+    workers = len(os.sched_getaffinity(0))
+    counts = [50, 100] if quick else [50, 100, 250, 500]
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-streams-") as tmp_name:
+        tmp = Path(tmp_name)
+        sandbox = start_sandbox(tmp)
+        mitmdump, mitm_port = start_mitmdump(tmp, sandbox, "mitmdump-stream",
+                                             ["--set", "stream_large_bodies=1"])
+        one = start_proxy(tmp / "edge-1", proxy_env(sandbox), REPO / "rules.yaml")
+        pool = start_proxy(tmp / "edge-n", proxy_env(sandbox), REPO / "rules.yaml",
+                           ["--workers", str(workers)])
+        box = sandbox.process.popen.pid
+        try:
+            direct_ssl = ssl_context(sandbox.ca)
+            paths = [
+                Path_("direct", sandbox.base_url, None, direct_ssl, SANDBOX_CHAT_BODY,
+                      sandbox_pid=box),
+                Path_("mitmdump (streaming)", sandbox.base_url, f"http://127.0.0.1:{mitm_port}",
+                      ssl_context(tmp / "mitmdump-stream" / "mitmproxy-ca-cert.pem"),
+                      SANDBOX_CHAT_BODY, mitmdump.popen.pid, sandbox_pid=box),
+                Path_("bastion-edge, 1 worker", "https://api.openai.com/v1", one.url,
+                      ssl_context(one.confdir / "mitmproxy-ca-cert.pem"), CHAT_BODY,
+                      one.process.popen.pid, key="sk-bench-app-key", sandbox_pid=box),
+                Path_(f"bastion-edge, {workers} workers", "https://api.openai.com/v1",
+                      pool.url, ssl_context(pool.confdir / "mitmproxy-ca-cert.pem"), CHAT_BODY,
+                      pool.process.popen.pid, key="sk-bench-app-key", sandbox_pid=box),
+            ]
+
+            def log(line: str) -> None:
+                print(line, file=sys.stderr, flush=True)
+
+            small = asyncio.run(streams_bench.small_request_ratio(
+                paths[2], paths[3], 4 if quick else 10, 1.5 if quick else 3, throughput))
+            log(f"small requests c64: {small}")
+            marginal = {p.name: asyncio.run(streams_bench.marginal_event_cost(p))
+                        for p in paths[1:3]}
+            log(f"per extra event: {marginal}")
+            results = asyncio.run(streams_bench.measure_streams(paths, counts, log))
+        finally:
+            pool.process.stop()
+            one.process.stop()
+            mitmdump.stop()
+            sandbox.process.stop()
+    return (f"Measured {time.strftime('%Y-%m-%d %H:%M')} UTC on {os.cpu_count()} cores "
+            f"({workers} usable), one run.\n\n"
+            + streams_bench.streams_table(results, [p.name for p in paths], small, workers,
+                                          marginal))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--readme", type=Path)
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
+    parser.add_argument("--only", choices=("all", "requests", "streams"), default="all",
+                        help="requests: the single-request table; streams: long streams "
+                             "and --workers")
     args = parser.parse_args()
+    if args.only in ("all", "streams"):
+        streams_text = run_streams(args.quick)
+        print(streams_text)
+        if args.readme:
+            write_readme(args.readme, streams_text, "bench-streams")
+        if args.only == "streams":
+            return 0
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp_name:
         tmp = Path(tmp_name)
         sandbox = start_sandbox(tmp)

@@ -11,7 +11,8 @@ class BatchMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.batches = Gauge("bastion_edge_batches", "Batches in the store, by status.",
-                             ["status"], registry=r)
+                             ["status"], registry=r,
+                             multiprocess_mode="livemax")  # one store: any worker's count
         for status in (*ACTIVE, *TERMINAL):
             self.batches.labels(status)
         self.lines = Counter("bastion_edge_batch_lines",
@@ -24,7 +25,7 @@ class BatchMetrics:
                                "transport error.", registry=r)
         self.queue_depth = Gauge("bastion_edge_batch_queue_depth",
                                  "Lines of the batches this proxy runs not finished yet.",
-                                 registry=r)
+                                 registry=r, multiprocess_mode="livesum")
         self.api = Counter("bastion_edge_batch_api_requests",
                            "Files and Batch API requests answered, by action and status.",
                            ["action", "status"], registry=r)

@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-unauthenticated", action="store_true",
                      help="listen beyond loopback although no apps are declared "
                           "(anyone who can connect spends the Bastion key)")
+    _add_worker_arguments(run)
     run.add_argument("--web", action="store_true", help="run inside mitmweb for inspection")
     run.add_argument("--web-host", default="127.0.0.1")
     run.add_argument("--web-port", type=int, default=8081)
@@ -142,6 +143,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if problem and not args.allow_unauthenticated:
         print(f"bastion-edge: {problem}", file=sys.stderr)
         return EXIT_EXPOSED
+    if args.workers > 1 or args.workers == 0:
+        if args.web:
+            print("bastion-edge: --web shows one process's flows; use --workers 1",
+                  file=sys.stderr)
+            return 2
+        return _run_workers(args, path)
+    if args.reuse_port or args.listen_backlog:
+        from bastion_edge.proxy.reuse_port import PatchRefused, install
+
+        try:
+            install(args.listen_backlog or None, reuse_port=args.reuse_port)
+        except PatchRefused as e:
+            print(f"bastion-edge: {e}", file=sys.stderr)
+            return 1
     return asyncio.run(_run_proxy(args, path))
 
 
@@ -169,8 +184,9 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     addon = BastionEdge()
     state_files: list[Path] = []
     guard = ConnectionGuard(lambda: addon.rules.limits, addon.metrics)
-    master.addons.add(guard, ProxyGate(addon), addon,
-                      _StartupBanner(args, confdir, state_files))
+    master.addons.add(guard, ProxyGate(addon), addon)
+    if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent announces the pool
+        master.addons.add(_StartupBanner(args, confdir, state_files))
     opts.update(
         mode=args.mode or ["regular"], connection_strategy="lazy", bastion_rules=str(path),
         bastion_metrics_host=args.metrics_host,
@@ -226,6 +242,43 @@ class _StartupBanner:
         print(env_lines(self.confdir, self.args.listen_host, port), flush=True)
         # Done: leave the addon chain, which every hook of every request walks.
         asyncio.get_running_loop().call_soon(ctx.master.addons.remove, self)
+
+
+def _add_worker_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="proxy processes sharing the listen port (SO_REUSEPORT), the CA "
+                          "and the rules, with one /metrics and /readyz; 0: one per core")
+    run.add_argument("--listen-backlog", type=int, default=0, metavar="N",
+                     help="accept queue length of the listener (default: asyncio's 100 "
+                          "for one worker, 1024 with --workers)")
+    run.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+
+
+def _run_workers(args: argparse.Namespace, path: Path) -> int:
+    from bastion_edge.cli.workers import run_pool
+    from bastion_edge.proxy.reuse_port import DEFAULT_BACKLOG, PatchRefused, install, uninstall
+
+    try:  # refuse before starting anything if mitmproxy's listener code changed
+        install(DEFAULT_BACKLOG)
+        uninstall()
+    except PatchRefused as e:
+        print(f"bastion-edge: {e}", file=sys.stderr)
+        return 1
+    if args.workers == 0:
+        args.workers = len(os.sched_getaffinity(0))
+    args.listen_backlog = args.listen_backlog or DEFAULT_BACKLOG
+    confdir = Path(os.path.expanduser(args.confdir))
+    ensure_ca(confdir)  # made once here, not raced by the workers
+    args.confdir = str(confdir)
+
+    def announce(port: int) -> list[Path]:
+        print(f"bastion-edge listening on {args.listen_host}:{port}", flush=True)
+        print(f"CA certificate: {confdir / PROXY_CA_CERT}", flush=True)
+        print("An app needs:", flush=True)
+        print(env_lines(confdir, args.listen_host, port), flush=True)
+        return [write_state(RunState(args.listen_host, port, str(confdir), os.getpid()))]
+
+    return run_pool(args, path, announce, lambda files: remove_state(files, os.getpid()))
 
 
 # ---------------------------------------------------------------------------- env

@@ -40,6 +40,8 @@ ENV_VARS: dict[str, str] = {
     "BASTION_SHUTDOWN_GRACE": "20",
     "BASTION_WEB": "false",
     "BASTION_ALLOW_UNAUTHENTICATED": "false",  # listen beyond loopback with no apps declared
+    "BASTION_WORKERS": "1",  # proxy processes sharing the port (0: one per core)
+    "BASTION_LISTEN_BACKLOG": "0",  # accept queue (0: asyncio's 100; 1024 with workers)
     # Read by the proxy itself (see the README): QUBITTRON_API_KEY, BASTION_BASE_URL,
     # BASTION_UPSTREAM_CA, BASTION_OPENAI_URL and any key variables the rules name.
 }
@@ -64,6 +66,8 @@ class SidecarConfig:
     shutdown_grace: float
     web: bool
     allow_unauthenticated: bool = False
+    workers: int = 1
+    listen_backlog: int = 0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> SidecarConfig:
@@ -90,6 +94,8 @@ class SidecarConfig:
             web=get("BASTION_WEB").lower() in ("1", "true", "yes"),
             allow_unauthenticated=get("BASTION_ALLOW_UNAUTHENTICATED").lower()
             in ("1", "true", "yes"),
+            workers=int(get("BASTION_WORKERS")),
+            listen_backlog=int(get("BASTION_LISTEN_BACKLOG")),
         )
 
     def run_argv(self) -> list[str]:
@@ -101,6 +107,10 @@ class SidecarConfig:
             argv += ["--mode", mode]
         if self.allow_unauthenticated:
             argv.append("--allow-unauthenticated")
+        if self.workers != 1:
+            argv += ["--workers", str(self.workers)]
+        if self.listen_backlog:
+            argv += ["--listen-backlog", str(self.listen_backlog)]
         return argv + (["--web"] if self.web else [])
 
 

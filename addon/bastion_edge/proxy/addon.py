@@ -54,7 +54,7 @@ from bastion_edge.core.planner import (
     references_wanted,
     refused,
 )
-from bastion_edge.core.reply_model import restore_model
+from bastion_edge.core.reply_model import model_bytes_restorer, restore_model
 from bastion_edge.core.request import ParsedBody, RequestHead
 from bastion_edge.core.responses import History, Item
 from bastion_edge.core.usage import model_in_json
@@ -81,6 +81,7 @@ from bastion_edge.proxy.gate import APP_METADATA_KEY
 from bastion_edge.proxy.http_guard import limit_error_of, never_empty
 from bastion_edge.proxy.mirror import Mirror, MirrorRequest, MirrorResult
 from bastion_edge.proxy.model_catalog import ModelCatalog
+from bastion_edge.proxy.pool_env import WORKER_ID_ENV, WORKER_SOCKET_ENV
 from bastion_edge.proxy.responses import STORE_UNAVAILABLE, ResponsesKeeper
 from bastion_edge.proxy.timeouts import ResponseTimeouts
 from bastion_edge.proxy.upstream_client import make_upstream_client
@@ -99,6 +100,7 @@ log = logging.getLogger("bastion_edge")
 
 UPSTREAM_MODEL_HEADER = "x-bastion-edge-upstream-model"
 REWRITES_HEADER = "x-bastion-edge-rewrites"
+WORKER_HEADER = "x-bastion-edge-worker"  # which `--workers` process answered
 REDACTED = "Bearer [redacted by bastion-edge]"
 JSON_TYPE = {"content-type": "application/json"}
 
@@ -125,6 +127,7 @@ class BastionEdge:
         self.key_files = KeyFiles(self.metrics.registry)  # keys.default_file, bastion_key_file
         self.batches = BatchKeeper(self.metrics.registry, self.environ)  # /v1/files, batches
         self.otel: OtelExport | None = None  # OTLP spans and gen_ai metrics, when configured
+        self.worker_id = self.environ.get(WORKER_ID_ENV, "")  # in a `--workers` pool
 
     @property
     def rules(self) -> Rules:
@@ -200,6 +203,9 @@ class BastionEdge:
                                    ctx.options.bastion_metrics_port)
             log.info("bastion-edge metrics on http://%s:%s/metrics",
                      ctx.options.bastion_metrics_host, self.admin.port)
+        if self.environ.get(WORKER_SOCKET_ENV):  # a `--workers` pool's parent asks here
+            self.admin = AdminServer(self.metrics.registry, self.readiness)
+            await self.admin.start_unix(self.environ[WORKER_SOCKET_ENV])
 
     async def done(self) -> None:
         await self.catalog.stop()
@@ -524,6 +530,8 @@ class BastionEdge:
             ours[UPSTREAM_MODEL_HEADER] = exchange.upstream_model
         if plan.rewrites:
             ours[REWRITES_HEADER] = ",".join(plan.rewrites)
+        if self.worker_id:
+            ours[WORKER_HEADER] = self.worker_id
         if ours:
             set_headers(response.headers, ours)
         if self.keeps_flows and "authorization" in flow.request.headers:
@@ -539,8 +547,9 @@ class BastionEdge:
         if content_type.startswith("text/event-stream"):
             exchange.streamed_reply = True
             original = plan.original_model or ""
-            inner: Callable[[bytes], bytes] = \
-                SseRewriter(lambda obj: restore_model(obj, original)) \
+            inner: Callable[[bytes], bytes] = SseRewriter(
+                lambda obj: restore_model(obj, original),
+                model_bytes_restorer(original, exchange.upstream_model)) \
                 if self._restores_model(plan) else ByteCounter(exchange)
             # Neither ever passes an empty chunk on: mitmproxy would send it as the end of
             # a chunked body. strip: usage asked upstream by the plan, not by the app.

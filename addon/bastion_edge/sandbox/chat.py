@@ -27,6 +27,7 @@ from bastion_edge.sandbox.content import (
     text_of,
     tool_result_text,
 )
+from bastion_edge.sandbox.long_stream import long_stream_pieces
 from bastion_edge.sandbox.models import ModelKind, require_model
 from bastion_edge.sandbox.replies import json_response, new_id
 from bastion_edge.sandbox.sse import DONE, SseStream, data_event
@@ -111,6 +112,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     pieces = stream_pieces(call.arguments if call else text)
     cached = cached_tokens(messages)
     if body.get("stream") is True:
+        pieces = long_stream_pieces(request, pieces)  # x-sandbox-stream-events
         return await _stream(request, base, pieces, call, (prompt_tokens, cached),
                              include_usage(body))
     if call:

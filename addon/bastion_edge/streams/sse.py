@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 JsonRewrite = Callable[[dict[str, Any]], bool]  # mutates in place, True if changed
+# On an event's raw JSON: the bytes to send, or None to let the JsonRewrite decide.
+BytesRewrite = Callable[[bytes], "bytes | None"]
 
 
 class SseLines:
@@ -88,8 +90,9 @@ class SseRewriter:
     one line; everything else (comments, `event:` lines, `[DONE]`) passes as it came.
     """
 
-    def __init__(self, rewrite: JsonRewrite) -> None:
+    def __init__(self, rewrite: JsonRewrite, fast: BytesRewrite | None = None) -> None:
         self._rewrite = rewrite
+        self._fast = fast  # exact byte-level shortcut: no JSON parse, no re-serialising
         self._lines = SseLines()
         self._held: list[bytes] = []  # data lines of an object not yet complete
         self.events_seen = 0
@@ -121,6 +124,8 @@ class SseRewriter:
         self.events_seen += 1
         if not value.startswith(b"{"):
             return line
+        if self._fast is not None and (done := self._fast(value)) is not None:
+            return line if done is value else b"data: " + done + line[len(line_body(line)):]
         try:
             obj = json.loads(value)
         except ValueError:

@@ -17,14 +17,21 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
-    async def start(self, host: str, port: int) -> None:
+    async def _setup(self) -> web.AppRunner:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        return self._runner
+
+    async def start_unix(self, path: str) -> None:
+        """On a Unix socket: how a `--workers` pool's parent asks one worker."""
+        await web.UnixSite(await self._setup(), path).start()
+
+    async def start(self, host: str, port: int) -> None:
+        site = web.TCPSite(await self._setup(), host, port)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -7,11 +7,13 @@ the series count.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from bastion_edge.config.rules import Rules
+from bastion_edge.telemetry.pool_info import MULTIPROC_ENV, GaugeInfo
 from bastion_edge.telemetry.token_metrics import TokenMetrics
 
 OTHER = "other"
@@ -46,8 +48,12 @@ class Metrics:
             "bastion_edge_rules_reloads", "Rules file (re)loads.", ["result"], registry=r)
         self.last_reload = Gauge(
             "bastion_edge_rules_last_reload_timestamp_seconds",
-            "Unix time of the last successful rules load.", registry=r)
-        self.rules_info = Info("bastion_edge_rules", "The loaded rules file.", registry=r)
+            "Unix time of the last successful rules load.", registry=r,
+            multiprocess_mode="max")
+        self.rules_info: Info | GaugeInfo = Info(
+            "bastion_edge_rules", "The loaded rules file.", registry=r) \
+            if not os.environ.get(MULTIPROC_ENV) else GaugeInfo(  # `run --workers`
+                "bastion_edge_rules", "The loaded rules file.", ["sha256", "source"], r)
         self.mirror = Counter(
             "bastion_edge_mirror", "Mirrored copies sent to Bastion, by outcome.",
             ["result"], registry=r)
@@ -58,10 +64,11 @@ class Metrics:
             "bastion_edge_model_available",
             "1 when Bastion's GET /v1/models lists the model (for every configured key) and "
             "it has not answered 404 model_not_found since; 0 otherwise.",
-            ["model"], registry=r)
+            ["model"], registry=r, multiprocess_mode="livemin")
         self.models_last_refresh = Gauge(
             "bastion_edge_models_last_refresh_timestamp_seconds",
-            "Unix time Bastion's model list was last read successfully.", registry=r)
+            "Unix time Bastion's model list was last read successfully.", registry=r,
+            multiprocess_mode="max")
         self.models_refresh_failures = Counter(
             "bastion_edge_models_refresh_failures",
             "Failed reads of Bastion's model list (the last good list is kept).", registry=r)
@@ -75,7 +82,8 @@ class Metrics:
             "Requests refused and connections closed by a limit (limits: in the rules).",
             ["limit"], registry=r)
         self.client_connections = Gauge(
-            "bastion_edge_client_connections", "Client connections open now.", registry=r)
+            "bastion_edge_client_connections", "Client connections open now.", registry=r,
+            multiprocess_mode="livesum")  # --workers: summed over the live workers
         self._known_models: frozenset[str] = frozenset()
         self._known_apps: frozenset[str] = frozenset()
         self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
@@ -131,7 +139,8 @@ class Metrics:
 
     def models_available(self, availability: dict[str, bool]) -> None:
         """Per Bastion model the rules name (a bounded set): listed now or not."""
-        self.model_available.clear()
+        if not os.environ.get(MULTIPROC_ENV):  # no clear() across processes
+            self.model_available.clear()
         for model, available in availability.items():
             self.model_available.labels(model).set(1 if available else 0)
 
