@@ -62,14 +62,38 @@ def _tunnel(proxy: Proxy) -> ssl.SSLSocket:
 
 
 def _exchange(proxy: Proxy, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send raw request bytes; read one response (Content-Length framed)."""
+    """Send raw request bytes; read one response (Content-Length framed).
+
+    The bytes go in 16 KiB pieces, and sending stops as soon as an answer has arrived: a
+    proxy that refuses an oversized head answers and closes while the client is still
+    sending, and writing on would turn its answer into a connection reset. (A readable
+    socket alone proves nothing: TLS 1.3 session tickets arrive after the handshake.)"""
     with _tunnel(proxy) as tls:
-        tls.sendall(request)
-        return _read_response(tls)
+        early = b""
+        for start in range(0, len(request), 16384):
+            try:
+                tls.sendall(request[start:start + 16384])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            early = _answer_waiting(tls)
+            if early:
+                break
+        return _read_response(tls, early)
 
 
-def _read_response(sock: ssl.SSLSocket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
+def _answer_waiting(tls: ssl.SSLSocket) -> bytes:
+    """Application data already received, without waiting for any."""
+    tls.setblocking(False)
+    try:
+        return tls.recv(65536)
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return b""
+    finally:
+        tls.setblocking(True)
+        tls.settimeout(30)
+
+
+def _read_response(sock: ssl.SSLSocket, data: bytes = b"") -> tuple[int, dict[str, str], bytes]:
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         assert chunk, f"connection closed without an answer: {data!r}"
