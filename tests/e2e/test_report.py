@@ -240,7 +240,10 @@ def test_terminal_table_matches_the_log(run: Run) -> None:
         _check_ms(cells[6], ttfbs, 95)
 
     p50, p95 = _row(run.stdout, "chat.completions", "gpt-4o", "bastion")[3:5]
-    assert float(p95) >= 120 > float(p50)  # the delayed calls (up to 250 ms) make the tail
+    # The delayed calls (up to 250 ms) make the tail. The exact figures are checked against
+    # the log above; here only their order: the 120 ms-delayed call can be logged at
+    # 119.x ms (the sandbox sleeps on the monotonic clock, the log measures wall time).
+    assert float(p95) >= 100 > float(p50)
 
     copies = [r["mirror"] for r in run.records if "mirror" in r and "skipped" not in r["mirror"]]
     same = sum(c["shape_match"] is True for c in copies)
