@@ -20,6 +20,7 @@ from typing import Protocol
 
 from bastion_edge.batch.shapes import Json
 from bastion_edge.state.crypto import BodyCipher
+from bastion_edge.state.store import store_location as responses_store_location
 
 SQLITE_FILE = "batches.sqlite3"
 BLOB_DIR = "batch-files"
@@ -146,12 +147,8 @@ class BatchStore(Protocol):
 
 
 def store_location(setting: str, confdir: Path) -> str:
-    if setting in ("", "sqlite"):
-        return f"sqlite://{(confdir / SQLITE_FILE).resolve()}"
-    if setting.startswith(("sqlite:///", "redis://", "rediss://")):
-        return setting
-    raise ValueError(f"expected sqlite, sqlite:///<absolute path> or a redis:// URL, "
-                     f"got {setting!r}")
+    """The batch store's URL: the Responses store's forms, its own SQLite file."""
+    return responses_store_location(setting, confdir, SQLITE_FILE)
 
 
 def open_batch_store(location: str, cipher: BodyCipher) -> BatchStore:

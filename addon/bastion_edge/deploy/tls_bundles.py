@@ -34,7 +34,8 @@ def write_bundle(dest: Path, parts: list[Path]) -> Path:
     content = b"".join(p.read_bytes().rstrip(b"\n") + b"\n" for p in parts)
     if not dest.exists() or dest.read_bytes() != content:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(".tmp")
+        # One temporary file per process: `--workers` start several writers at once.
+        tmp = dest.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(content)
         tmp.chmod(0o644)
         tmp.replace(dest)

@@ -69,10 +69,11 @@ class ResponseStore(Protocol):
     async def close(self) -> None: ...
 
 
-def store_location(setting: str, confdir: Path) -> str:
-    """The store URL for a rules/option value (`sqlite` means a file in `confdir`)."""
+def store_location(setting: str, confdir: Path, sqlite_file: str = SQLITE_FILE) -> str:
+    """The store URL for a rules/option value (`sqlite` means `sqlite_file` in `confdir`).
+    The Responses store and the batch store take the same forms."""
     if setting in ("", "sqlite"):
-        return f"sqlite://{(confdir / SQLITE_FILE).resolve()}"
+        return f"sqlite://{(confdir / sqlite_file).resolve()}"
     if setting.startswith(("sqlite:///", "redis://", "rediss://")):
         return setting
     raise ValueError(f"expected sqlite, sqlite:///<absolute path> or a redis:// URL, "
