@@ -27,6 +27,7 @@ from bastion_edge.batch.upload import receive_upload
 from bastion_edge.config.batch_rules import BatchRules
 from bastion_edge.core.plan import BatchAction
 from bastion_edge.errors import AUTHENTICATION, SERVER_ERROR, ApiError, bad_request
+from bastion_edge.local_app import start_local_app
 from bastion_edge.tts.tokens import TokenRegistry
 
 log = logging.getLogger("bastion_edge")
@@ -61,11 +62,7 @@ class BatchApiServer:
     async def start(self) -> int:
         app = web.Application(client_max_size=MAX_JSON_BODY)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await start_local_app(app, self._host)
         return self.port
 
     async def stop(self) -> None:

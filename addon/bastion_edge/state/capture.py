@@ -55,7 +55,25 @@ def response_from_json(raw: bytes) -> Item | None:
     return body if isinstance(body, dict) else None
 
 
-class SseObserver:
+class _PassThrough:
+    """A `response.stream` callable that observes: every chunk is returned unchanged,
+    `b""` ends the stream."""
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk:
+            self.feed(chunk)
+        else:
+            self.finish()
+        return chunk
+
+    def feed(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+
+class SseObserver(_PassThrough):
     """Reassembles SSE events as they pass; keeps the final `response` object.
 
     As a stream callable it returns every chunk unchanged; `b""` ends the stream.
@@ -67,13 +85,6 @@ class SseObserver:
         self._events = SseEvents()
         self.final: Item | None = None
 
-    def __call__(self, chunk: bytes) -> bytes:
-        if chunk:
-            self.feed(chunk)
-        else:
-            self.finish()
-        return chunk
-
     def feed(self, chunk: bytes) -> None:
         complete = self._lines.feed(chunk)
         if complete:
@@ -81,9 +92,9 @@ class SseObserver:
                 self._dispatch(payload)
 
     def finish(self) -> None:
-        tail = self._lines.flush()
-        for payload in [*self._events.feed(tail + b"\n"), *self._events.finish()] if tail \
-                else self._events.finish():
+        tail = self._lines.flush()  # a last line without its terminator
+        payloads = self._events.feed(tail + b"\n") if tail else []
+        for payload in [*payloads, *self._events.finish()]:
             self._dispatch(payload)
 
     def _dispatch(self, payload: bytes) -> None:
@@ -99,7 +110,7 @@ class SseObserver:
                 self._on_final(response)
 
 
-class JsonObserver:
+class JsonObserver(_PassThrough):
     """Keeps a copy of a JSON reply (up to `limit` bytes) as it streams through.
 
     As a stream callable it returns every chunk unchanged; `b""` ends the stream.
@@ -113,13 +124,6 @@ class JsonObserver:
         self._body: bytearray | None = bytearray()
         self.final: Item | None = None
         self.too_large = False
-
-    def __call__(self, chunk: bytes) -> bytes:
-        if chunk:
-            self.feed(chunk)
-        else:
-            self.finish()
-        return chunk
 
     def feed(self, chunk: bytes) -> None:
         if self._body is None:

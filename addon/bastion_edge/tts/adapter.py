@@ -28,6 +28,7 @@ from aiohttp import web
 
 from bastion_edge.config.rules import TtsRules
 from bastion_edge.errors import AUTHENTICATION, NOT_FOUND, SERVER_ERROR, ApiError, bad_request
+from bastion_edge.local_app import start_local_app
 from bastion_edge.tts.reply import NOTE_HEADER, TTS_HEADER, SpeechReply, error_response
 from bastion_edge.tts.riva_client import synthesize
 from bastion_edge.tts.speech_plan import SpeechPlan, plan_speech
@@ -75,11 +76,7 @@ class TtsAdapter:
         app.router.add_post(SPEECH_PATH, self._speech)
         app.router.add_route("*", "/{tail:.*}", _not_found)
         self._executor = ThreadPoolExecutor(TRANSCODE_THREADS, thread_name_prefix="bastion-tts")
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await start_local_app(app, self._host)
         return self.port
 
     async def stop(self) -> None:
