@@ -61,6 +61,23 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def rss_by_kind(pid: int) -> dict[str, int]:
+    """RSS in KiB split into glibc's main heap, other anonymous memory (CPython's
+    pymalloc arenas, thread arenas, large mallocs) and file-backed pages (code), from
+    /proc/PID/smaps: where memory that stays after the load sits."""
+    kinds = {"heap": 0, "anonymous": 0, "file": 0}
+    kind = "anonymous"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            name = head[5] if len(head) > 5 else ""
+            kind = "heap" if name == "[heap]" else "file" if name.startswith("/") \
+                else "anonymous"
+        elif head[0] == "Rss:":
+            kinds[kind] += int(head[1])
+    return kinds
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -205,7 +222,7 @@ async def soak(proxy: Proxy, rules: Path, variants: list[str], seconds: float, w
     await asyncio.gather(*(load_worker(i, warm, Tally(), proxy.url, context)
                            for i in range(workers)))
     await asyncio.sleep(2)
-    start_rss, start_fds = rss_kib(pid), open_fds(pid)
+    start_rss, start_fds, start_kinds = rss_kib(pid), open_fds(pid), rss_by_kind(pid)
     began = time.monotonic()
     deadline = began + seconds
     samples: list[tuple[float, int, int]] = []
@@ -219,7 +236,7 @@ async def soak(proxy: Proxy, rules: Path, variants: list[str], seconds: float, w
     await asyncio.gather(*tasks)
     swaps = await swaps_task
     await asyncio.sleep(15)  # idle connections closed by now; let the proxy settle
-    end_rss, end_fds = rss_kib(pid), open_fds(pid)
+    end_rss, end_fds, end_kinds = rss_kib(pid), open_fds(pid), rss_by_kind(pid)
     window = max(30.0, seconds / 10)
     p99s = []
     t = began
@@ -234,6 +251,7 @@ async def soak(proxy: Proxy, rules: Path, variants: list[str], seconds: float, w
         "slowloris_closed": tally.slowloris_closed,
         "rss_start_mib": start_rss / 1024, "rss_peak_mib": max(s[1] for s in samples) / 1024,
         "rss_end_mib": end_rss / 1024, "fds_start": start_fds,
+        "rss_kinds": {k: (start_kinds[k] / 1024, end_kinds[k] / 1024) for k in start_kinds},
         "fds_peak": max(s[2] for s in samples), "fds_end": end_fds, "p99s": p99s,
         "metrics": _limit_lines(proxy),
     }
@@ -251,6 +269,8 @@ def render(r: dict[str, object]) -> str:
     assert isinstance(failures, list)
     p99s = r["p99s"]
     assert isinstance(p99s, list)
+    kinds = r["rss_kinds"]
+    assert isinstance(kinds, dict)
     lines = [
         f"Run: {r['seconds']:.0f} s, {r['workers']} load clients, {r['idle']} idle "
         f"connections, {r['slow']} slowloris clients, rules swapped every 5 s "
@@ -263,6 +283,8 @@ def render(r: dict[str, object]) -> str:
         f"| failed requests | {len(failures)} |",
         f"| RSS start / peak / end | {r['rss_start_mib']:.0f} / {r['rss_peak_mib']:.0f} / "
         f"{r['rss_end_mib']:.0f} MiB |",
+        "| RSS start / end by kind | " + ", ".join(
+            f"{kind} {start:.0f} / {end:.0f}" for kind, (start, end) in kinds.items()) + " MiB |",
         f"| open fds start / peak / end | {r['fds_start']} / {r['fds_peak']} / "
         f"{r['fds_end']} |",
         f"| idle connections opened / closed by the proxy | {r['idle_opened']} / "

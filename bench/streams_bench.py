@@ -227,16 +227,36 @@ def breaking_points(results: dict[int, dict[str, dict[str, float]]],
 
 async def small_request_ratio(one: Any, many: Any, rounds: int, seconds: float,
                               throughput: Any) -> dict[str, float]:
-    """Requests/s at concurrency 64, one worker vs one per core, ratio per round."""
+    """Requests/s at concurrency 64, one worker vs one per core, ratio per round; and the
+    CPU per request of each party (proxy, sandbox, load generator), from which the
+    machine's own ceiling on the ratio follows: with every core busy, the pool can serve
+    at most cores / (its CPU + the sandbox's + the load generator's) per request."""
     singles, pools, ratios = [], [], []
+    cpu: dict[str, list[float]] = {"one_us": [], "pool_us": [], "sandbox_us": [],
+                                   "loadgen_us": []}
     for i in range(rounds):
         order = (one, many) if i % 2 == 0 else (many, one)
-        got = {p.name: await throughput(p, 64, seconds) for p in order}
+        got = {}
+        for path in order:
+            pids = tree(path.pid)
+            before = cpu_seconds(pids), cpu_seconds([path.sandbox_pid]), own_cpu()
+            got[path.name] = rps = await throughput(path, 64, seconds)
+            after = cpu_seconds(tree(path.pid)), cpu_seconds([path.sandbox_pid]), own_cpu()
+            served = rps * seconds + 64  # the timed requests and each connection's first
+            per_request = [(b - a) / served * 1e6 for a, b in zip(before, after, strict=True)]
+            cpu["one_us" if path is one else "pool_us"].append(per_request[0])
+            if path is many:
+                cpu["sandbox_us"].append(per_request[1])
+                cpu["loadgen_us"].append(per_request[2])
         singles.append(got[one.name])
         pools.append(got[many.name])
         ratios.append(got[many.name] / got[one.name])
-    return {"one_rps": statistics.median(singles), "pool_rps": statistics.median(pools),
-            "ratio": statistics.median(ratios)}
+    result = {"one_rps": statistics.median(singles), "pool_rps": statistics.median(pools),
+              "ratio": statistics.median(ratios),
+              **{k: statistics.median(v) for k, v in cpu.items()}}
+    busy_us = result["pool_us"] + result["sandbox_us"] + result["loadgen_us"]
+    result["ceiling"] = len(os.sched_getaffinity(0)) * 1e6 / busy_us / result["one_rps"]
+    return result
 
 
 ROWS = [
@@ -278,5 +298,10 @@ def streams_table(results: dict[int, dict[str, dict[str, float]]], names: list[s
     if small:
         out += ["", f"Small requests at concurrency 64: one worker {small['one_rps']:.0f} "
                 f"req/s, {workers} workers {small['pool_rps']:.0f} req/s, ratio per round "
-                f"(median) **{small['ratio']:.2f}x** (target >= 1.4)."]
+                f"(median) **{small['ratio']:.2f}x** (target >= 1.4). CPU per request "
+                f"(median, warm-up included): one worker {small['one_us']:.0f} µs, "
+                f"the pool {small['pool_us']:.0f} µs, sandbox {small['sandbox_us']:.0f} µs, "
+                f"load generator {small['loadgen_us']:.0f} µs; with every core busy the "
+                f"pool could serve at most {small['ceiling']:.2f}x one worker's rate "
+                "on this machine."]
     return "\n".join(out)
