@@ -82,6 +82,25 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def upstream_connections(pid: int, port: int) -> int:
+    """The proxy's open TCP connections to the upstream (the sandbox) on `port`: the
+    kept-alive connections of its HTTP client pools (TTS, model list), which come and go
+    with the load and are not a leak; counted so the fd figure can leave them out."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                count += 1
+    return count
+
+
 async def one_request(session: aiohttp.ClientSession, kind: str, proxy: str,
                       context: ssl.SSLContext) -> None:
     auth = {"Authorization": "Bearer sk-soak-app"}
@@ -213,8 +232,8 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
 
 
-async def soak(proxy: Proxy, rules: Path, variants: list[str], seconds: float, workers: int,
-               idle: int, slow: int) -> dict[str, object]:
+async def soak(proxy: Proxy, upstream_port: int, rules: Path, variants: list[str],
+               seconds: float, workers: int, idle: int, slow: int) -> dict[str, object]:
     pid = proxy.process.popen.pid
     context = ssl.create_default_context(cafile=str(proxy.confdir / "mitmproxy-ca-cert.pem"))
     tally = Tally()
@@ -223,6 +242,7 @@ async def soak(proxy: Proxy, rules: Path, variants: list[str], seconds: float, w
                            for i in range(workers)))
     await asyncio.sleep(2)
     start_rss, start_fds, start_kinds = rss_kib(pid), open_fds(pid), rss_by_kind(pid)
+    start_pooled = upstream_connections(pid, upstream_port)
     began = time.monotonic()
     deadline = began + seconds
     samples: list[tuple[float, int, int]] = []
@@ -237,6 +257,7 @@ async def soak(proxy: Proxy, rules: Path, variants: list[str], seconds: float, w
     swaps = await swaps_task
     await asyncio.sleep(15)  # idle connections closed by now; let the proxy settle
     end_rss, end_fds, end_kinds = rss_kib(pid), open_fds(pid), rss_by_kind(pid)
+    end_pooled = upstream_connections(pid, upstream_port)
     window = max(30.0, seconds / 10)
     p99s = []
     t = began
@@ -253,6 +274,7 @@ async def soak(proxy: Proxy, rules: Path, variants: list[str], seconds: float, w
         "rss_end_mib": end_rss / 1024, "fds_start": start_fds,
         "rss_kinds": {k: (start_kinds[k] / 1024, end_kinds[k] / 1024) for k in start_kinds},
         "fds_peak": max(s[2] for s in samples), "fds_end": end_fds, "p99s": p99s,
+        "pooled_start": start_pooled, "pooled_end": end_pooled,
         "metrics": _limit_lines(proxy),
     }
 
@@ -287,6 +309,8 @@ def render(r: dict[str, object]) -> str:
             f"{kind} {start:.0f} / {end:.0f}" for kind, (start, end) in kinds.items()) + " MiB |",
         f"| open fds start / peak / end | {r['fds_start']} / {r['fds_peak']} / "
         f"{r['fds_end']} |",
+        f"| of which kept-alive upstream connections, start / end | {r['pooled_start']} / "
+        f"{r['pooled_end']} |",
         f"| idle connections opened / closed by the proxy | {r['idle_opened']} / "
         f"{r['idle_closed']} |",
         f"| slowloris connections closed by the proxy | {r['slowloris_closed']} |",
@@ -335,8 +359,8 @@ def main() -> int:
         extra_env = dict(item.split("=", 1) for item in args.proxy_env)
         proxy = start_proxy(tmp / "edge", proxy_env(sandbox, **extra_env), rules)
         try:
-            result = asyncio.run(soak(proxy, rules, variants, args.seconds, args.workers,
-                                      args.idle, args.slow))
+            result = asyncio.run(soak(proxy, sandbox.port, rules, variants, args.seconds,
+                                      args.workers, args.idle, args.slow))
         finally:
             log = proxy.process.log()
             notable = [line for line in log.splitlines()
