@@ -296,7 +296,7 @@ def render(r: dict[str, object]) -> str:
     lines = [
         f"Run: {r['seconds']:.0f} s, {r['workers']} load clients, {r['idle']} idle "
         f"connections, {r['slow']} slowloris clients, rules swapped every 5 s "
-        f"({r['reloads']} reloads), on a shared 2-core machine "
+        f"({r['reloads']} reloads), on a 2-core machine "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
         "",
         "| figure | value |",
