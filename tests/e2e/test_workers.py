@@ -94,7 +94,7 @@ def test_two_workers_one_port_one_metrics_shared_responses(
 def test_a_killed_worker_is_restarted_and_counted_then_sigterm_drains(
     pool: Proxy, sandbox: Sandbox
 ) -> None:
-    assert metric(pool, r"bastion_edge_worker_restarts_total ") == 0
+    assert metric(pool, r"bastion_edge_worker_restarts_total ") == 0, pool.process.log()
     victim = worker_pids(pool)[0]
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: metric(pool, r"bastion_edge_worker_restarts_total ") == 1,

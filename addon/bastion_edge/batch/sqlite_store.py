@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 from bastion_edge.batch.blobs import BlobDir
 from bastion_edge.batch.shapes import ACTIVE, Json
 from bastion_edge.batch.store import BatchStoreError, Creator, StoredFile
+from bastion_edge.sqlite_wal import open_wal
 
 T = TypeVar("T")
 
@@ -61,13 +61,7 @@ class SqliteBatchStore:
         return f"sqlite://{self.path}"
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        self._db = db
+        self._db = open_wal(self.path, _SCHEMA, wait_seconds=10.0)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:

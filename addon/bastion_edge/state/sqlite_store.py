@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from bastion_edge.sqlite_wal import open_wal
 from bastion_edge.state.crypto import BodyCipher, CipherError
 from bastion_edge.state.records import RecordMeta, StoredResponse, body_of, item_ids_of, record_from
 from bastion_edge.state.store import Retention, StoreError
@@ -80,15 +80,7 @@ class SqliteStore:
         return f"sqlite://{self.path}"
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        os.chmod(self.path, 0o600)
-        db = sqlite3.connect(self.path, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
-        self._db = db
+        self._db = open_wal(self.path, _SCHEMA, wait_seconds=5.0)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
