@@ -52,7 +52,8 @@ def _retry_busy[T](work: Callable[[], T], deadline: float,
         try:
             return work()
         except sqlite3.OperationalError as e:
-            if e.sqlite_errorcode not in _BUSY_CODES or clock() >= deadline:
+            primary = e.sqlite_errorcode & 0xFF  # SQLITE_BUSY_RECOVERY etc. are BUSY too
+            if primary not in _BUSY_CODES or clock() >= deadline:
                 raise
         sleep(pause)
         pause = min(pause * 2, _LONGEST_PAUSE)
