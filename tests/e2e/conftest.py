@@ -26,6 +26,16 @@ def proxy(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     assert running.process.stop() == 0, running.process.log()
 
 
+@pytest.fixture(scope="module")
+def openai_standin(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[Sandbox]:
+    """A second sandbox posing as OpenAI itself (the cutover's other upstream)."""
+    box = start_sandbox(tmp_path_factory.mktemp("openai"), ["--persona", "openai"],
+                        tls_dir=sandbox.tls_dir)
+    yield box
+    box.process.stop()
+
+
 def make_client(monkeypatch: pytest.MonkeyPatch, proxy: Proxy, **kwargs: object) -> openai.OpenAI:
     """An unmodified app: OpenAI's SDK with its OpenAI key, configured only by env."""
     for name, value in proxy.app_env().items():

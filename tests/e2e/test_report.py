@@ -28,7 +28,6 @@ from harness import (
     Sandbox,
     proxy_env,
     start_proxy,
-    start_sandbox,
     wait_until,
 )
 
@@ -114,15 +113,6 @@ def _mirror_traffic(proxy: Proxy) -> int:
         with pytest.raises(openai.NotFoundError):
             _chat(client, model="gpt-9")
     return 9
-
-
-@pytest.fixture(scope="module")
-def openai_standin(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
-                   ) -> Iterator[Sandbox]:
-    box = start_sandbox(tmp_path_factory.mktemp("openai"), ["--persona", "openai"],
-                        tls_dir=sandbox.tls_dir)
-    yield box
-    box.process.stop()
 
 
 def _cutover_proxy(tmp: Path, sandbox: Sandbox, openai_box: Sandbox, cutover: str) -> Proxy:

@@ -26,7 +26,6 @@ from harness import (
     Sandbox,
     proxy_env,
     start_proxy,
-    start_sandbox,
 )
 from trust_support import BILLING_SECRET, rules_with_apps, with_credentials
 
@@ -43,15 +42,6 @@ class Run:
     records: list[dict[str, Any]]
     stdout: str
     html: Path
-
-
-@pytest.fixture(scope="module")
-def openai_standin(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
-                   ) -> Iterator[Sandbox]:
-    box = start_sandbox(tmp_path_factory.mktemp("openai"), ["--persona", "openai"],
-                        tls_dir=sandbox.tls_dir)
-    yield box
-    box.process.stop()
 
 
 @pytest.fixture(scope="module")
