@@ -1,4 +1,5 @@
-"""open_wal: the open that two `--workers` processes race on.
+"""open_wal: the open that two `--workers` processes race on; SqliteThread: the one
+thread a store's connection lives on.
 
 The race is made deterministic: another connection holds a write transaction on a
 rollback-journal file, so switching to WAL is a possible deadlock and SQLite answers
@@ -6,15 +7,17 @@ SQLITE_BUSY at once, whatever the busy timeout (what a worker met in CI)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from bastion_edge.sqlite_wal import open_wal
+from bastion_edge.sqlite_wal import SqliteThread, open_wal
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (x); CREATE INDEX IF NOT EXISTS t_x ON t (x);"
 
@@ -86,3 +89,33 @@ def test_other_errors_are_not_retried(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.OperationalError, match="syntax"):
         open_wal(tmp_path / "s.sqlite3", "CREATE TABLE (", sleep=slept.append)
     assert slept == []
+
+
+def test_a_sqlite_thread_runs_every_call_on_its_own_thread_and_closes_once(
+    tmp_path: Path,
+) -> None:
+    sql = SqliteThread(tmp_path / "s.sqlite3", SCHEMA, 5.0, "test-sqlite")
+
+    async def scenario() -> tuple[set[str], list[tuple[int]]]:
+        def insert(db: sqlite3.Connection, x: int) -> str:
+            db.execute("INSERT INTO t VALUES (?)", (x,))
+            return threading.current_thread().name
+
+        names = set(await asyncio.gather(*(sql.run(lambda db, x=x: insert(db, x))
+                                           for x in range(20))))
+        rows = await sql.run(lambda db: db.execute("SELECT count(*) FROM t").fetchall())
+        await sql.close()
+        await sql.close()  # a second close does nothing
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            await sql.run(lambda db: db.execute("SELECT 1"))
+        return names, rows
+
+    names, rows = asyncio.run(scenario())
+    assert len(names) == 1 and names.pop().startswith("test-sqlite")
+    assert names != {threading.current_thread().name}
+    assert rows == [(20,)]
+
+
+def test_a_sqlite_thread_that_cannot_open_raises(tmp_path: Path) -> None:
+    with pytest.raises(sqlite3.OperationalError, match="syntax"):
+        SqliteThread(tmp_path / "s.sqlite3", "CREATE TABLE (", 5.0, "test-sqlite")

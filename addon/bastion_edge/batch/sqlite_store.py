@@ -9,19 +9,17 @@ Every call runs on the store's own thread: the event loop never waits on the dis
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bastion_edge.batch.blobs import BlobDir
 from bastion_edge.batch.shapes import ACTIVE, Json
 from bastion_edge.batch.store import BatchStoreError, Creator, StoredFile
-from bastion_edge.sqlite_wal import open_wal
+from bastion_edge.sqlite_wal import SqliteThread
 
 T = TypeVar("T")
 
@@ -48,35 +46,23 @@ class SqliteBatchStore:
         self.path = path
         self.blobs = blobs
         self._clock = clock
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="bastion-batch-sqlite")
-        self._db: sqlite3.Connection | None = None
         try:
-            self._executor.submit(self._open).result()
+            self._sql = SqliteThread(path, _SCHEMA, 10.0, "bastion-batch-sqlite")
         except (sqlite3.Error, OSError) as e:
-            self._executor.shutdown(wait=False)
             raise BatchStoreError(f"cannot open {path}: {e}") from e
 
     @property
     def location(self) -> str:
         return f"sqlite://{self.path}"
 
-    def _open(self) -> None:
-        self._db = open_wal(self.path, _SCHEMA, wait_seconds=10.0)
-
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            assert self._db is not None
-            try:
-                return work(self._db)
-            except sqlite3.Error as e:
-                raise BatchStoreError(str(e)) from e
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        try:
+            return await self._sql.run(work)
+        except sqlite3.Error as e:
+            raise BatchStoreError(str(e)) from e
 
     async def close(self) -> None:
-        def shut(db: sqlite3.Connection) -> None:
-            db.close()
-        await self._run(shut)
-        self._executor.shutdown(wait=True)
+        await self._sql.close()
 
     # ------------------------------------------------------------------ files
 

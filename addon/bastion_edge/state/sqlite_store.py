@@ -9,16 +9,14 @@ O(1) check per write.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from bastion_edge.sqlite_wal import open_wal
+from bastion_edge.sqlite_wal import SqliteThread
 from bastion_edge.state.crypto import BodyCipher, CipherError
 from bastion_edge.state.records import RecordMeta, StoredResponse, body_of, item_ids_of, record_from
 from bastion_edge.state.store import Retention, StoreError
@@ -67,28 +65,18 @@ class SqliteStore:
         self.retention = retention
         self._cipher = cipher
         self._clock = clock
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="bastion-responses-sqlite")
-        self._db: sqlite3.Connection | None = None
         try:
-            self._executor.submit(self._open).result()
+            self._sql = SqliteThread(path, _SCHEMA, 5.0, "bastion-responses-sqlite")
         except (sqlite3.Error, OSError) as e:
-            self._executor.shutdown(wait=False)
             raise StoreError(f"cannot open {path}: {e}") from e
 
     @property
     def location(self) -> str:
         return f"sqlite://{self.path}"
 
-    def _open(self) -> None:
-        self._db = open_wal(self.path, _SCHEMA, wait_seconds=5.0)
-
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            assert self._db is not None, "store closed"
-            return work(self._db)
-
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            return await self._sql.run(work)
         except (sqlite3.Error, CipherError, ValueError, KeyError) as e:
             raise StoreError(f"{self.location}: {e}") from e
 
@@ -197,13 +185,7 @@ class SqliteStore:
         return await self._run(work)
 
     async def close(self) -> None:
-        def work(db: sqlite3.Connection) -> None:
-            db.close()
-            self._db = None
-
-        if self._db is not None:
-            await self._run(work)
-        self._executor.shutdown(wait=False)
+        await self._sql.close()
 
 
 def _batches(ids: Sequence[str]) -> list[Sequence[str]]:
