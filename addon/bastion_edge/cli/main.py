@@ -150,7 +150,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return 2
         return _run_workers(args, path)
     if args.reuse_port or args.listen_backlog:
-        from bastion_edge.proxy.reuse_port import PatchRefused, install
+        from bastion_edge.proxy.mitmproxy_seams import PatchRefused
+        from bastion_edge.proxy.mitmproxy_seams import install_reuse_port as install
 
         try:
             install(args.listen_backlog or None, reuse_port=args.reuse_port)
@@ -256,7 +257,9 @@ def _add_worker_arguments(run: argparse.ArgumentParser) -> None:
 
 def _run_workers(args: argparse.Namespace, path: Path) -> int:
     from bastion_edge.cli.workers import run_pool
-    from bastion_edge.proxy.reuse_port import DEFAULT_BACKLOG, PatchRefused, install, uninstall
+    from bastion_edge.proxy.mitmproxy_seams import DEFAULT_BACKLOG, PatchRefused
+    from bastion_edge.proxy.mitmproxy_seams import install_reuse_port as install
+    from bastion_edge.proxy.mitmproxy_seams import uninstall_reuse_port as uninstall
 
     try:  # refuse before starting anything if mitmproxy's listener code changed
         install(DEFAULT_BACKLOG)
