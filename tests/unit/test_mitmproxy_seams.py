@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from mitmproxy.proxy import mode_servers
@@ -149,3 +150,23 @@ def test_the_error_page_seam_answers_registered_messages_only() -> None:
     assert b"upstream_unreachable" in ours and b"application/json" in ours.lower()
     again = _http1.make_error_response(502, message)  # used once
     assert b"text/html" in again.lower()
+
+
+def test_run_refuses_to_start_naming_the_changed_seam(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from bastion_edge.cli.main import main
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("models: {gpt-4o: gpt-oss-120b}\n")
+    stale = seams.Seam(seams.HEADER_SIZE.name, seams.HEADER_SIZE.target,
+                       seams.HEADER_SIZE.source, frozenset({"0" * 64}))
+    monkeypatch.setattr(seams, "HEADER_SIZE", stale)
+    assert main(["run", "--rules", str(rules), "--confdir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"bastion-edge: mitmproxy {seams.mitmproxy_version()}: seam 'header_size'" in err
+
+
+def test_installed_seams_still_verify_against_mitmproxy_s_own_code() -> None:
+    seams.install()
+    seams.verify_request_path()  # hashes the replaced originals, not our wrappers

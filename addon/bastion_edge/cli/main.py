@@ -143,6 +143,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if problem and not args.allow_unauthenticated:
         print(f"bastion-edge: {problem}", file=sys.stderr)
         return EXIT_EXPOSED
+    from bastion_edge.proxy.mitmproxy_seams import SeamRefused, verify_request_path
+
+    try:  # mitmproxy's code at every seam is the code bastion-edge was checked against
+        verify_request_path()
+    except SeamRefused as e:
+        print(f"bastion-edge: {e}", file=sys.stderr)
+        return 1
     if args.workers > 1 or args.workers == 0:
         if args.web:
             print("bastion-edge: --web shows one process's flows; use --workers 1",

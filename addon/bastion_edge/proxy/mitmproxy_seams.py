@@ -23,7 +23,7 @@ import textwrap
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from bastion_edge.config.limits import LimitsRules
 from bastion_edge.proxy import gateway_errors, http_guard
@@ -70,7 +70,10 @@ def mitmproxy_version() -> str:
 
 
 def verify(seam: Seam, version: str | None = None) -> None:
-    check_source(seam, inspect.getsource(seam.source()), version or mitmproxy_version())
+    """Check mitmproxy's own code at the seam (the original, once it is replaced)."""
+    replaced = _Installed.originals.get(seam.name)
+    source = inspect.getsource(replaced if replaced is not None else seam.source())
+    check_source(seam, source, version or mitmproxy_version())
 
 
 # ------------------------------------------------------------------------------ the seams
@@ -119,7 +122,15 @@ LISTENER = Seam(
     "listener", "mitmproxy.proxy.mode_servers.AsyncioServerInstance.listen",
     lambda: _mode_servers().AsyncioServerInstance.listen,
     _known("13c0697172a3de67844d500466cfcb375b4b02dfbb79a93876d64910db92a988"))
-SEAMS = (ERROR_PAGE, BODY_SIZE, TRAILERS, HEADER_SIZE, LISTENER)
+REQUEST_PATH = (ERROR_PAGE, BODY_SIZE, TRAILERS, HEADER_SIZE)  # installed by the addon
+SEAMS = (*REQUEST_PATH, LISTENER)
+
+
+def verify_request_path() -> None:
+    """Check every request-path seam (the CLI does, before starting anything)."""
+    version = mitmproxy_version()
+    for seam in (ERROR_PAGE, BODY_SIZE, TRAILERS, HEADER_SIZE):  # looked up when called
+        verify(seam, version)
 
 
 # ----------------------------------------------------- error page and request guard seams
@@ -135,6 +146,7 @@ class GuardState:
 class _Installed:
     state = GuardState()
     done = False
+    originals: ClassVar[dict[str, Any]] = {}  # seam name -> mitmproxy's function it replaced
 
 
 def install(limits: Callable[[], LimitsRules] | None = None,
@@ -144,9 +156,7 @@ def install(limits: Callable[[], LimitsRules] | None = None,
     _Installed.state = GuardState(limits or LimitsRules, counted or GuardState().counted)
     if _Installed.done:
         return
-    version = mitmproxy_version()
-    for seam in (ERROR_PAGE, BODY_SIZE, TRAILERS, HEADER_SIZE):
-        verify(seam, version)  # all checked before anything is patched
+    verify_request_path()  # all checked before anything is patched
     from mitmproxy.proxy.layers import http as http_layer
     from mitmproxy.proxy.layers.http import _http1 as http1
 
@@ -154,6 +164,9 @@ def install(limits: Callable[[], LimitsRules] | None = None,
     original_check = http_layer.HttpStream.check_body_size
     original_read = http1.Http1Connection.read_body
     original_headers = http1.Http1Server.read_headers
+    _Installed.originals.update({
+        ERROR_PAGE.name: original_page, BODY_SIZE.name: original_check,
+        TRAILERS.name: original_read, HEADER_SIZE.name: original_headers})
 
     def make_error_response(status_code: int, message: str = "") -> bytes:
         ours = gateway_errors.take(message)
