@@ -60,7 +60,7 @@ from bastion_edge.core.responses import History, Item
 from bastion_edge.core.usage import model_in_json
 from bastion_edge.deploy.tls_bundles import upstream_bundle
 from bastion_edge.errors import SERVER_ERROR, ApiError
-from bastion_edge.proxy import gateway_errors, http_guard
+from bastion_edge.proxy import gateway_errors, mitmproxy_seams
 from bastion_edge.proxy.body_limits import bound_body
 from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
 from bastion_edge.proxy.fallback import fall_back, holds, wants_retry
@@ -155,8 +155,7 @@ class BastionEdge:
             "bastion_access_log_bodies", bool, False,
             "Also log JSON request/response bodies (up to 64 KiB, credentials redacted).")
         self.responses.load(loader)
-        gateway_errors.install()
-        http_guard.install(lambda: self.rules.limits, self.metrics.limit_rejected)
+        mitmproxy_seams.install(lambda: self.rules.limits, self.metrics.limit_rejected)
 
     def configure(self, updated: set[str]) -> None:
         if "bastion_rules" in updated:
