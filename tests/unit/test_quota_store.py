@@ -25,12 +25,14 @@ from bastion_edge.core.quota import (
     admit,
     windows_at,
 )
+from bastion_edge.state import quota_sqlite
 from bastion_edge.state.quota_redis import RedisQuotaStore
+from bastion_edge.state.quota_sqlite import SqliteQuotaStore
 from bastion_edge.state.quota_store import (
+    Correction,
     QuotaGuard,
     QuotaStore,
     QuotaStoreError,
-    SqliteQuotaStore,
     open_quota_store,
     quota_store_location,
 )
@@ -94,7 +96,7 @@ def test_debit_corrects_the_estimate_in_the_admission_windows(location: str) -> 
         first = await store.admit(app, quota, 600, NOW)
         assert isinstance(first, Admitted)
         assert isinstance(await store.admit(app, quota, 600, NOW), Rejected)
-        await store.debit(app, first.windows, 150 - 600)  # the upstream reported 150
+        await store.debit([Correction(app, first.windows, 150 - 600)])  # reported: 150
         assert await store.usage(app, NOW) == Usage(1, 150, 150)
         assert isinstance(await store.admit(app, quota, 600, NOW), Admitted)
         await store.close()
@@ -109,8 +111,8 @@ def test_debit_after_the_window_ended_only_reaches_the_day(location: str) -> Non
         quota = Quota(tokens_per_day=10_000)
         first = await store.admit(app, quota, 100, NOW)
         assert isinstance(first, Admitted)
-        await store.admit(app, quota, 1, NEXT_MINUTE)  # purges the old minute (SQLite)
-        await store.debit(app, first.windows, 50)
+        await store.admit(app, quota, 1, NEXT_MINUTE)  # the next minute starts afresh
+        await store.debit([Correction(app, first.windows, 50)])
         assert (await store.usage(app, NEXT_MINUTE)).tokens_today == 151
         await store.close()
 
@@ -191,21 +193,121 @@ def test_redis_counters_expire(redis_url: str) -> None:
     run(scenario())
 
 
-def test_sqlite_purges_windows_that_are_over(tmp_path: Path) -> None:
+def test_concurrent_admissions_are_pipelined_and_exact(redis_url: str) -> None:
+    """Admissions waiting together go out as one pipeline; each is still decided alone."""
+    async def scenario() -> None:
+        store = RedisQuotaStore(redis_url)
+        app = app_name()
+        quota = Quota(requests_per_minute=20)
+        verdicts = await asyncio.gather(*(store.admit(app, quota, 2, NOW) for _ in range(50)))
+        assert sum(isinstance(v, Admitted) for v in verdicts) == 20
+        assert await store.usage(app, NOW) == Usage(20, 40, 40)
+        await store.close()
+
+    run(scenario())
+
+
+def test_redis_reloads_a_script_the_server_lost(redis_url: str) -> None:
+    """After a server restart (SCRIPT FLUSH here) lone and pipelined admissions go on,
+    each counted once."""
+    async def scenario() -> None:
+        store = RedisQuotaStore(redis_url)
+        client = Redis.from_url(redis_url)
+        app = app_name()
+        quota = Quota(requests_per_minute=100)
+        await store.admit(app, quota, 1, NOW)
+        await client.script_flush()
+        await store.admit(app, quota, 1, NOW)
+        await client.script_flush()
+        await asyncio.gather(*(store.admit(app, quota, 1, NOW) for _ in range(5)))
+        assert await store.usage(app, NOW) == Usage(7, 7, 7)
+        await client.aclose()
+        await store.close()
+
+    run(scenario())
+
+
+def test_sqlite_keeps_one_row_per_app(tmp_path: Path) -> None:
     path = tmp_path / "quotas.sqlite3"
 
     async def scenario() -> None:
         store = SqliteQuotaStore(path)
         for i in range(3):
-            await store.admit(app_name(), RPM, 1, NOW + 60 * i)
-        await store.admit(app_name(), RPM, 1, NEXT_DAY + 86_400)
+            await store.admit("a", RPM, 1, NOW + 60 * i)
+        await store.admit("a", RPM, 1, NEXT_DAY + 86_400)
+        await store.admit("b", RPM, 1, NOW)
         await store.close()
 
     run(scenario())
     with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT span, n FROM quota_counters").fetchall()
-    assert sorted(rows) == [("d", int((NEXT_DAY + 86_400) // 86400)),
-                            ("m", int((NEXT_DAY + 86_400) // 60))]
+        rows = db.execute("SELECT app, requests, day_tokens FROM quota_usage").fetchall()
+    assert sorted(rows) == [("a", 1, 1), ("b", 1, 1)]
+
+
+def test_sqlite_checkpoints_the_wal_from_its_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop's connection never checkpoints; the flush does, every CHECKPOINT_WRITES
+    admissions, so the main file (without its -wal) holds the counts."""
+    monkeypatch.setattr(quota_sqlite, "CHECKPOINT_WRITES", 3)
+    path = tmp_path / "quotas.sqlite3"
+
+    def main_file_rows() -> list[tuple[int, int]]:
+        copy = tmp_path / "copy.sqlite3"
+        shutil.copyfile(path, copy)
+        with sqlite3.connect(copy) as db:
+            try:
+                return db.execute("SELECT requests, day_tokens FROM quota_usage").fetchall()
+            except sqlite3.OperationalError:  # not even the schema is in the main file
+                return []
+
+    async def scenario() -> None:
+        store = SqliteQuotaStore(path)
+        windows = windows_at(NOW)
+        for _ in range(2):
+            await store.admit("a", RPM, 10, NOW)
+        await store.debit([Correction("a", windows, -1)])
+        assert main_file_rows() == []
+        await store.admit("a", RPM, 10, NOW)
+        await store.debit([Correction("a", windows, -1)])
+        assert main_file_rows() == [(3, 28)]
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_lagging_clock_counts_in_the_newer_window(location: str) -> None:
+    """A process whose clock is behind another's adds to the newer minute instead of
+    restarting its own (SQLite: one row per app; Redis: the older key, still live)."""
+    async def scenario() -> None:
+        store = open_quota_store(location)
+        app = app_name()
+        await admit_many(store, app, RPM, 1, 2, NEXT_MINUTE)
+        late = await store.admit(app, RPM, 1, NOW)
+        assert isinstance(late, Admitted)
+        if location.startswith("sqlite"):
+            assert await store.usage(app, NEXT_MINUTE) == Usage(3, 3, 3)
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_busy_sqlite_admits_through_its_thread(tmp_path: Path) -> None:
+    """Another process holding the write lock: the admission waits on the store's
+    thread (the loop's connection never waits) and still counts."""
+    path = tmp_path / "quotas.sqlite3"
+
+    async def scenario() -> None:
+        store = SqliteQuotaStore(path)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, other.execute, "COMMIT")
+        assert isinstance(await store.admit("a", RPM, 1, NOW), Admitted)
+        other.close()
+        assert await store.usage("a", NOW) == Usage(1, 1, 1)
+        await store.close()
+
+    run(scenario())
 
 
 def test_sqlite_file_is_private_in_the_confdir(tmp_path: Path) -> None:
@@ -235,28 +337,50 @@ def test_guard_answers_an_outage_with_its_mode_and_counts_it(mode: str) -> None:
         verdict = await guard.admit("a", RPM, 5)
         if mode == "fail_open":
             assert isinstance(verdict, Admitted) and verdict.unmetered
-            assert await guard.debit("a", verdict, 10)  # unmetered: nothing to debit
+            guard.debit("a", verdict, 10)  # unmetered: nothing to correct
+            assert guard.pending == 0
         else:
             assert isinstance(verdict, Unavailable)
-        metered = Admitted(RPM, Usage(1, 5, 5), 5, windows_at(NOW), NOW)
-        assert not await guard.debit("a", metered, 10)
+        guard.debit("a", Admitted(RPM, Usage(1, 5, 5), 5, windows_at(NOW), NOW), 10)
+        assert not await guard.flush()
+        assert guard.pending == 1  # kept for the next flush
         await guard.store.close()
 
     run(scenario())
     assert outages == ["admit", "debit"]
 
 
-def test_guard_passes_verdicts_through(tmp_path: Path) -> None:
+def test_guard_drops_failed_corrections_once_their_day_is_over() -> None:
+    clock = [NOW]
+
     async def scenario() -> None:
-        guard = QuotaGuard(SqliteQuotaStore(tmp_path / "q.sqlite3"), "fail_closed",
+        guard = QuotaGuard(RedisQuotaStore("redis://127.0.0.1:1/0"), "fail_open",
+                           lambda op: None, clock=lambda: clock[0])
+        guard.debit("a", Admitted(RPM, Usage(1, 5, 5), 5, windows_at(NOW), NOW), 10)
+        clock[0] = NEXT_DAY
+        assert not await guard.flush()
+        assert guard.pending == 0
+        await guard.store.close()
+
+    run(scenario())
+
+
+def test_guard_passes_verdicts_through_and_flushes_corrections(location: str) -> None:
+    async def scenario() -> None:
+        guard = QuotaGuard(open_quota_store(location), "fail_closed",
                            lambda op: pytest.fail(f"no outage expected, got {op}"),
                            clock=lambda: NOW)
-        verdicts = [await guard.admit("a", RPM, 1) for _ in range(4)]
+        app = app_name()
+        verdicts = [await guard.admit(app, RPM, 10) for _ in range(4)]
         assert [type(v) for v in verdicts] == [Admitted] * 3 + [Rejected]
-        first = verdicts[0]
-        assert isinstance(first, Admitted)
-        assert await guard.debit("a", first, 4)
-        assert await guard.store.usage("a", NOW) == Usage(3, 7, 7)
+        for verdict in verdicts[:3]:
+            assert isinstance(verdict, Admitted)
+            guard.debit(app, verdict, -4)
+        assert guard.pending == 1  # summed per app and window
+        assert await guard.store.usage(app, NOW) == Usage(3, 30, 30)
+        assert await guard.flush()
+        assert guard.pending == 0
+        assert await guard.store.usage(app, NOW) == Usage(3, 18, 18)
         await guard.store.close()
 
     run(scenario())

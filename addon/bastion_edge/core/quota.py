@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from bastion_edge.errors import SERVER_ERROR, ApiError
 
@@ -54,9 +54,10 @@ class Quota:
 NO_QUOTA = Quota()
 
 
-@dataclass(frozen=True, slots=True)
-class Windows:
-    """The fixed windows holding an instant: minute and UTC day numbers since the epoch."""
+class Windows(NamedTuple):
+    """The fixed windows holding an instant: minute and UTC day numbers since the epoch.
+    (Windows, Usage and the verdicts are NamedTuples: built on every request, they cost
+    a third of a frozen dataclass.)"""
 
     minute: int
     day: int
@@ -74,8 +75,7 @@ def seconds_to_day_end(now: float) -> float:
     return DAY_SECONDS - now % DAY_SECONDS
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
     """An app's counters in the windows holding one instant."""
 
     requests_this_minute: int = 0
@@ -87,8 +87,7 @@ class Usage:
                      self.tokens_today + tokens)
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
+class Admitted(NamedTuple):
     """Let through; `usage` includes this request (one request, `estimate` tokens).
     `unmetered`: the store was unreachable and the outage mode is fail_open."""
 
@@ -100,8 +99,7 @@ class Admitted:
     unmetered: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(NamedTuple):
     """Over a quota: nothing goes upstream. `retry_after` None: the request can never
     fit (its estimate alone is beyond the limit), so waiting does not help."""
 
@@ -138,20 +136,27 @@ def admit(quota: Quota, usage_now: Usage, estimate: int, now: float) -> Admitted
     with a zero estimate is still refused once the tokens are spent. Checked in order:
     requests per minute, tokens per minute, tokens per day (the first exceeded is named).
     The Redis store's script makes the same comparisons (`state/quota_redis.py`)."""
-    cost = max(estimate, 1)
-    checks: tuple[tuple[Kind, Window, int | None, int, int, float], ...] = (
-        ("requests", "minute", quota.requests_per_minute, usage_now.requests_this_minute, 1,
-         seconds_to_minute_end(now)),
-        ("tokens", "minute", quota.tokens_per_minute, usage_now.tokens_this_minute, cost,
-         seconds_to_minute_end(now)),
-        ("tokens", "day", quota.tokens_per_day, usage_now.tokens_today, cost,
-         seconds_to_day_end(now)),
-    )
-    for kind, window, limit, used, requested, reset in checks:
-        if limit is not None and used + requested > limit:
-            return Rejected(kind, window, limit, used, requested,
-                            None if requested > limit else reset, quota, usage_now, now)
+    cost = estimate if estimate > 1 else 1
+    limit = quota.requests_per_minute
+    if limit is not None and usage_now.requests_this_minute + 1 > limit:
+        return _rejected("requests", "minute", limit, usage_now.requests_this_minute, 1,
+                         quota, usage_now, now)
+    limit = quota.tokens_per_minute
+    if limit is not None and usage_now.tokens_this_minute + cost > limit:
+        return _rejected("tokens", "minute", limit, usage_now.tokens_this_minute, cost,
+                         quota, usage_now, now)
+    limit = quota.tokens_per_day
+    if limit is not None and usage_now.tokens_today + cost > limit:
+        return _rejected("tokens", "day", limit, usage_now.tokens_today, cost,
+                         quota, usage_now, now)
     return Admitted(quota, usage_now.plus(1, estimate), estimate, windows_at(now), now)
+
+
+def _rejected(kind: Kind, window: Window, limit: int, used: int, requested: int,
+              quota: Quota, usage_now: Usage, now: float) -> Rejected:
+    reset = seconds_to_minute_end(now) if window == "minute" else seconds_to_day_end(now)
+    return Rejected(kind, window, limit, used, requested,
+                    None if requested > limit else reset, quota, usage_now, now)
 
 
 def outage_verdict(mode: OutageMode, quota: Quota, now: float) -> Admitted | Unavailable:
@@ -209,24 +214,25 @@ def rate_limit_headers(verdict: Verdict) -> list[tuple[str, str]]:
     if isinstance(verdict, Admitted) and verdict.unmetered:
         return headers
     quota, usage, now = verdict.quota, verdict.usage, verdict.now
+    minute_reset = openai_duration(seconds_to_minute_end(now))
     if quota.requests_per_minute is not None:
         headers += _triple("requests", quota.requests_per_minute,
-                           usage.requests_this_minute, seconds_to_minute_end(now))
+                           usage.requests_this_minute, minute_reset)
     if quota.tokens_per_minute is not None:
         headers += _triple("tokens", quota.tokens_per_minute, usage.tokens_this_minute,
-                           seconds_to_minute_end(now))
+                           minute_reset)
     elif quota.tokens_per_day is not None:
         headers += _triple("tokens", quota.tokens_per_day, usage.tokens_today,
-                           seconds_to_day_end(now))
+                           openai_duration(seconds_to_day_end(now)))
     if isinstance(verdict, Rejected) and verdict.retry_after is not None:
         headers += retry_after_headers(verdict.retry_after)
     return headers
 
 
-def _triple(name: str, limit: int, used: int, reset: float) -> list[tuple[str, str]]:
+def _triple(name: str, limit: int, used: int, reset: str) -> list[tuple[str, str]]:
     return [(f"x-ratelimit-limit-{name}", str(limit)),
             (f"x-ratelimit-remaining-{name}", str(max(0, limit - used))),
-            (f"x-ratelimit-reset-{name}", openai_duration(reset))]
+            (f"x-ratelimit-reset-{name}", reset)]
 
 
 _WINDOW_NAMES = {("requests", "minute"): "requests per min (RPM)",

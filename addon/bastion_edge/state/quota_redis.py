@@ -8,19 +8,27 @@ Admission is one Lua script (atomic on the server, one round trip): it reads the
 counters, makes `core.quota.admit`'s comparisons and, when they pass, adds the request
 and its estimate, setting the expiry of a counter it creates. The script answers the
 counters as they were before, and `core.quota.admit` over them builds the verdict, so
-the details (which limit, retry-after) come from the one pure function. A debit only
+the details (which limit, retry-after) come from the one pure function.
+
+Admissions waiting at the same time go out together: while one pipeline of scripts is
+on the wire, the next ones queue, and are sent as one pipeline when it returns. A
+round trip costs the proxy ~100 µs of CPU in redis-py and the kernel; shared by 32
+admissions it is ~35 µs each (bench/quota_cost.py), and a lone admission goes out
+alone, at once. A script the server lost (a restart) is loaded again. A debit only
 touches counters that still exist, so a late correction never leaves a key without
-expiry behind.
+expiry behind; all corrections of one flush are one script call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from bastion_edge.core.quota import (
     Admitted,
@@ -33,7 +41,7 @@ from bastion_edge.core.quota import (
     seconds_to_minute_end,
     windows_at,
 )
-from bastion_edge.state.quota_store import QuotaStoreError
+from bastion_edge.state.quota_store import Correction, QuotaStoreError
 
 PREFIX = "bastion-edge:quota:"
 TIMEOUT_SECONDS = 2.0
@@ -62,10 +70,12 @@ end
 return {1, r, t, d}
 """
 
-# KEYS: tokens in the admission minute and day; ARGV: the tokens to add.
+# KEYS: per correction, tokens in its admission minute and day; ARGV: its tokens.
 DEBIT_SCRIPT = """
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[1]) end
+for i = 1, #ARGV do
+  for k = 2 * i - 1, 2 * i do
+    if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('INCRBY', KEYS[k], ARGV[i]) end
+  end
 end
 return 0
 """
@@ -73,6 +83,87 @@ return 0
 
 def _limit(value: int | None) -> int:
     return NO_LIMIT if value is None else value
+
+
+Call = tuple[list[str], list[int], "asyncio.Future[list[Any]]"]
+
+
+class ScriptBatcher:
+    """Runs one Lua script for many callers, pipelining those that wait together."""
+
+    def __init__(self, client: redis.Redis, script: str) -> None:
+        self._client = client
+        self._script = script
+        self._sha: str | None = None
+        self._waiting: list[Call] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def __call__(self, keys: list[str], args: list[int]) -> list[Any]:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((keys, args, future))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    replies = await self._run(batch)
+                except BaseException as e:
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(e)
+                    if not isinstance(e, Exception):
+                        raise
+                    continue
+                for (*_, future), reply in zip(batch, replies, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(reply, Exception):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+        finally:
+            self._sender = None
+
+    async def _run(self, batch: list[Call]) -> list[Any]:
+        """The replies in order (an exception for a call that failed on the server).
+        Calls answered NOSCRIPT did not run: they are sent again after a reload."""
+        replies: list[Any] = [None] * len(batch)
+        todo = list(range(len(batch)))
+        for _ in range(2):
+            if self._sha is None:
+                self._sha = str(await self._client.script_load(self._script))
+            if len(todo) == 1:
+                keys, args, _ = batch[todo[0]]
+                try:
+                    replies[todo[0]] = await self._client.evalsha(
+                        self._sha, len(keys), *keys, *args)
+                    return replies
+                except NoScriptError:
+                    self._sha = None
+                    continue
+            async with self._client.pipeline(transaction=False) as pipe:
+                for i in todo:
+                    keys, args, _ = batch[i]
+                    pipe.evalsha(self._sha, len(keys), *keys, *args)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, result in zip(todo, results, strict=True):
+                if isinstance(result, NoScriptError):
+                    missing.append(i)
+                else:
+                    replies[i] = result
+            if not missing:
+                return replies
+            todo, self._sha = missing, None
+        raise RedisError("the quota script could not be loaded")
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
 
 
 class RedisQuotaStore:
@@ -85,7 +176,7 @@ class RedisQuotaStore:
             url, max_connections=MAX_CONNECTIONS, timeout=TIMEOUT_SECONDS,
             socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS)
         self._redis: redis.Redis = redis.Redis.from_pool(pool)
-        self._admit = self._redis.register_script(ADMIT_SCRIPT)
+        self._admit = ScriptBatcher(self._redis, ADMIT_SCRIPT)
         self._debit = self._redis.register_script(DEBIT_SCRIPT)
 
     @property
@@ -105,7 +196,7 @@ class RedisQuotaStore:
         args = [_limit(quota.requests_per_minute), _limit(quota.tokens_per_minute),
                 _limit(quota.tokens_per_day), estimate, minute_ttl, day_ttl]
         try:
-            reply: list[Any] = await self._admit(keys=self._keys(app, windows), args=args)
+            reply = await self._admit(self._keys(app, windows), args)
         except (RedisError, OSError) as e:
             raise QuotaStoreError(f"{self.location}: {e}") from e
         passed, *before = (int(v) for v in reply)
@@ -114,12 +205,12 @@ class RedisQuotaStore:
             raise QuotaStoreError(f"{self.location}: quota script disagrees with admit()")
         return verdict
 
-    async def debit(self, app: str, windows: Windows, tokens: int) -> None:
-        if not tokens:
+    async def debit(self, corrections: Sequence[Correction]) -> None:
+        if not corrections:
             return
-        keys = self._keys(app, windows)
+        keys = [key for c in corrections for key in self._keys(c.app, c.windows)[1:]]
         try:
-            await self._debit(keys=keys[1:], args=[tokens])
+            await self._debit(keys=keys, args=[c.tokens for c in corrections])
         except (RedisError, OSError) as e:
             raise QuotaStoreError(f"{self.location}: {e}") from e
 
@@ -131,4 +222,5 @@ class RedisQuotaStore:
         return Usage(*(int(v) if v is not None else 0 for v in values))
 
     async def close(self) -> None:
+        await self._admit.close()
         await self._redis.aclose()

@@ -5,9 +5,14 @@
   redis://...        Redis (rediss:// for TLS): replicas behind one service share it
 
 The forms are those of `responses_state.store` (one setting serves both; SQLite uses
-its own file, Redis its own key prefix). Admission is atomic with its reservation: the
-SQLite store decides inside a `BEGIN IMMEDIATE` transaction, the Redis store in a Lua
-script, so a quota of N requests per minute lets exactly N through across processes.
+its own file, Redis its own key prefix). Admission is atomic with its reservation (a
+SQLite transaction, a Redis Lua script), so a quota of N requests per minute lets
+exactly N through across processes.
+
+Corrections (the reported usage less the estimate) are not written one by one: the
+guard adds them up per app and window and `flush()` writes them in one call, about
+once a second, off the request path. Admission stays exact for requests; token
+counters lag the upstream's reports by at most one flush interval.
 
 A store failure never passes silently: `QuotaGuard` turns it into the outage mode's
 verdict (fail_open: admitted unmetered; fail_closed: `Unavailable`) and reports it to
@@ -16,11 +21,10 @@ verdict (fail_open: admitted unmetered; fail_closed: `Unavailable`) and reports 
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bastion_edge.core.quota import (
     Admitted,
@@ -30,18 +34,23 @@ from bastion_edge.core.quota import (
     Usage,
     Verdict,
     Windows,
-    admit,
     outage_verdict,
     windows_at,
 )
-from bastion_edge.sqlite_wal import SqliteThread
 from bastion_edge.state.store import store_location
 
 SQLITE_FILE = "quotas.sqlite3"
+FLUSH_SECONDS = 1.0  # how often the owner should call QuotaGuard.flush()
 
 
 class QuotaStoreError(Exception):
     """The counter store failed (unreachable, locked beyond its wait, corrupt)."""
+
+
+class Correction(NamedTuple):
+    app: str
+    windows: Windows
+    tokens: int
 
 
 class QuotaStore(Protocol):
@@ -56,9 +65,10 @@ class QuotaStore(Protocol):
         `estimate` tokens when admitted, atomically. Raises QuotaStoreError."""
         ...
 
-    async def debit(self, app: str, windows: Windows, tokens: int) -> None:
-        """Add `tokens` (negative: give back) to the windows a request was admitted in;
-        windows that have expired since are left alone. Raises QuotaStoreError."""
+    async def debit(self, corrections: Sequence[Correction]) -> None:
+        """Add each correction's tokens (negative: give back) to the windows its requests
+        were admitted in; windows that have ended since are left alone. Raises
+        QuotaStoreError."""
         ...
 
     async def usage(self, app: str, now: float) -> Usage:
@@ -75,6 +85,8 @@ def quota_store_location(setting: str, confdir: Path) -> str:
 
 def open_quota_store(location: str) -> QuotaStore:
     if location.startswith("sqlite:///"):
+        from bastion_edge.state.quota_sqlite import SqliteQuotaStore
+
         return SqliteQuotaStore(Path(location.removeprefix("sqlite://")))
     from bastion_edge.state.quota_redis import RedisQuotaStore
 
@@ -91,6 +103,7 @@ class QuotaGuard:
         self.mode = mode
         self._on_outage = on_outage
         self._clock = clock
+        self._pending: dict[tuple[str, Windows], int] = {}
 
     async def admit(self, app: str, quota: Quota, estimate: int) -> Verdict:
         now = self._clock()
@@ -100,103 +113,32 @@ class QuotaGuard:
             self._on_outage("admit")
             return outage_verdict(self.mode, quota, now)
 
-    async def debit(self, app: str, admitted: Admitted, tokens: int) -> bool:
-        """False when the store failed (counted); an unmetered admission or a zero
-        correction costs nothing."""
+    def debit(self, app: str, admitted: Admitted, tokens: int) -> None:
+        """Note a correction for the next `flush` (an unmetered admission has none)."""
         if admitted.unmetered or tokens == 0:
-            return True
-        try:
-            await self.store.debit(app, admitted.windows, tokens)
-        except QuotaStoreError:
-            self._on_outage("debit")
-            return False
-        return True
-
-
-# ---------------------------------------------------------------------------- SQLite
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS quota_counters (
-    app TEXT NOT NULL,
-    span TEXT NOT NULL,            -- 'm': a minute, 'd': a UTC day
-    n INTEGER NOT NULL,            -- its number since the epoch (core.quota.windows_at)
-    requests INTEGER NOT NULL DEFAULT 0,
-    tokens INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (app, span, n)
-) WITHOUT ROWID;
-"""
-_READ = ("SELECT span, requests, tokens FROM quota_counters "
-         "WHERE app = ? AND ((span = 'm' AND n = ?) OR (span = 'd' AND n = ?))")
-_ADD = ("INSERT INTO quota_counters (app, span, n, requests, tokens) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, "
-        "tokens = tokens + excluded.tokens")
-_DEBIT = ("UPDATE quota_counters SET tokens = tokens + ? "
-          "WHERE app = ? AND ((span = 'm' AND n = ?) OR (span = 'd' AND n = ?))")
-_PURGE = ("DELETE FROM quota_counters "
-          "WHERE (span = 'm' AND n < ?) OR (span = 'd' AND n < ?)")
-
-
-def _usage_of(rows: list[tuple[str, int, int]]) -> Usage:
-    minute = next(((r, t) for span, r, t in rows if span == "m"), (0, 0))
-    today = next((t for span, _, t in rows if span == "d"), 0)
-    return Usage(minute[0], minute[1], today)
-
-
-class SqliteQuotaStore:
-    """Counters in a WAL-mode SQLite file: rows per app and window, old ones purged once
-    a minute by whichever process moves into a new minute first."""
-
-    def __init__(self, path: Path, wait_seconds: float = 10.0) -> None:
-        self._path = path
-        self._purged_minute = -1
-        try:
-            self._thread = SqliteThread(path, _SCHEMA, wait_seconds, "bastion-edge-quota")
-        except sqlite3.Error as e:
-            raise QuotaStoreError(f"{self.location}: {e}") from e
+            return
+        key = (app, admitted.windows)
+        self._pending[key] = self._pending.get(key, 0) + tokens
 
     @property
-    def location(self) -> str:
-        return f"sqlite://{self._path}"
+    def pending(self) -> int:
+        """Corrections not yet written."""
+        return len(self._pending)
 
-    async def admit(self, app: str, quota: Quota, estimate: int,
-                    now: float) -> Admitted | Rejected:
-        windows = windows_at(now)
-
-        def work(db: sqlite3.Connection) -> Admitted | Rejected:
-            db.execute("BEGIN IMMEDIATE")  # the decision and the reservation are one
-            try:
-                if windows.minute != self._purged_minute:
-                    db.execute(_PURGE, (windows.minute - 1, windows.day - 1))
-                    self._purged_minute = windows.minute
-                rows = db.execute(_READ, (app, windows.minute, windows.day)).fetchall()
-                verdict = admit(quota, _usage_of(rows), estimate, now)
-                if isinstance(verdict, Admitted):
-                    db.executemany(_ADD, ((app, "m", windows.minute, 1, estimate),
-                                          (app, "d", windows.day, 0, estimate)))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return verdict
-
-        return await self._run(work)
-
-    async def debit(self, app: str, windows: Windows, tokens: int) -> None:
-        if tokens:
-            await self._run(lambda db: db.execute(
-                _DEBIT, (tokens, app, windows.minute, windows.day)))
-
-    async def usage(self, app: str, now: float) -> Usage:
-        windows = windows_at(now)
-        rows = await self._run(
-            lambda db: db.execute(_READ, (app, windows.minute, windows.day)).fetchall())
-        return _usage_of(rows)
-
-    async def _run[T](self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def flush(self) -> bool:
+        """Write the pending corrections in one store call. False when the store failed
+        (counted): they are kept for the next flush, unless their day has ended."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return True
         try:
-            return await self._thread.run(work)
-        except sqlite3.Error as e:
-            raise QuotaStoreError(f"{self.location}: {e}") from e
-
-    async def close(self) -> None:
-        await self._thread.close()
+            await self.store.debit([Correction(app, windows, tokens)
+                                    for (app, windows), tokens in pending.items()])
+        except QuotaStoreError:
+            self._on_outage("debit")
+            today = windows_at(self._clock()).day
+            for key, tokens in pending.items():
+                if key[1].day >= today:
+                    self._pending[key] = self._pending.get(key, 0) + tokens
+            return False
+        return True
