@@ -19,14 +19,17 @@ from bastion_edge.core.quota import (
     Windows,
     admit,
     estimate_tokens,
+    max_output_of,
     openai_duration,
     outage_verdict,
     rate_limit_headers,
     rejection_error,
     settle,
+    tokens_reported,
     unavailable_error,
     windows_at,
 )
+from bastion_edge.core.usage import Usage as ReportedUsage
 from bastion_edge.telemetry.quota_metrics import QuotaMetrics
 
 # 2026-12-07 04:40:15.5 UTC: 15.5 s into a minute, 16815.5 s into a day.
@@ -99,6 +102,21 @@ def test_no_quota_admits_everything_and_has_no_headers() -> None:
     assert isinstance(verdict, Admitted)
     assert rate_limit_headers(verdict) == []
     assert not NO_QUOTA.limits_anything and RPM.limits_anything
+
+
+def test_max_output_of_reads_each_endpoints_field() -> None:
+    assert max_output_of({"max_completion_tokens": 300, "max_tokens": 10}) == 300
+    assert max_output_of({"max_tokens": 256}) == 256
+    assert max_output_of({"max_output_tokens": 1024}) == 1024
+    assert max_output_of({"max_tokens": True}) is None
+    assert max_output_of({"messages": []}) is None
+
+
+def test_tokens_reported_adds_input_and_output() -> None:
+    assert tokens_reported(ReportedUsage(input=100, output=20)) == 120
+    assert tokens_reported(ReportedUsage(input=100)) == 100
+    assert tokens_reported(ReportedUsage()) is None
+    assert tokens_reported(None) is None
 
 
 def test_estimate_is_prompt_plus_the_most_output_asked_for() -> None:

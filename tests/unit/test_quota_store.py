@@ -386,6 +386,35 @@ def test_guard_passes_verdicts_through_and_flushes_corrections(location: str) ->
     run(scenario())
 
 
+def test_admit_when_possible_waits_for_the_next_window(tmp_path: Path) -> None:
+    """A batch line over its app's quota waits until the window has room instead of
+    failing (an injected clock and sleep: no waiting in the test)."""
+    clock = [NOW]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    async def scenario() -> None:
+        guard = QuotaGuard(SqliteQuotaStore(tmp_path / "q.sqlite3"), "fail_open",
+                           lambda op: None, clock=lambda: clock[0])
+        quota = Quota(requests_per_minute=2, tokens_per_minute=100)
+        verdicts = [await guard.admit_when_possible("batch-app", quota, 10, NEXT_DAY, sleep)
+                    for _ in range(3)]
+        assert all(isinstance(v, Admitted) for v in verdicts)
+        assert slept == [pytest.approx(44.5)]
+        too_large = await guard.admit_when_possible("batch-app", quota, 500, NEXT_DAY, sleep)
+        assert isinstance(too_large, Rejected) and too_large.retry_after is None
+        await guard.admit("batch-app", quota, 10)  # the second of this minute: it is full
+        late = await guard.admit_when_possible("batch-app", quota, 10, clock[0] + 5, sleep)
+        assert isinstance(late, Rejected)  # gave up at the deadline
+        assert slept[-1] == pytest.approx(5)
+        await guard.store.close()
+
+    run(scenario())
+
+
 @pytest.mark.parametrize(("quota", "estimate", "expected"), [
     (Quota(requests_per_minute=40), 1, 40),
     (Quota(tokens_per_minute=1000), 30, 33),

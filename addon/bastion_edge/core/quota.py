@@ -20,9 +20,11 @@ the openai SDKs read before retrying.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
+from bastion_edge.core.usage import Usage as ReportedUsage
 from bastion_edge.errors import SERVER_ERROR, ApiError
 
 MINUTE_SECONDS = 60
@@ -124,10 +126,30 @@ class Unavailable:
 Verdict = Admitted | Rejected | Unavailable
 
 
+OUTPUT_CAP_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def max_output_of(body: Mapping[str, Any]) -> int | None:
+    """The most output a request body asks for (chat, completions, Responses), if any."""
+    for name in OUTPUT_CAP_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
 def estimate_tokens(prompt_tokens: int, max_output_tokens: int | None) -> int:
     """What a request is admitted by: its prompt plus the most output it asks for
-    (`max_tokens`, `max_completion_tokens`, `max_output_tokens`), as OpenAI counts it."""
+    (`max_output_of`), as OpenAI counts it."""
     return max(0, prompt_tokens) + max(0, max_output_tokens or 0)
+
+
+def tokens_reported(usage: ReportedUsage | None) -> int | None:
+    """The tokens a reply spent by the upstream's report (input + output), None if it
+    reported neither."""
+    if usage is None or (usage.input is None and usage.output is None):
+        return None
+    return (usage.input or 0) + (usage.output or 0)
 
 
 def admit(quota: Quota, usage_now: Usage, estimate: int, now: float) -> Admitted | Rejected:

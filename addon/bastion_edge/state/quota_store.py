@@ -21,8 +21,9 @@ verdict (fail_open: admitted unmetered; fail_closed: `Unavailable`) and reports 
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -112,6 +113,21 @@ class QuotaGuard:
         except QuotaStoreError:
             self._on_outage("admit")
             return outage_verdict(self.mode, quota, now)
+
+    async def admit_when_possible(
+            self, app: str, quota: Quota, estimate: int, give_up_at: float,
+            sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Verdict:
+        """For work that may wait (batch lines): admitted once the quota has room,
+        waiting out each rejection's retry-after (and a fail_closed outage). Answers a
+        rejection that can never fit at once, and the last verdict at `give_up_at`."""
+        while True:
+            verdict = await self.admit(app, quota, estimate)
+            if isinstance(verdict, Admitted) or verdict.retry_after is None:
+                return verdict
+            pause = min(verdict.retry_after, give_up_at - self._clock())
+            if pause <= 0:
+                return verdict
+            await sleep(pause)
 
     def debit(self, app: str, admitted: Admitted, tokens: int) -> None:
         """Note a correction for the next `flush` (an unmetered admission has none)."""
