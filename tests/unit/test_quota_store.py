@@ -327,6 +327,20 @@ def test_unreachable_redis_is_a_store_error() -> None:
     run(scenario())
 
 
+def test_a_failed_pipeline_fails_each_waiting_admission() -> None:
+    """Every admission waiting on a pipeline that fails gets the store error (none is
+    left hanging), and the next ones are sent again rather than queued forever."""
+    async def scenario() -> None:
+        store = RedisQuotaStore("redis://127.0.0.1:1/0")
+        for _ in range(2):
+            results = await asyncio.gather(
+                *(store.admit("a", RPM, 1, NOW) for _ in range(5)), return_exceptions=True)
+            assert all(isinstance(r, QuotaStoreError) for r in results), results
+        await store.close()
+
+    run(scenario())
+
+
 @pytest.mark.parametrize("mode", ["fail_open", "fail_closed"])
 def test_guard_answers_an_outage_with_its_mode_and_counts_it(mode: str) -> None:
     outages: list[str] = []
