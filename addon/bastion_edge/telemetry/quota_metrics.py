@@ -49,7 +49,7 @@ class QuotaMetrics:
 
     def _child(self, metric: Counter | Gauge, *labels: str) -> Any:
         """Label children are cached: `labels()` costs microseconds per call."""
-        key = (metric._name, *labels)
+        key = (str(id(metric)), *labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(*labels)
