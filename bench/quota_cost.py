@@ -26,7 +26,8 @@ from pathlib import Path
 
 import redis
 
-from bastion_edge.core.quota import Admitted, Quota, rate_limit_headers, settle
+from bastion_edge.config.quota_rules import Quota
+from bastion_edge.core.quota import Admitted, rate_limit_headers, settle
 from bastion_edge.state.quota_store import (
     QuotaGuard,
     open_quota_store,

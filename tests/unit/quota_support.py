@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from bastion_edge.core.quota import Admitted, Quota, Rejected
+from bastion_edge.config.quota_rules import Quota
+from bastion_edge.core.quota import Admitted, Rejected
 from bastion_edge.state.quota_store import QuotaStore, open_quota_store
 
 NOW = 1_796_618_415.5  # 2026-12-07 04:40:15.5 UTC: 15.5 s into a minute

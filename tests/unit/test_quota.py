@@ -7,12 +7,16 @@ import json
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bastion_edge.config.quota_rules import parse_outage_mode, parse_quota, quota_from_rules
-from bastion_edge.config.rules import RulesError, _Parser
-from bastion_edge.core.quota import (
+from bastion_edge.config.quota_rules import (
     NO_QUOTA,
-    Admitted,
     Quota,
+    parse_outage_mode,
+    parse_quota,
+    quota_from_rules,
+)
+from bastion_edge.config.reader import Reader, RulesError
+from bastion_edge.core.quota import (
+    Admitted,
     Rejected,
     Unavailable,
     Usage,
@@ -224,7 +228,7 @@ def test_parse_quota_errors_name_the_yaml_location(value: object, message: str) 
 
 def test_quota_from_rules_reports_the_line() -> None:
     path = ("clients", "apps", 1, "quota")
-    parser = _Parser({(*path, "tokens_per_minute"): 14})
+    parser = Reader({(*path, "tokens_per_minute"): 14})
     with pytest.raises(RulesError) as caught:
         quota_from_rules(parser, {"tokens_per_minute": -1}, path)
     assert caught.value.location == "clients.apps[1].quota.tokens_per_minute"

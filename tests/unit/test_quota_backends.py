@@ -13,7 +13,8 @@ import pytest
 from quota_support import NOW, RPM, app_name, redis_or_skip, run
 from redis.asyncio import Redis
 
-from bastion_edge.core.quota import Admitted, Quota, Usage, admit, windows_at
+from bastion_edge.config.quota_rules import Quota
+from bastion_edge.core.quota import Admitted, Usage, admit, windows_at
 from bastion_edge.state import quota_sqlite
 from bastion_edge.state.quota_redis import RedisQuotaStore
 from bastion_edge.state.quota_sqlite import SqliteQuotaStore

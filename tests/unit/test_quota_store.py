@@ -20,7 +20,8 @@ from quota_support import (
     run,
 )
 
-from bastion_edge.core.quota import Admitted, Quota, Rejected, Unavailable, Usage, windows_at
+from bastion_edge.config.quota_rules import Quota
+from bastion_edge.core.quota import Admitted, Rejected, Unavailable, Usage, windows_at
 from bastion_edge.state.quota_redis import RedisQuotaStore
 from bastion_edge.state.quota_sqlite import SqliteQuotaStore
 from bastion_edge.state.quota_store import (

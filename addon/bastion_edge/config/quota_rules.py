@@ -20,13 +20,30 @@ location (`clients.apps[0].quota.requests_per_minute: expected a positive intege
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Literal
 
-from bastion_edge.config.rules import RulesError
-from bastion_edge.core.quota import NO_QUOTA, OUTAGE_MODES, OutageMode, Quota
+from bastion_edge.config.reader import Path_, Reader, RulesError
 
-if TYPE_CHECKING:
-    from bastion_edge.config.rules import Path_, _Parser
+OutageMode = Literal["fail_open", "fail_closed"]
+OUTAGE_MODES: tuple[OutageMode, ...] = ("fail_open", "fail_closed")
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What one app may spend; None: that dimension is not limited."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    tokens_per_day: int | None = None
+
+    @property
+    def limits_anything(self) -> bool:
+        return (self.requests_per_minute is not None or self.tokens_per_minute is not None
+                or self.tokens_per_day is not None)
+
+
+NO_QUOTA = Quota()
 
 FIELDS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day")
 
@@ -50,7 +67,7 @@ def parse_outage_mode(value: object, where: str) -> OutageMode:
     raise RulesError(where, f"expected one of {', '.join(OUTAGE_MODES)}")
 
 
-def quota_from_rules(parser: _Parser, value: object, path: Path_) -> Quota:
+def quota_from_rules(parser: Reader, value: object, path: Path_) -> Quota:
     """The same, for `config/rules.py`: errors carry the YAML line too."""
     def fail(name: str | None, message: str) -> RulesError:
         return parser.fail((*path, name) if name else path, message)

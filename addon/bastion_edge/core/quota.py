@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+from bastion_edge.config.quota_rules import OutageMode, Quota
 from bastion_edge.core.usage import Usage as ReportedUsage
 from bastion_edge.errors import SERVER_ERROR, ApiError
 
@@ -35,25 +36,6 @@ UNAVAILABLE_RETRY_SECONDS = 1.0
 
 Kind = Literal["requests", "tokens"]  # OpenAI's error `type` for a rate limit
 Window = Literal["minute", "day"]
-OutageMode = Literal["fail_open", "fail_closed"]
-OUTAGE_MODES: tuple[OutageMode, ...] = ("fail_open", "fail_closed")
-
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """What one app may spend; None: that dimension is not limited."""
-
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    tokens_per_day: int | None = None
-
-    @property
-    def limits_anything(self) -> bool:
-        return (self.requests_per_minute is not None or self.tokens_per_minute is not None
-                or self.tokens_per_day is not None)
-
-
-NO_QUOTA = Quota()
 
 
 class Windows(NamedTuple):

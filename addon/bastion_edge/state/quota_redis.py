@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
 
+from bastion_edge.config.quota_rules import Quota
 from bastion_edge.core.quota import (
     Admitted,
-    Quota,
     Rejected,
     Usage,
     Windows,

@@ -20,7 +20,8 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from bastion_edge.core.quota import Admitted, Quota, Rejected, Usage, admit, windows_at
+from bastion_edge.config.quota_rules import Quota
+from bastion_edge.core.quota import Admitted, Rejected, Usage, admit, windows_at
 from bastion_edge.sqlite_wal import SqliteThread, open_wal
 from bastion_edge.state.quota_store import Correction, QuotaStoreError
 

@@ -27,10 +27,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from bastion_edge.config.quota_rules import OutageMode, Quota
 from bastion_edge.core.quota import (
     Admitted,
-    OutageMode,
-    Quota,
     Rejected,
     Usage,
     Verdict,
