@@ -74,7 +74,7 @@ demo: install
 	$(BIN)/pip install --quiet -e ".[demo]"
 	$(BIN)/bastion-edge demo
 
-# The docs site into site/ (mkdocs, material theme); --strict: a broken link fails.
+# The docs site into build/site/ (mkdocs, material theme); --strict: a broken link fails.
 docs: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[docs]"
 	$(BIN)/mkdocs build --strict
