@@ -176,3 +176,34 @@ def test_every_error_code_has_an_entry_with_a_fix() -> None:
                if code not in documented}
     assert not missing, ("error codes the proxy emits with no row in docs/troubleshooting.md "
                          f"(code: where): {missing}")
+
+
+# ------------------------------------------------------------------ metrics
+
+METRIC_TYPES = {"Counter", "Gauge", "Histogram", "Info", "Summary", "GaugeInfo"}
+
+
+def registered_metrics() -> dict[str, str]:
+    """Every metric name the proxy registers (the first argument of a prometheus-client
+    constructor) -> where."""
+    names: dict[str, str] = {}
+    for path in sorted(ADDON.rglob("*.py")):
+        if "sandbox" in path.relative_to(ADDON).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in METRIC_TYPES and node.args \
+                    and isinstance(node.args[0], ast.Constant) \
+                    and isinstance(node.args[0].value, str):
+                names.setdefault(node.args[0].value, f"{path.relative_to(ROOT)}:{node.lineno}")
+    return names
+
+
+def test_every_metric_is_on_the_metrics_page() -> None:
+    page = (DOCS / "operate" / "metrics.md").read_text(encoding="utf-8")
+    shown = set(re.findall(r"`(bastion_edge_[a-z_]+)`", page))
+    found = registered_metrics()
+    assert "bastion_edge_requests" in found
+    missing = {name: where for name, where in found.items()
+               if not {name, f"{name}_total", f"{name}_info"} & shown}
+    assert not missing, f"metrics missing from docs/operate/metrics.md (name: where): {missing}"
