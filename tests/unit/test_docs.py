@@ -207,3 +207,13 @@ def test_every_metric_is_on_the_metrics_page() -> None:
     missing = {name: where for name, where in found.items()
                if not {name, f"{name}_total", f"{name}_info"} & shown}
     assert not missing, f"metrics missing from docs/operate/metrics.md (name: where): {missing}"
+
+
+def test_every_access_log_field_is_on_its_page() -> None:
+    from bastion_edge.telemetry.access_log import AccessRecord
+
+    page = (DOCS / "operate" / "access-log.md").read_text(encoding="utf-8")
+    rows = [line.split("|")[1] for line in page.splitlines() if line.startswith("| `")]
+    shown = {name for row in rows for name in re.findall(r"`([a-z_]+)`", row)}
+    missing = [f.name for f in dataclasses.fields(AccessRecord) if f.name not in shown]
+    assert not missing, f"access-log fields missing from docs/operate/access-log.md: {missing}"
