@@ -150,6 +150,22 @@ def probe_keys(section: str) -> tuple[str, ...]:
     raise AssertionError(f"probe of {section or 'the top level'} was accepted")
 
 
+def endpoint_names() -> tuple[str, ...]:
+    """The endpoint names a condition's `endpoint:` accepts, from the reader's error."""
+    import yaml
+
+    _, parse_rules, rules_error = _schema()
+    document = {"models": {"gpt-4o": [{"use": "x", "when": {"endpoint": PROBE}}]}}
+    try:
+        parse_rules(yaml.safe_dump(document))
+    except rules_error as e:
+        found = re.search(r"expected one of (.*?)(?: \(line \d+\))?$", str(e))
+        if found:
+            return tuple(k.strip() for k in found.group(1).split(","))
+        raise AssertionError(f"probe of endpoint names: {e}") from e
+    raise AssertionError("probe of endpoint names was accepted")
+
+
 # Keys the user names (a model id): no reader error lists them, so they are declared.
 CHOSEN_KEYS = ("models.<id>", "capabilities.<id>", "usage.prices.<id>")
 
@@ -239,7 +255,7 @@ DOCS: dict[str, str | tuple[str, str]] = {
              "a literal `key:`/`secret:`-style field is refused."),
     "keys.default_env": "The environment variable holding the Bastion key.",
     "keys.default_file": "A file holding the Bastion key (e.g. a mounted Secret), re-read "
-                         "when it changes; wins over `default_env`. Give one of the two.",
+                         "when it changes. Give this or `default_env`, not both.",
     "keys.select": ("list of {when, env}",
                     "Per-request keys: the first entry whose `when` holds picks `env`."),
     "keys.select[].when": ("condition", "See [conditions](#conditions)."),
@@ -273,12 +289,15 @@ DOCS: dict[str, str | tuple[str, str]] = {
                    "`original` (their own, also inside SSE chunks).",
     "tts": "Text to speech: OpenAI's `/v1/audio/speech` into Riva's contract.",
     "tts.path": "Riva's TTS path under Bastion's host.",
-    "tts.default_voice": "The Riva voice for an OpenAI voice not in `voices`.",
-    "tts.language_code": "The language code sent to Riva.",
+    "tts.default_voice": "The Riva voice for a requested voice that is neither in `voices` "
+                         "nor a Riva voice name; `null`: such a request is refused "
+                         "(400 `unknown_voice`).",
+    "tts.language_code": "The language sent with a voice when neither `voice_languages` "
+                         "nor the voice's name gives one.",
     "tts.voices": "OpenAI voice name -> Riva voice name.",
     "tts.voice_languages": "Riva voice -> its language code.",
     "tts.no_ssml_voices": ("voice or list of voices", "Riva voices without SSML support."),
-    "tts.sample_rate_hz": "The sample rate asked of Riva.",
+    "tts.sample_rate_hz": "The sample rate asked of Riva (`sample_rate_hz`).",
     "cutover": "Moving traffic from OpenAI to Bastion; see "
                "[Rehearse a cutover](../how-to/cutover.md).",
     "cutover.mode": "`rewrite` (all to Bastion), `observe` (dry run, all to OpenAI), "
@@ -444,6 +463,7 @@ def render_rules() -> str:
         lines.append("")
         if len(leaf_sets) == 1:
             break
+    lines += ["Endpoint names: " + ", ".join(f"`{e}`" for e in endpoint_names()) + ".", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
