@@ -217,3 +217,26 @@ def test_every_access_log_field_is_on_its_page() -> None:
     shown = {name for row in rows for name in re.findall(r"`([a-z_]+)`", row)}
     missing = [f.name for f in dataclasses.fields(AccessRecord) if f.name not in shown]
     assert not missing, f"access-log fields missing from docs/operate/access-log.md: {missing}"
+
+
+# Names that look like settings but are not the user's: set by the pool's parent for its
+# workers, or an iptables chain.
+INTERNAL_NAMES = {"BASTION_WORKER_ID", "BASTION_WORKER_ADMIN_SOCKET", "BASTION_EDGE_OUTPUT"}
+
+
+def test_every_environment_variable_is_on_its_page() -> None:
+    page = (DOCS / "reference" / "environment.md").read_text(encoding="utf-8")
+    found: dict[str, str] = {}
+    for base in (ADDON, ROOT / "sidecar"):
+        for path in sorted(base.rglob("*.py")):
+            if "sandbox" in path.relative_to(base).parts or "node_modules" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                        and re.fullmatch(r"(BASTION|QUBITTRON)_[A-Z_]+", node.value):
+                    found.setdefault(node.value, f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert "BASTION_RULES" in found
+    missing = {name: where for name, where in found.items()
+               if name not in INTERNAL_NAMES and f"`{name}`" not in page}
+    assert not missing, ("environment variables missing from docs/reference/environment.md "
+                         f"(name: where): {missing}")
