@@ -13,6 +13,7 @@ from bastion_sandbox import (
     chat,
     completions,
     embeddings,
+    hold,
     images,
     responses,
     riva,
@@ -77,6 +78,7 @@ def build_app(config: SandboxConfig, journal: Journal) -> web.Application:
     app = web.Application(
         client_max_size=CLIENT_MAX_SIZE,
         middlewares=[
+            hold.hold_middleware,  # outermost: a held request is not yet journalled
             journal.middleware("https"),
             error_middleware,
             auth_middleware(config.api_keys, config.persona),
@@ -102,6 +104,7 @@ def build_app(config: SandboxConfig, journal: Journal) -> web.Application:
     add("DELETE", JOURNAL_PATH, clear_journal)
     add("GET", images.IMAGE_FILES_PATH + "/{colour}.png", images.image_file)
     availability.install(app)  # /sandbox/models: unavailable models, capabilities
+    hold.install(app)  # /sandbox/hold: requests wait at the door until let in
     return app
 
 
