@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler
 
 from bastion_sandbox.errors import invalid_request
 from bastion_sandbox.replies import json_response
+from bastion_sandbox.state import is_sandbox_path
 
 HOLD_PATH = "/sandbox/hold"
 
@@ -78,8 +79,8 @@ async def put_hold(request: web.Request) -> web.Response:
         body = None
     path = body.get("path") if isinstance(body, dict) else None
     allowed = body.get("pass", 0) if isinstance(body, dict) else None
-    if not isinstance(path, str) or not path.startswith("/") or isinstance(allowed, bool) \
-            or not isinstance(allowed, int) or allowed < 0:
+    if not isinstance(path, str) or not path.startswith("/") or is_sandbox_path(path) \
+            or isinstance(allowed, bool) or not isinstance(allowed, int) or allowed < 0:
         raise invalid_request('The body must be {"path": "/v1/...", "pass": N >= 0}.',
                               "invalid_sandbox_hold")
     hold = request.app[HOLD_KEY]

@@ -63,7 +63,8 @@ def test_lifting_the_hold_lets_every_waiting_request_in(
     assert client.post("/v1/embeddings", json=EMBED).status_code == 200
 
 
-@pytest.mark.parametrize("body", [{}, {"path": "v1"}, {"path": "/v1/x", "pass": -1},
+@pytest.mark.parametrize("body", [{}, {"path": "v1"}, {"path": "/sandbox/hold"},
+                                  {"path": "/v1/x", "pass": -1},
                                   {"path": "/v1/x", "pass": True}, ["/v1/x"]])
 def test_a_bad_hold_is_400(client: httpx.Client, body: object) -> None:
     reply = client.put("/sandbox/hold", json=body)
