@@ -107,10 +107,19 @@ def test_list_page_has_cursor_fields() -> None:
 
 
 def test_rate_limit_spaces_starts_evenly() -> None:
-    now = [100.0]
-    rate = RateLimit(clock=lambda: now[0])
+    class Frozen:
+        at = 100.0
+
+        def now(self) -> float:
+            return self.at
+
+        async def sleep(self, seconds: float) -> None:
+            raise AssertionError("delay() only books; it never sleeps")
+
+    clock = Frozen()
+    rate = RateLimit(clock)
     assert [rate.delay(60) for _ in range(3)] == [0.0, 1.0, 2.0]
-    now[0] = 110.0  # idle for a while: no burst credit beyond "now"
+    clock.at = 110.0  # idle for a while: no burst credit beyond "now"
     assert rate.delay(60) == 0.0
     assert rate.delay(None) == 0.0
 

@@ -1,6 +1,7 @@
 """The runner's lifecycle over a real SQLite store and an upstream answered by httpx's
 MockTransport (the test seam httpx ships): validating -> in_progress -> finalizing ->
-completed, and a batch past its completion window -> expired. Time is a fake clock."""
+completed, and a batch past its completion window -> expired. Time is a fake clock, and
+so is the pacer's: no test here sleeps through a rate limit or a back-off."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from bastion_edge.batch import shapes
 from bastion_edge.batch.blobs import BlobDir
 from bastion_edge.batch.metrics import BatchMetrics
+from bastion_edge.batch.pacing import BACKOFF_BASE_SECONDS
 from bastion_edge.batch.runner import BatchRunner, RunContext
 from bastion_edge.batch.sqlite_store import SqliteBatchStore
 from bastion_edge.batch.store import Creator
@@ -26,12 +28,37 @@ from bastion_edge.telemetry.access_log import AccessRecord
 CHAT = "/v1/chat/completions"
 POLICY = Policy.of(parse_rules("models:\n  gpt-4o: gpt-oss-120b\n"))
 ENV = {"QUBITTRON_API_KEY": "bk-runner"}
+PACED = Policy.of(parse_rules("models:\n  gpt-4o: gpt-oss-120b\n"
+                              "batches:\n  concurrency: 1\n  requests_per_minute: 30\n"))
 CREATOR = Creator("app:a", "a", "10.0.0.1", None)
+
+
+class ManualClock:
+    """The pacer's clock, moved only by sleeping on it: each sleep is recorded and
+    advances `now` at once (after a yield to the loop, as a real sleep would)."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.time += seconds
+        await asyncio.sleep(0)
+
+
+BUSY_ONCE: set[str] = set()  # texts already answered 429 once
 
 
 def answer(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
     text = body["messages"][0]["content"]
+    if text.startswith("busy-once") and text not in BUSY_ONCE:
+        BUSY_ONCE.add(text)
+        return httpx.Response(429, json={"error": {"code": "rate_limit", "message": "wait"}})
     if text == "fail":
         return httpx.Response(400, json={"error": {"code": "bad", "message": "no"}})
     return httpx.Response(200, json={"object": "chat.completion", "model": body["model"],
@@ -39,7 +66,8 @@ def answer(request: httpx.Request) -> httpx.Response:
 
 
 async def run(tmp: Path, lines: list[dict[str, Any]], now: float, clock_at: float,
-              delete_input: bool = False,
+              delete_input: bool = False, policy: Policy = POLICY,
+              pace: ManualClock | None = None,
               ) -> tuple[dict[str, Any], SqliteBatchStore, list[AccessRecord]]:
     store = SqliteBatchStore(tmp / "b.sqlite3", BlobDir(tmp / "files", BodyCipher()))
     writer = store.blobs.writer("file-in")
@@ -54,9 +82,9 @@ async def run(tmp: Path, lines: list[dict[str, Any]], now: float, clock_at: floa
     records: list[AccessRecord] = []
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
         runner = BatchRunner(lambda: store, BatchMetrics(CollectorRegistry()),
-                             lambda: RunContext(POLICY, ENV, None, client),
-                             lambda: POLICY.rules.batches, records.append,
-                             clock=lambda: clock_at)
+                             lambda: RunContext(policy, ENV, None, client),
+                             lambda: policy.rules.batches, records.append,
+                             clock=lambda: clock_at, pace=pace or ManualClock())
         assert await store.claim(runner.owner, 30, 1) == ["batch_t"]
         await runner._run_batch(store, "batch_t")
     done = await store.get_batch("app:a", "batch_t")
@@ -118,6 +146,33 @@ def test_a_batch_whose_input_vanished_fails_instead_of_retrying_forever(
         assert done["status"] == "failed" and done["failed_at"] == 1000
         assert done["errors"]["data"][0]["code"] == "input_file_unreadable"
         assert records == []
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_lines_are_paced_on_the_injected_clock_not_in_real_time(tmp_path: Path) -> None:
+    """30 a minute is a line every 2 s: four lines wait 2 s three times, on the fake
+    clock; the test takes no such time."""
+    async def scenario() -> None:
+        pace = ManualClock()
+        lines = [line(f"p-{i}", f"paced {i}") for i in range(4)]
+        done, store, _ = await run(tmp_path, lines, 1000.0, 1000.0, policy=PACED, pace=pace)
+        assert done["request_counts"] == {"total": 4, "completed": 4, "failed": 0}
+        assert pace.slept == [2.0, 2.0, 2.0] and pace.time == 6.0
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_throttled_line_backs_off_on_the_injected_clock(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        pace = ManualClock()
+        done, store, _ = await run(tmp_path, [line("b", "busy-once b")], 1000.0, 1000.0,
+                                   pace=pace)
+        assert done["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
+        (backoff,) = pace.slept  # one 429 without retry-after: jittered, first step
+        assert BACKOFF_BASE_SECONDS / 2 <= backoff <= BACKOFF_BASE_SECONDS
         await store.close()
 
     asyncio.run(scenario())

@@ -20,8 +20,8 @@ from bastion_edge.proxy.model_catalog import (
     configured_keys,
     fetch_model_ids,
 )
-from bastion_edge.sandbox import RunningSandbox
 from bastion_edge.telemetry.metrics import Metrics
+from bastion_sandbox import RunningSandbox
 
 KEY = "bastion-test-key"
 STAGING_KEY = "bastion-staging-key"

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sandbox_support import AUTH, KEY, client_for, run_sandbox_thread, sse_data, sse_events
 
-from bastion_edge.sandbox import RunningSandbox
+from bastion_sandbox import RunningSandbox
 
 CHAT = "gpt-oss-20b"
 

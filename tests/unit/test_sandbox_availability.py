@@ -14,8 +14,8 @@ from sandbox_support import AUTH, KEY, client_for, run_sandbox_thread
 
 from bastion_edge.cli.main import main
 from bastion_edge.config.rules import ModelCapabilities
-from bastion_edge.sandbox import RunningSandbox
-from bastion_edge.sandbox.availability import ModelAvailability
+from bastion_sandbox import ModelSupport, RunningSandbox
+from bastion_sandbox.availability import ModelAvailability, unimplemented_feature
 
 SMALL = "Llama-3.1-8B-Instruct"
 MID = "gpt-oss-20b"
@@ -157,7 +157,48 @@ def test_update_applies_nothing_on_error() -> None:
     assert state.unavailable == set() and state.capabilities == {}
     state.update(MID, {"available": False, "context_tokens": 1000})
     assert state.unavailable == {MID}
-    assert state.capabilities[MID] == ModelCapabilities(context_tokens=1000)
+    assert state.capabilities[MID] == ModelSupport(context_tokens=1000)
+
+
+def test_proxy_rules_capabilities_are_copied_into_the_sandboxs_own_type() -> None:
+    state = ModelAvailability.configured(frozenset(), {MID: ModelCapabilities(vision=False)})
+    assert state.capabilities == {MID: ModelSupport(vision=False)}
+    assert type(state.capabilities[MID]) is ModelSupport
+
+
+LACKS_ALL = ModelSupport(tools=False, json_schema=False, vision=False)
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}
+
+
+@pytest.mark.parametrize(("path", "body", "lacking"), [
+    ("/v1/chat/completions", {"tools": TOOLS}, "tool calling"),
+    ("/v1/chat/completions", {"functions": [{"name": "f"}]}, "tool calling"),
+    ("/v1/chat/completions", {"tools": []}, None),
+    ("/v1/chat/completions", {"response_format": SCHEMA}, "json_schema structured output"),
+    ("/v1/chat/completions", {"response_format": {"type": "json_object"}}, None),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [IMAGE]}]},
+     "image input"),
+    ("/v1/responses", {"tools": TOOLS}, "tool calling"),
+    ("/v1/responses", {"functions": [{"name": "f"}]}, None),  # not a Responses field
+    ("/v1/responses", {"text": {"format": {"type": "json_schema", "name": "s"}}},
+     "json_schema structured output"),
+    ("/v1/responses", {"input": [{"role": "user", "content": [
+        {"type": "input_image", "image_url": "https://x/y.png"}]}]}, "image input"),
+    ("/v1/completions", {"prompt": "hi", "tools": TOOLS}, None),
+    ("/v1/completions", {"prompt": "hi"}, None),
+])
+def test_which_feature_a_request_uses_that_its_model_lacks(
+        path: str, body: dict[str, object], lacking: str | None) -> None:
+    assert unimplemented_feature(path, body, LACKS_ALL) == lacking
+    assert unimplemented_feature(path, body, ModelSupport()) is None
+
+
+def test_the_first_lacking_feature_is_named() -> None:
+    body = {"tools": TOOLS, "response_format": SCHEMA}
+    assert unimplemented_feature("/v1/chat/completions", body, LACKS_ALL) == "tool calling"
+    only_schema = ModelSupport(json_schema=False)
+    assert unimplemented_feature("/v1/chat/completions", body, only_schema) == (
+        "json_schema structured output")
 
 
 def test_cli_refuses_an_invalid_capabilities_file(tmp_path: Path,

@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from sandbox_support import AUTH, client_for, run_sandbox_thread, sse_data
 
-from bastion_edge.sandbox import (
+from bastion_sandbox import (
     FaultPlan,
     RunningSandbox,
     SandboxConfig,

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from sandbox_support import AUTH, client_for, run_sandbox_thread
 
-from bastion_edge.sandbox import RunningSandbox, speech_seconds
 from bastion_edge.tts.riva_contract import DEFAULT_TTS_PATH
+from bastion_sandbox import RunningSandbox, speech_seconds
 
 RATE = 16_000
 TEXT = "hello world, this is the sandbox"  # 32 characters: 2.1333 s at 100%

@@ -12,8 +12,8 @@ import pytest
 from openai.types.responses import ResponseTextDeltaEvent
 from sandbox_support import KEY, client_for, run_sandbox_thread
 
-from bastion_edge.sandbox import RunningSandbox
-from bastion_edge.sandbox.embeddings import embedding_vector
+from bastion_sandbox import RunningSandbox
+from bastion_sandbox.embeddings import embedding_vector
 
 CHAT = "gpt-oss-120b"
 

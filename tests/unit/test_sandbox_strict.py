@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sandbox_support import AUTH, client_for, run_sandbox_thread, sse_events
 
-from bastion_edge.sandbox import RunningSandbox
+from bastion_sandbox import RunningSandbox
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"},
                                            "people": {"type": "integer", "minimum": 1}},

@@ -9,8 +9,8 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from bastion_edge.errors import ApiError
-from bastion_edge.sandbox.structured import (
+from bastion_sandbox.errors import BastionError
+from bastion_sandbox.structured import (
     UnsupportedSchema,
     chat_structured_text,
     minimal_instance,
@@ -75,6 +75,6 @@ def test_request_shapes_for_chat_and_responses() -> None:
     assert json.loads(responses_structured_text(text) or "") == {"n": 0}
     assert responses_structured_text({"format": {"type": "text"}}) is None
     broken = {"type": "json_schema", "json_schema": {"name": "b", "schema": {"$ref": "#/x"}}}
-    with pytest.raises(ApiError) as raised:
+    with pytest.raises(BastionError) as raised:
         chat_structured_text(broken)
     assert (raised.value.status, raised.value.param) == (400, "response_format")

@@ -15,10 +15,10 @@ import pytest
 from tts_fakes import decode
 
 from bastion_edge.config.rules import TtsRules
-from bastion_edge.sandbox import SandboxConfig, speech_seconds, start_sandbox
 from bastion_edge.tts.adapter import TOKEN_HEADER, SpeechJob, TtsAdapter
 from bastion_edge.tts.chunking import chunk_text, max_chunk_chars
 from bastion_edge.tts.riva_contract import DEFAULT_TTS_PATH
+from bastion_sandbox import SandboxConfig, speech_seconds, start_sandbox
 
 KEY = "qb-sandbox-test-key"
 TEXT = ("Bastion speaks Riva, not OpenAI. The proxy translates every request, "

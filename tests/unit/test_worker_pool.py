@@ -16,7 +16,7 @@ from bastion_edge.cli.workers import (
     prepare_multiproc_dir,
     worker_argv,
 )
-from bastion_edge.sandbox.long_stream import stretch, wanted_events
+from bastion_sandbox.long_stream import stretch, wanted_events
 
 
 def test_held_port_is_concrete_and_joinable_by_reuse_port_listeners() -> None:

@@ -416,7 +416,7 @@ def describe_condition(condition: Any) -> str:
 # ---------------------------------------------------------------------------- others
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from bastion_edge.sandbox import SandboxConfig, run_sandbox
+    from bastion_sandbox import SandboxConfig, run_sandbox
 
     capabilities = {}
     if args.capabilities:

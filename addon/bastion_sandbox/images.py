@@ -15,10 +15,10 @@ import zlib
 
 from aiohttp import web
 
-from bastion_edge.errors import bad_request
-from bastion_edge.sandbox.models import ModelKind, require_model
-from bastion_edge.sandbox.replies import json_response
-from bastion_edge.sandbox.state import json_body
+from bastion_sandbox.errors import invalid_request
+from bastion_sandbox.models import ModelKind, require_model
+from bastion_sandbox.replies import json_response
+from bastion_sandbox.state import json_body
 
 PATH = "/v1/images/generations"
 IMAGE_FILES_PATH = "/sandbox/images"
@@ -55,16 +55,16 @@ async def image_generations(request: web.Request) -> web.Response:
     require_model(body.get("model"), ModelKind.IMAGES, PATH)
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise bad_request("'prompt' is required.", "missing_required_parameter", "prompt")
+        raise invalid_request("'prompt' is required.", "missing_required_parameter", "prompt")
     n = body.get("n", 1)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:
-        raise bad_request(f"'n' must be an integer 1..{MAX_IMAGES}.", "invalid_value", "n")
+        raise invalid_request(f"'n' must be an integer 1..{MAX_IMAGES}.", "invalid_value", "n")
     size = body.get("size", "1024x1024")
     if not isinstance(size, str) or not _SIZE.match(size):
-        raise bad_request("'size' must look like 1024x1024.", "invalid_value", "size")
+        raise invalid_request("'size' must look like 1024x1024.", "invalid_value", "size")
     response_format = body.get("response_format", "url")
     if response_format not in ("url", "b64_json"):
-        raise bad_request(
+        raise invalid_request(
             "response_format must be 'url' or 'b64_json'.", "invalid_value", "response_format"
         )
     origin = f"{request.scheme}://{request.host}"

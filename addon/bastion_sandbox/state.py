@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
-from bastion_edge.errors import bad_request
+from bastion_sandbox.errors import invalid_request
 
 if TYPE_CHECKING:
-    from bastion_edge.sandbox.faults import FaultPlan
-    from bastion_edge.sandbox.journal import JournalEntry
+    from bastion_sandbox.faults import FaultPlan
+    from bastion_sandbox.journal import JournalEntry
 
 SANDBOX_PREFIX = "/sandbox/"
 
@@ -26,9 +26,9 @@ class RequestState:
 
 
 try:
-    _STATE: Any = web.RequestKey("bastion_edge.sandbox.state", RequestState)
+    _STATE: Any = web.RequestKey("bastion_sandbox.state", RequestState)
 except AttributeError:  # aiohttp before RequestKey existed
-    _STATE = "bastion_edge.sandbox.state"
+    _STATE = "bastion_sandbox.state"
 
 
 def is_sandbox_path(path: str) -> bool:
@@ -52,10 +52,10 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         parsed = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError):
-        raise bad_request(
+        raise invalid_request(
             "We could not parse the JSON body of your request.", "invalid_json"
         ) from None
     if not isinstance(parsed, dict):
-        raise bad_request("The request body must be a JSON object.", "invalid_json")
+        raise invalid_request("The request body must be a JSON object.", "invalid_json")
     state.body = parsed
     return parsed

@@ -25,13 +25,17 @@ from typing import Any
 
 from aiohttp import web
 
-from bastion_edge.errors import ApiError
-from bastion_edge.sandbox.config import CONFIG_KEY, RIVA_AUDIO_MODES
-from bastion_edge.sandbox.replies import dumps
-from bastion_edge.sandbox.ssml import SpeechTextError, parse_utterance
-from bastion_edge.sandbox.state import json_body
-from bastion_edge.sandbox.tone import synthesize, wav_header
-from bastion_edge.tts.riva_contract import MAX_AUDIO_SECONDS_PER_REQUEST, AudioEncoding
+from bastion_sandbox.config import CONFIG_KEY, RIVA_AUDIO_MODES
+from bastion_sandbox.errors import BastionError
+from bastion_sandbox.replies import dumps
+from bastion_sandbox.ssml import SpeechTextError, parse_utterance
+from bastion_sandbox.state import json_body
+from bastion_sandbox.tone import synthesize, wav_header
+
+TTS_PATH = "/api/v1/tts/text_to_audio"  # the contract: Bastion's TTS, not /v1/audio/speech
+MAX_AUDIO_SECONDS_PER_REQUEST = 20.0  # NVIDIA documents about 20 s per offline request
+LINEAR_PCM = 1
+ENCODING_NAMES = {1: "LINEAR_PCM", 2: "FLAC", 3: "MULAW", 4: "OGGOPUS", 20: "ALAW"}
 
 RIVA_AUDIO_HEADER = "x-sandbox-riva-audio"
 AUDIO_SECONDS_HEADER = "x-sandbox-audio-seconds"
@@ -101,7 +105,7 @@ async def text_to_audio(request: web.Request) -> web.Response:
 async def _text_to_audio(request: web.Request) -> web.Response:
     try:
         body = await json_body(request)
-    except ApiError as err:
+    except BastionError as err:
         raise RivaError(err.message) from None
     text = body.get("text")
     if not isinstance(text, str) or not text.strip():
@@ -115,11 +119,8 @@ async def _text_to_audio(request: web.Request) -> web.Response:
     if language != voice_language(voice):
         raise RivaError(f"voice {voice} does not speak language_code {language!r}")
     encoding = _int_field(body, "encoding", None)
-    if encoding != AudioEncoding.LINEAR_PCM:
-        try:
-            name = AudioEncoding(encoding).name
-        except ValueError:
-            name = str(encoding)
+    if encoding != LINEAR_PCM:
+        name = ENCODING_NAMES.get(encoding, str(encoding))
         raise RivaError(f"encoding {name} is not supported by the sandbox; use 1 (LINEAR_PCM)")
     sample_rate = _int_field(body, "sample_rate_hz", DEFAULT_SAMPLE_RATE) or DEFAULT_SAMPLE_RATE
     if sample_rate not in SAMPLE_RATES:

@@ -14,7 +14,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
-from bastion_edge.errors import INVALID_REQUEST, ApiError, bad_request
+from bastion_sandbox.errors import INVALID_REQUEST, BastionError, invalid_request
 
 OWNER = "qubittron"
 CREATED = 1735689600  # fixed, so listings are deterministic
@@ -92,8 +92,8 @@ def catalogue() -> Mapping[str, BastionModel]:
     return models
 
 
-def model_not_found(model_id: str) -> ApiError:
-    return ApiError(
+def model_not_found(model_id: str) -> BastionError:
+    return BastionError(
         404,
         f"The model `{model_id}` does not exist or you do not have access to it.",
         "model_not_found",
@@ -105,14 +105,14 @@ def model_not_found(model_id: str) -> ApiError:
 def require_model(value: object, kind: ModelKind, endpoint: str) -> BastionModel:
     """The catalogue entry for a request's `model` value, or the error Bastion answers."""
     if not isinstance(value, str) or not value:
-        raise bad_request(
+        raise invalid_request(
             "you must provide a model parameter", "missing_required_parameter", "model"
         )
     model = catalogue().get(value)
     if model is None:
         raise model_not_found(value)
     if model.kind is not kind:
-        raise bad_request(
+        raise invalid_request(
             f"The model `{value}` is a {model.kind} model and is not supported by {endpoint}.",
             "model_not_supported",
             "model",

@@ -9,7 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bastion_edge.errors import JSON_CONTENT_TYPE, ApiError
+from bastion_sandbox.errors import BastionError
+
+JSON_CONTENT_TYPE = "application/json"
 
 
 def new_id(prefix: str) -> str:
@@ -30,9 +32,8 @@ def json_response(
     return response
 
 
-def error_response(err: ApiError, headers: Mapping[str, str] | None = None) -> web.Response:
-    response = web.Response(
-        body=err.body(), status=err.status, content_type=JSON_CONTENT_TYPE, headers=headers
-    )
+def error_response(err: BastionError, headers: Mapping[str, str] | None = None) -> web.Response:
+    response = web.Response(body=dumps(err.as_json()), status=err.status,
+                            content_type=JSON_CONTENT_TYPE, headers=headers)
     response.headers["x-request-id"] = new_id("req_")
     return response

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from aiohttp import web
-
-from bastion_edge.config.rules import ModelCapabilities
 
 RivaAudioMode = Literal["wav", "wav-placeholder-sizes", "pcm"]
 # Who the sandbox pretends to be: Bastion (strict, the default) or OpenAI (accepts
@@ -18,6 +16,38 @@ Persona = Literal["bastion", "openai"]
 RIVA_AUDIO_MODES: tuple[str, ...] = get_args(RivaAudioMode)
 
 OPENAI_KEY_PREFIX = "sk-"
+
+
+class DeclaredSupport(Protocol):
+    """A model's declared support, as a rules file's `capabilities:` entry carries it.
+
+    Structural: the CLI passes the proxy's parsed rules; the sandbox copies the values
+    into its own `ModelSupport` and never imports the proxy's types.
+    """
+
+    @property
+    def tools(self) -> bool: ...
+    @property
+    def json_schema(self) -> bool: ...
+    @property
+    def vision(self) -> bool: ...
+    @property
+    def context_tokens(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSupport:
+    """What one model behind the sandbox implements; everything, unless declared."""
+
+    tools: bool = True
+    json_schema: bool = True
+    vision: bool = True
+    context_tokens: int | None = None  # reported, not enforced
+
+    @classmethod
+    def of(cls, declared: DeclaredSupport) -> ModelSupport:
+        return cls(declared.tools, declared.json_schema, declared.vision,
+                   declared.context_tokens)
 
 
 def default_tls_dir() -> Path:
@@ -49,7 +79,7 @@ class SandboxConfig:
     journal_body_limit: int = 16_384
     persona: Persona = "bastion"
     unavailable_models: frozenset[str] = frozenset()
-    capabilities: Mapping[str, ModelCapabilities] = field(default_factory=dict)
+    capabilities: Mapping[str, DeclaredSupport] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.riva_audio not in RIVA_AUDIO_MODES:
@@ -64,4 +94,4 @@ class SandboxConfig:
             raise ValueError("api_keys must be non-empty and must not start with 'sk-'")
 
 
-CONFIG_KEY = web.AppKey("bastion_edge.sandbox.config", SandboxConfig)
+CONFIG_KEY = web.AppKey("bastion_sandbox.config", SandboxConfig)

@@ -8,13 +8,13 @@ import time
 
 from aiohttp import web
 
-from bastion_edge.errors import bad_request
-from bastion_edge.sandbox.chat import fixed_id, include_usage, usage
-from bastion_edge.sandbox.content import check_prompt, echo_text, stream_pieces
-from bastion_edge.sandbox.models import ModelKind, require_model
-from bastion_edge.sandbox.replies import json_response, new_id
-from bastion_edge.sandbox.sse import DONE, SseStream, data_event
-from bastion_edge.sandbox.state import json_body
+from bastion_sandbox.chat import fixed_id, include_usage, usage
+from bastion_sandbox.content import check_prompt, echo_text, stream_pieces
+from bastion_sandbox.errors import invalid_request
+from bastion_sandbox.models import ModelKind, require_model
+from bastion_sandbox.replies import json_response, new_id
+from bastion_sandbox.sse import DONE, SseStream, data_event
+from bastion_sandbox.state import json_body
 
 PATH = "/v1/completions"
 
@@ -40,7 +40,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     prompt = body.get("prompt")
     source = _prompt_text(prompt)
     if source is None:
-        raise bad_request(
+        raise invalid_request(
             "'prompt' must be a string or an array.", "missing_required_parameter", "prompt"
         )
     prompt_tokens = check_prompt(model, prompt, "prompt")

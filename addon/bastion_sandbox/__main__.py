@@ -1,17 +1,17 @@
-"""`python -m bastion_edge.sandbox [--host H] [--port P] [--tls-dir DIR] ...`"""
+"""`python -m bastion_sandbox [--host H] [--port P] [--tls-dir DIR] ...`"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bastion_edge.sandbox.config import RIVA_AUDIO_MODES, SandboxConfig, default_tls_dir
-from bastion_edge.sandbox.server import run_sandbox
+from bastion_sandbox.config import RIVA_AUDIO_MODES, SandboxConfig, default_tls_dir
+from bastion_sandbox.server import run_sandbox
 
 
 def parse_args(argv: list[str] | None = None) -> SandboxConfig:
     parser = argparse.ArgumentParser(
-        prog="python -m bastion_edge.sandbox", description="Local stand-in for Bastion."
+        prog="python -m bastion_sandbox", description="Local stand-in for Bastion."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8443, help="HTTPS port (0: any free)")

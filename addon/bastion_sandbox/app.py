@@ -7,30 +7,30 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bastion_edge.errors import INVALID_REQUEST, SERVER_ERROR, ApiError
-from bastion_edge.sandbox import (
+from bastion_sandbox import (
     audio,
     availability,
     chat,
     completions,
     embeddings,
+    hold,
     images,
     responses,
     riva,
 )
-from bastion_edge.sandbox.auth import auth_middleware
-from bastion_edge.sandbox.config import CONFIG_KEY, SandboxConfig
-from bastion_edge.sandbox.faults import fault_middleware
-from bastion_edge.sandbox.journal import (
+from bastion_sandbox.auth import auth_middleware
+from bastion_sandbox.config import CONFIG_KEY, SandboxConfig
+from bastion_sandbox.errors import INVALID_REQUEST, SERVER_ERROR, BastionError
+from bastion_sandbox.faults import fault_middleware
+from bastion_sandbox.journal import (
     JOURNAL_KEY,
     JOURNAL_PATH,
     Journal,
     clear_journal,
     get_journal,
 )
-from bastion_edge.sandbox.models import catalogue, model_list, model_not_found, model_object
-from bastion_edge.sandbox.replies import error_response, json_response
-from bastion_edge.tts.riva_contract import DEFAULT_TTS_PATH
+from bastion_sandbox.models import catalogue, model_list, model_not_found, model_object
+from bastion_sandbox.replies import error_response, json_response
 
 CLIENT_MAX_SIZE = 64 * 1024 * 1024
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Every error as an OpenAI envelope, like Bastion's gateway."""
     try:
         return await handler(request)
-    except ApiError as err:
+    except BastionError as err:
         return error_response(err)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -62,13 +62,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message, code = f"Invalid URL ({request.method} {request.path})", "unknown_url"
         else:
             message, code = exc.reason, exc.reason.lower().replace(" ", "_")
-        return error_response(ApiError(exc.status, message, code, INVALID_REQUEST))
+        return error_response(BastionError(exc.status, message, code, INVALID_REQUEST))
     except ConnectionError:
         raise  # the client went away; nothing to answer
     except Exception:
         log.exception("sandbox handler failed for %s %s", request.method, request.path)
         return error_response(
-            ApiError(
+            BastionError(
                 500, "The sandbox failed to handle this request.", "server_error", SERVER_ERROR
             )
         )
@@ -78,6 +78,7 @@ def build_app(config: SandboxConfig, journal: Journal) -> web.Application:
     app = web.Application(
         client_max_size=CLIENT_MAX_SIZE,
         middlewares=[
+            hold.hold_middleware,  # outermost: a held request is not yet journalled
             journal.middleware("https"),
             error_middleware,
             auth_middleware(config.api_keys, config.persona),
@@ -98,11 +99,12 @@ def build_app(config: SandboxConfig, journal: Journal) -> web.Application:
     add("POST", audio.TRANSLATIONS_PATH, audio.translations)
     add("POST", responses.PATH, responses.responses)
     add("*", responses.PATH + "/{tail:.+}", responses.stored_response)
-    add("POST", DEFAULT_TTS_PATH, riva.text_to_audio)
+    add("POST", riva.TTS_PATH, riva.text_to_audio)
     add("GET", JOURNAL_PATH, get_journal)
     add("DELETE", JOURNAL_PATH, clear_journal)
     add("GET", images.IMAGE_FILES_PATH + "/{colour}.png", images.image_file)
     availability.install(app)  # /sandbox/models: unavailable models, capabilities
+    hold.install(app)  # /sandbox/hold: requests wait at the door until let in
     return app
 
 

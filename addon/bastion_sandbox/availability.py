@@ -14,26 +14,68 @@ says Bastion may. Set at start (`SandboxConfig.unavailable_models`, `.capabiliti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bastion_edge.config.rules import ALL_SUPPORTED, ModelCapabilities
-from bastion_edge.core.facts import classify_endpoint
-from bastion_edge.core.model_availability import missing_capability, needs_from_json
-from bastion_edge.errors import bad_gateway, bad_request
-from bastion_edge.sandbox.config import CONFIG_KEY
-from bastion_edge.sandbox.models import UNAVAILABLE, model_not_found
-from bastion_edge.sandbox.replies import json_response
-from bastion_edge.sandbox.state import is_sandbox_path, json_body
+from bastion_sandbox.config import CONFIG_KEY, DeclaredSupport, ModelSupport
+from bastion_sandbox.content import has_image
+from bastion_sandbox.errors import invalid_request, upstream_error
+from bastion_sandbox.models import UNAVAILABLE, model_not_found
+from bastion_sandbox.replies import json_response
+from bastion_sandbox.state import is_sandbox_path, json_body
 
 MODELS_ADMIN_PATH = "/sandbox/models"
-_CHECKED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
-_FIELD_NAMES = {"tools": "tool calling", "json_schema": "json_schema structured output",
-                "vision": "image input"}
+_CHAT, _COMPLETIONS, _RESPONSES = "/v1/chat/completions", "/v1/completions", "/v1/responses"
+_ALL = ModelSupport()
+_SWITCHES = ("available", "tools", "json_schema", "vision")
+
+
+def _listed(value: object) -> bool:
+    return isinstance(value, list) and len(value) > 0
+
+
+def _schema_format(value: object) -> bool:
+    return isinstance(value, dict) and value.get("type") == "json_schema"
+
+
+def _uses_tools(path: str, body: Mapping[str, Any]) -> bool:
+    if path == _CHAT:
+        return _listed(body.get("tools")) or _listed(body.get("functions"))
+    return path == _RESPONSES and _listed(body.get("tools"))
+
+
+def _uses_json_schema(path: str, body: Mapping[str, Any]) -> bool:
+    if path == _CHAT:
+        return _schema_format(body.get("response_format"))
+    text = body.get("text")
+    return path == _RESPONSES and isinstance(text, dict) and _schema_format(text.get("format"))
+
+
+def _uses_images(path: str, body: Mapping[str, Any]) -> bool:
+    field_name = {_CHAT: "messages", _COMPLETIONS: "prompt", _RESPONSES: "input"}[path]
+    return has_image(body.get(field_name))
+
+
+# What a model behind Bastion must implement to answer, in the order the 502 names it.
+# The contract: such fields pass through to the model, which "may answer 502 with
+# upstream_error" when it does not implement one.
+_FEATURES: tuple[tuple[str, str, Callable[[str, Mapping[str, Any]], bool]], ...] = (
+    ("tools", "tool calling", _uses_tools),
+    ("json_schema", "json_schema structured output", _uses_json_schema),
+    ("vision", "image input", _uses_images),
+)
+
+
+def unimplemented_feature(path: str, body: Mapping[str, Any], support: ModelSupport) -> str | None:
+    """The description of the first feature `body` uses that `support` lacks, or None."""
+    for switch, description, used in _FEATURES:
+        if not getattr(support, switch) and used(path, body):
+            return description
+    return None
 
 
 @dataclass(slots=True)
@@ -41,12 +83,12 @@ class ModelAvailability:
     """The sandbox's mutable view of which models exist and what they support."""
 
     unavailable: set[str] = field(default_factory=set)
-    capabilities: dict[str, ModelCapabilities] = field(default_factory=dict)
+    capabilities: dict[str, ModelSupport] = field(default_factory=dict)
 
     @classmethod
     def configured(cls, unavailable: frozenset[str],
-                   capabilities: Mapping[str, ModelCapabilities]) -> ModelAvailability:
-        return cls(set(unavailable), dict(capabilities))
+                   capabilities: Mapping[str, DeclaredSupport]) -> ModelAvailability:
+        return cls(set(unavailable), {m: ModelSupport.of(c) for m, c in capabilities.items()})
 
     def to_json(self) -> dict[str, Any]:
         return {"unavailable": sorted(self.unavailable),
@@ -54,21 +96,21 @@ class ModelAvailability:
 
     def update(self, model: str, changes: Mapping[str, Any]) -> None:
         """Apply a PATCH body; ValueError names what is wrong (nothing applied then)."""
-        caps = self.capabilities.get(model, ALL_SUPPORTED)
+        support = self.capabilities.get(model, _ALL)
         available: bool | None = None
         for name, value in changes.items():
-            if name in ("available", "tools", "json_schema", "vision"):
+            if name in _SWITCHES:
                 if not isinstance(value, bool):
                     raise ValueError(f"{name} must be true or false")
                 if name == "available":
                     available = value
                 else:
-                    caps = replace(caps, **{name: value})
+                    support = replace(support, **{name: value})
             elif name == "context_tokens":
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                           or value < 1):
                     raise ValueError("context_tokens must be a positive integer or null")
-                caps = replace(caps, context_tokens=value)
+                support = replace(support, context_tokens=value)
             else:
                 raise ValueError(f"unknown field {name!r}; expected available, tools, "
                                  "json_schema, vision, context_tokens")
@@ -76,8 +118,8 @@ class ModelAvailability:
             self.unavailable.discard(model)
         elif available is False:
             self.unavailable.add(model)
-        if caps != self.capabilities.get(model, ALL_SUPPORTED):
-            self.capabilities[model] = caps
+        if support != self.capabilities.get(model, _ALL):
+            self.capabilities[model] = support
 
 
 def availability_of(app: web.Application) -> ModelAvailability:
@@ -90,20 +132,16 @@ async def availability_middleware(request: web.Request, handler: Handler) -> web
         return await handler(request)
     state = availability_of(request.app)
     UNAVAILABLE.set(frozenset(state.unavailable))
-    if request.method == "POST" and request.path in _CHECKED_PATHS:
+    if request.method == "POST" and request.path in (_CHAT, _COMPLETIONS, _RESPONSES):
         body = await json_body(request)
         model = body.get("model")
         if isinstance(model, str):
             if model in state.unavailable:
                 raise model_not_found(model)
-            caps = state.capabilities.get(model)
-            if caps is not None:
-                needs = needs_from_json(classify_endpoint(request.path), body)
-                missing = missing_capability(replace(needs, prompt_tokens=0), caps)
-                if missing is not None:
-                    raise bad_gateway(
-                        f"Upstream model `{model}` failed: it does not support "
-                        f"{_FIELD_NAMES[missing]} (sandbox capabilities).", "upstream_error")
+            lacking = unimplemented_feature(request.path, body, state.capabilities.get(model, _ALL))
+            if lacking is not None:
+                raise upstream_error(f"Upstream model `{model}` failed: it does not support "
+                                     f"{lacking} (sandbox capabilities).")
     return await handler(request)
 
 
@@ -118,11 +156,11 @@ async def patch_model_state(request: web.Request) -> web.Response:
     except ValueError:
         changes = None
     if not isinstance(changes, dict):
-        raise bad_request("The body must be a JSON object.", "invalid_json")
+        raise invalid_request("The body must be a JSON object.", "invalid_json")
     try:
         state.update(request.match_info["model_id"], changes)
     except ValueError as exc:
-        raise bad_request(str(exc), "invalid_sandbox_model_state") from None
+        raise invalid_request(str(exc), "invalid_sandbox_model_state") from None
     return json_response(state.to_json())
 
 
@@ -130,7 +168,8 @@ async def reset_models_state(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
     state = availability_of(request.app)
     state.unavailable = set(config.unavailable_models)
-    state.capabilities = dict(config.capabilities)
+    state.capabilities = ModelAvailability.configured(
+        frozenset(), config.capabilities).capabilities
     return json_response(state.to_json())
 
 
@@ -144,4 +183,4 @@ def install(app: web.Application) -> None:
     app.router.add_route("PATCH", MODELS_ADMIN_PATH + "/{model_id}", patch_model_state)
 
 
-AVAILABILITY_KEY = web.AppKey("bastion_edge.sandbox.availability", ModelAvailability)
+AVAILABILITY_KEY = web.AppKey("bastion_sandbox.availability", ModelAvailability)

@@ -15,8 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bastion_edge.errors import bad_request
-from bastion_edge.sandbox.content import (
+from bastion_sandbox.content import (
     ToolCall,
     check_prompt,
     choose_tool_call,
@@ -27,13 +26,14 @@ from bastion_edge.sandbox.content import (
     text_of,
     tool_result_text,
 )
-from bastion_edge.sandbox.long_stream import long_stream_pieces
-from bastion_edge.sandbox.models import ModelKind, require_model
-from bastion_edge.sandbox.replies import json_response, new_id
-from bastion_edge.sandbox.sse import DONE, SseStream, data_event
-from bastion_edge.sandbox.state import json_body
-from bastion_edge.sandbox.strict import check_reasoning_fields
-from bastion_edge.sandbox.structured import chat_structured_text
+from bastion_sandbox.errors import invalid_request
+from bastion_sandbox.long_stream import long_stream_pieces
+from bastion_sandbox.models import ModelKind, require_model
+from bastion_sandbox.replies import json_response, new_id
+from bastion_sandbox.sse import DONE, SseStream, data_event
+from bastion_sandbox.state import json_body
+from bastion_sandbox.strict import check_reasoning_fields
+from bastion_sandbox.structured import chat_structured_text
 
 PATH = "/v1/chat/completions"
 
@@ -94,7 +94,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     model = require_model(body.get("model"), ModelKind.CHAT, PATH)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise bad_request(
+        raise invalid_request(
             "'messages' must be a non-empty array.", "missing_required_parameter", "messages"
         )
     prompt_tokens = check_prompt(model, messages, "messages")

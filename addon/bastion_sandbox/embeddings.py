@@ -19,12 +19,12 @@ from typing import Any
 
 from aiohttp import web
 
-from bastion_edge.errors import bad_request
-from bastion_edge.sandbox.content import estimate_tokens
-from bastion_edge.sandbox.models import ModelKind, require_model
-from bastion_edge.sandbox.replies import json_response
-from bastion_edge.sandbox.state import json_body
-from bastion_edge.sandbox.strict import check_text_embedding_input
+from bastion_sandbox.content import estimate_tokens
+from bastion_sandbox.errors import invalid_request
+from bastion_sandbox.models import ModelKind, require_model
+from bastion_sandbox.replies import json_response
+from bastion_sandbox.state import json_body
+from bastion_sandbox.strict import check_text_embedding_input
 
 PATH = "/v1/embeddings"
 MAX_INPUTS = 2048
@@ -57,11 +57,11 @@ def _inputs(value: object) -> list[str]:
             if isinstance(item, str):
                 items.append(item)
             else:
-                raise bad_request("'$.input' is invalid.", "invalid_value", "input")
+                raise invalid_request("'$.input' is invalid.", "invalid_value", "input")
     else:
-        raise bad_request("'$.input' is invalid.", "invalid_value", "input")
+        raise invalid_request("'$.input' is invalid.", "invalid_value", "input")
     if len(items) > MAX_INPUTS or any(not item for item in items):
-        raise bad_request("'$.input' is invalid.", "invalid_value", "input")
+        raise invalid_request("'$.input' is invalid.", "invalid_value", "input")
     return items
 
 
@@ -71,14 +71,14 @@ async def embeddings(request: web.Request) -> web.Response:
     dimensions = model.dimensions or 1024
     requested = body.get("dimensions")
     if requested is not None and requested != dimensions:
-        raise bad_request(
+        raise invalid_request(
             f"The model `{model.id}` only produces {dimensions}-dimensional embeddings.",
             "dimensions_not_supported",
             "dimensions",
         )
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
-        raise bad_request(
+        raise invalid_request(
             "encoding_format must be 'float' or 'base64'.", "invalid_value", "encoding_format"
         )
     texts = _inputs(body.get("input"))

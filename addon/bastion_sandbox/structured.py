@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bastion_edge.errors import bad_request
+from bastion_sandbox.errors import invalid_request
 
 MAX_DEPTH = 64
 _FORMATS = {"date-time": "2025-01-01T00:00:00Z", "date": "2025-01-01", "time": "00:00:00Z",
@@ -126,7 +126,7 @@ def structured_text(kind: object, schema: object, param: str) -> str | None:
         try:
             return json.dumps(minimal_instance(schema if schema is not None else {}))
         except UnsupportedSchema as e:
-            raise bad_request(f"Invalid schema for '{param}': {e}.", "invalid_value",
+            raise invalid_request(f"Invalid schema for '{param}': {e}.", "invalid_value",
                               param) from e
     if kind == "json_object":
         return "{}"

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bastion_edge.sandbox.replies import dumps, new_id
-from bastion_edge.sandbox.state import state_of
+from bastion_sandbox.replies import dumps, new_id
+from bastion_sandbox.state import state_of
 
 DONE = b"data: [DONE]\n\n"
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bastion_edge.errors import INVALID_REQUEST, SERVER_ERROR, ApiError, bad_request
-from bastion_edge.sandbox.replies import error_response
-from bastion_edge.sandbox.state import is_sandbox_path, state_of
+from bastion_sandbox.errors import INVALID_REQUEST, SERVER_ERROR, BastionError, invalid_request
+from bastion_sandbox.replies import error_response
+from bastion_sandbox.state import is_sandbox_path, state_of
 
 FAULT_HEADER = "x-sandbox-fault"
 TOKEN_DELAY_HEADER = "x-sandbox-token-delay-ms"
@@ -90,11 +90,11 @@ _STATUS_ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
-def fault_error(status: int) -> ApiError:
+def fault_error(status: int) -> BastionError:
     """The OpenAI-style error the sandbox answers for `status=NNN`."""
     default_type = SERVER_ERROR if status >= 500 else INVALID_REQUEST
     type_, code = _STATUS_ERRORS.get(status, (default_type, "sandbox_fault"))
-    return ApiError(status, f"Injected fault: HTTP {status} (x-sandbox-fault).", code, type_)
+    return BastionError(status, f"Injected fault: HTTP {status} (x-sandbox-fault).", code, type_)
 
 
 @web.middleware
@@ -107,7 +107,7 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         plan = parse_faults(headers.get(FAULT_HEADER), headers.get(TOKEN_DELAY_HEADER))
     except ValueError as exc:
-        raise bad_request(str(exc), "invalid_sandbox_fault", FAULT_HEADER) from None
+        raise invalid_request(str(exc), "invalid_sandbox_fault", FAULT_HEADER) from None
     state = state_of(request)
     state.plan = plan
     if plan.delay_ms:

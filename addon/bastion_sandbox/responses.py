@@ -16,8 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bastion_edge.errors import INVALID_REQUEST, ApiError, bad_request
-from bastion_edge.sandbox.content import (
+from bastion_sandbox.content import (
     ToolCall,
     check_prompt,
     choose_tool_call,
@@ -26,12 +25,13 @@ from bastion_edge.sandbox.content import (
     text_of,
     tool_result_text,
 )
-from bastion_edge.sandbox.models import PERSONA, BastionModel, ModelKind, require_model
-from bastion_edge.sandbox.replies import json_response, new_id
-from bastion_edge.sandbox.sse import SseStream, named_event
-from bastion_edge.sandbox.state import json_body
-from bastion_edge.sandbox.strict import check_no_item_references, check_reasoning_fields
-from bastion_edge.sandbox.structured import responses_structured_text
+from bastion_sandbox.errors import INVALID_REQUEST, BastionError, invalid_request
+from bastion_sandbox.models import PERSONA, BastionModel, ModelKind, require_model
+from bastion_sandbox.replies import json_response, new_id
+from bastion_sandbox.sse import SseStream, named_event
+from bastion_sandbox.state import json_body
+from bastion_sandbox.strict import check_no_item_references, check_reasoning_fields
+from bastion_sandbox.structured import responses_structured_text
 
 PATH = "/v1/responses"
 
@@ -105,13 +105,13 @@ def validate(body: dict[str, Any]) -> tuple[BastionModel, int]:
     Returns the model and the estimated input tokens.
     """
     if body.get("store") is not False and PERSONA.get() == "bastion":
-        raise bad_request(
+        raise invalid_request(
             'Bastion\'s /v1/responses is stateless: the request must set "store": false.',
             "store_must_be_false",
             "store",
         )
     if body.get("previous_response_id") is not None:
-        raise bad_request(
+        raise invalid_request(
             "previous_response_id is not supported: responses are not stored. "
             "Send the conversation so far in 'input'.",
             "previous_response_id_not_supported",
@@ -119,7 +119,7 @@ def validate(body: dict[str, Any]) -> tuple[BastionModel, int]:
         )
     model = require_model(body.get("model"), ModelKind.CHAT, PATH)
     if "input" not in body:
-        raise bad_request("'input' is required.", "missing_required_parameter", "input")
+        raise invalid_request("'input' is required.", "missing_required_parameter", "input")
     check_no_item_references(body.get("input"))
     check_reasoning_fields(body, model.id)
     tokens = check_prompt(model, [body.get("instructions"), body.get("input")], "input")
@@ -231,7 +231,7 @@ async def _stream(
 
 
 async def stored_response(request: web.Request) -> web.Response:
-    raise ApiError(
+    raise BastionError(
         404,
         "Responses are not stored at Bastion (store must be false), so there is "
         f"nothing at {request.path}.",

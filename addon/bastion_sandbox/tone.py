@@ -13,7 +13,7 @@ import sys
 from array import array
 from functools import lru_cache
 
-from bastion_edge.sandbox.ssml import Utterance
+from bastion_sandbox.ssml import Utterance
 
 _LEVELS = (0.30, 0.45, 0.60, 0.75)
 _VOICED = 0.8

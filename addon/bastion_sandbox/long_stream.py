@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bastion_edge.errors import bad_request
+from bastion_sandbox.errors import invalid_request
 
 STREAM_EVENTS_HEADER = "x-sandbox-stream-events"
 MAX_STREAM_EVENTS = 100_000
@@ -32,5 +32,5 @@ def long_stream_pieces(request: web.Request, pieces: list[str]) -> list[str]:
     try:
         count = wanted_events(request.headers.get(STREAM_EVENTS_HEADER))
     except ValueError as e:
-        raise bad_request(str(e), "invalid_value", STREAM_EVENTS_HEADER) from e
+        raise invalid_request(str(e), "invalid_value", STREAM_EVENTS_HEADER) from e
     return pieces if count is None else stretch(pieces or [""], count)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bastion_edge.errors import ApiError, bad_gateway, bad_request
-from bastion_edge.sandbox.models import PERSONA
+from bastion_sandbox.errors import BastionError, invalid_request, upstream_error
+from bastion_sandbox.models import PERSONA
 
 # Bastion models that reason (gpt-oss) and the efforts they take.
 REASONING_MODELS = ("gpt-oss-120b", "gpt-oss-20b")
@@ -27,7 +27,7 @@ def check_no_item_references(input_value: object) -> None:
         return
     for index, item in enumerate(input_value):
         if isinstance(item, dict) and item.get("type") == "item_reference":
-            raise bad_request(
+            raise invalid_request(
                 f"Invalid 'input[{index}]': item_reference is not supported; responses are "
                 "not stored, so send the referenced item itself.",
                 "item_reference_not_supported", f"input[{index}]")
@@ -46,7 +46,7 @@ def check_text_embedding_input(value: object) -> None:
     if PERSONA.get() == "openai":
         return
     if is_token_ids(value):
-        raise bad_request(
+        raise invalid_request(
             "Invalid 'input': token-id input is not supported; this model has its own "
             "tokenizer, so send the text.", "invalid_value", "input")
 
@@ -69,9 +69,9 @@ def check_reasoning_fields(body: dict[str, Any], model_id: str) -> None:
         if model_id not in REASONING_MODELS:
             raise _not_implemented(model_id, field)
         if effort is not None and effort not in REASONING_EFFORTS:
-            raise bad_request(f"Invalid value for '{field}': {effort!r}; expected one of "
+            raise invalid_request(f"Invalid value for '{field}': {effort!r}; expected one of "
                               f"{', '.join(REASONING_EFFORTS)}.", "invalid_value", field)
 
 
-def _not_implemented(model_id: str, field: str) -> ApiError:
-    return bad_gateway(f"The model `{model_id}` does not implement '{field}'.", "upstream_error")
+def _not_implemented(model_id: str, field: str) -> BastionError:
+    return upstream_error(f"The model `{model_id}` does not implement '{field}'.", "upstream_error")

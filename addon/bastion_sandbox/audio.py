@@ -12,10 +12,10 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from bastion_edge.errors import bad_request
-from bastion_edge.sandbox.models import ModelKind, require_model
-from bastion_edge.sandbox.replies import json_response
-from bastion_edge.sandbox.state import state_of
+from bastion_sandbox.errors import invalid_request
+from bastion_sandbox.models import ModelKind, require_model
+from bastion_sandbox.replies import json_response
+from bastion_sandbox.state import state_of
 
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
 TRANSLATIONS_PATH = "/v1/audio/translations"
@@ -31,14 +31,15 @@ async def _read_field(part: BodyPartReader) -> str:
     while chunk := await part.read_chunk(READ_CHUNK):
         data += chunk
         if len(data) > MAX_FIELD_BYTES:
-            raise bad_request(f"Form field '{part.name}' is too large.", "invalid_value", part.name)
+            raise invalid_request(f"Form field '{part.name}' is too large.", "invalid_value",
+                                  part.name)
     return data.decode("utf-8", "replace")
 
 
 async def _read_form(request: web.Request) -> tuple[dict[str, str], dict[str, Any] | None]:
     """Form fields and the file part's facts (filename, content_type, bytes, sha256)."""
     if not request.content_type.startswith("multipart/form-data"):
-        raise bad_request(
+        raise invalid_request(
             "This endpoint expects multipart/form-data with a 'file' part.",
             "invalid_content_type",
         )
@@ -48,7 +49,7 @@ async def _read_form(request: web.Request) -> tuple[dict[str, str], dict[str, An
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
-                raise bad_request("Nested multipart bodies are not supported.", "invalid_value")
+                raise invalid_request("Nested multipart bodies are not supported.", "invalid_value")
             if part.name == "file":
                 digest = hashlib.sha256()
                 size = 0
@@ -66,7 +67,7 @@ async def _read_form(request: web.Request) -> tuple[dict[str, str], dict[str, An
             else:
                 await part.release()
     except ValueError as exc:
-        raise bad_request(f"Malformed multipart body: {exc}", "invalid_multipart") from None
+        raise invalid_request(f"Malformed multipart body: {exc}", "invalid_multipart") from None
     return fields, file
 
 
@@ -77,10 +78,10 @@ async def _audio_task(request: web.Request, task: str, path: str) -> web.Respons
         entry.form, entry.file = fields, file
     model = require_model(fields.get("model"), ModelKind.TRANSCRIPTION, path)
     if file is None:
-        raise bad_request("A 'file' part is required.", "missing_required_parameter", "file")
+        raise invalid_request("A 'file' part is required.", "missing_required_parameter", "file")
     response_format = fields.get("response_format", "json")
     if response_format not in RESPONSE_FORMATS:
-        raise bad_request(
+        raise invalid_request(
             f"response_format must be one of {', '.join(RESPONSE_FORMATS)}.",
             "invalid_value",
             "response_format",

@@ -19,9 +19,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDictProxy
 
-from bastion_edge.errors import ApiError
-from bastion_edge.sandbox.replies import error_response, json_response
-from bastion_edge.sandbox.state import is_sandbox_path, state_of
+from bastion_sandbox.errors import BastionError
+from bastion_sandbox.replies import error_response, json_response
+from bastion_sandbox.state import is_sandbox_path, state_of
 
 JOURNAL_PATH = "/sandbox/journal"
 _JSON_FIELDS = ("model", "store", "stream")
@@ -126,7 +126,7 @@ def _journal_middleware(journal: Journal, scheme: str, read_bodies: bool) -> Mid
                 try:
                     journal.record_body(entry, await request.read())
                 except web.HTTPRequestEntityTooLarge as exc:
-                    err = ApiError(413, exc.text or "Request body too large", "body_too_large")
+                    err = BastionError(413, exc.text or "Request body too large", "body_too_large")
                     entry.status = err.status
                     return error_response(err)
             response = await handler(request)
@@ -154,4 +154,4 @@ async def clear_journal(request: web.Request) -> web.Response:
     return json_response({"cleared": True})
 
 
-JOURNAL_KEY = web.AppKey("bastion_edge.sandbox.journal", Journal)
+JOURNAL_KEY = web.AppKey("bastion_sandbox.journal", Journal)

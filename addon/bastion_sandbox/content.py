@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bastion_edge.errors import bad_request
-from bastion_edge.sandbox.models import BastionModel
+from bastion_sandbox.errors import invalid_request
+from bastion_sandbox.models import BastionModel
 
 ECHO_CHARS = 40
 CHARS_PER_TOKEN = 4
@@ -92,7 +92,7 @@ def estimate_tokens(chars: int) -> int:
 def check_prompt(model: BastionModel, prompt: object, param: str) -> int:
     """Vision and context-window rules for a prompt; returns its estimated tokens."""
     if not model.vision and has_image(prompt):
-        raise bad_request(
+        raise invalid_request(
             f"The model `{model.id}` does not accept image input; "
             "use a vision model such as Qwen2.5-VL-72B-Instruct.",
             "image_input_not_supported",
@@ -100,7 +100,7 @@ def check_prompt(model: BastionModel, prompt: object, param: str) -> int:
         )
     tokens = estimate_tokens(count_chars(prompt))
     if model.context_window is not None and tokens > model.context_window:
-        raise bad_request(
+        raise invalid_request(
             f"This model's maximum context length is {model.context_window} tokens. "
             f"However, your {param} resulted in {tokens} tokens.",
             "context_length_exceeded",

@@ -9,10 +9,10 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from bastion_edge.errors import AUTHENTICATION, ApiError
-from bastion_edge.sandbox.config import OPENAI_KEY_PREFIX
-from bastion_edge.sandbox.models import PERSONA
-from bastion_edge.sandbox.state import is_sandbox_path
+from bastion_sandbox.config import OPENAI_KEY_PREFIX
+from bastion_sandbox.errors import AUTHENTICATION, BastionError
+from bastion_sandbox.models import PERSONA
+from bastion_sandbox.state import is_sandbox_path
 
 
 def mask_key(key: str) -> str:
@@ -26,7 +26,7 @@ def check_authorization(
     scheme, _, key = (header or "").strip().partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
-        raise ApiError(
+        raise BastionError(
             401,
             "You didn't provide an API key. You need to provide your API key in an "
             "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
@@ -35,12 +35,12 @@ def check_authorization(
         )
     if persona == "openai":
         if not key.startswith(OPENAI_KEY_PREFIX):
-            raise ApiError(401, f"Incorrect API key provided: {mask_key(key)}. The OpenAI "
+            raise BastionError(401, f"Incorrect API key provided: {mask_key(key)}. The OpenAI "
                            "stand-in takes OpenAI keys (sk-...).", "invalid_api_key",
                            AUTHENTICATION)
         return key
     if key.startswith(OPENAI_KEY_PREFIX):
-        raise ApiError(
+        raise BastionError(
             401,
             f"Incorrect API key provided: {mask_key(key)}. This is an OpenAI key; "
             "Bastion needs a Bastion API key.",
@@ -48,7 +48,7 @@ def check_authorization(
             AUTHENTICATION,
         )
     if api_keys and key not in api_keys:
-        raise ApiError(
+        raise BastionError(
             401, f"Incorrect API key provided: {mask_key(key)}.", "invalid_api_key", AUTHENTICATION
         )
     return key

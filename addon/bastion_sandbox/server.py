@@ -11,10 +11,10 @@ from types import TracebackType
 
 from aiohttp import web
 
-from bastion_edge.sandbox.app import build_app, build_redirect_app
-from bastion_edge.sandbox.config import SandboxConfig
-from bastion_edge.sandbox.journal import Journal
-from bastion_edge.sandbox.tls import SandboxTls, ensure_tls
+from bastion_sandbox.app import build_app, build_redirect_app
+from bastion_sandbox.config import SandboxConfig
+from bastion_sandbox.journal import Journal
+from bastion_sandbox.tls import SandboxTls, ensure_tls
 
 _WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 

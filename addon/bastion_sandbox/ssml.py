@@ -13,8 +13,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from bastion_edge.tts.riva_contract import SSML_RATE_MAX_PERCENT, SSML_RATE_MIN_PERCENT
-
+RATE_MIN_PERCENT, RATE_MAX_PERCENT = 25, 250  # the contract: outside, Riva returns no audio
 CHARS_PER_SECOND = 15.0  # at 100% rate
 _RATE_WORDS = {
     "x-slow": 50.0,
@@ -123,7 +122,7 @@ class _Collector:
             rate = _RATE_WORDS[value.strip()]
         else:
             raise SpeechTextError(f"invalid prosody rate {value!r}")
-        if not SSML_RATE_MIN_PERCENT <= rate <= SSML_RATE_MAX_PERCENT:
+        if not RATE_MIN_PERCENT <= rate <= RATE_MAX_PERCENT:
             self.out_of_range = True
         return rate if rate > 0 else 100.0
 
