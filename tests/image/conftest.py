@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pods import IMAGE, REPO, missing
@@ -31,9 +30,3 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail(f"make image failed ({done.returncode}):\n{log.read_text()[-4000:]}")
     print(f"\nmake image: {_BUILD['seconds']:.1f} s (log {log})")
     yield IMAGE
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    tmp_path.chmod(0o755)  # the sidecar's uid walks into its mounts
-    return tmp_path

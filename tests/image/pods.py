@@ -80,11 +80,12 @@ class Pod:
 
     name: str = field(default_factory=lambda: f"bastion-test-{uuid.uuid4().hex[:8]}")
     containers: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)  # `podman pod create` options
 
     def __post_init__(self) -> None:
         if not _ENV:
             _ENV.update(engine_env(Path(tempfile.mkdtemp(prefix="bastion-podman-"))))
-        podman("pod", "create", "--name", self.name, "--network", "none")
+        podman("pod", "create", "--name", self.name, "--network", "none", *self.options)
 
     def run(self, name: str, args: Sequence[str] = (), *, image: str = IMAGE,
             env: dict[str, str] | None = None, mounts: Sequence[str] = (),
@@ -112,6 +113,12 @@ class Pod:
     def healthy(self, name: str) -> bool:
         """The image's own HEALTHCHECK, as the engine runs it."""
         return podman_result("healthcheck", "run", self.name_of(name)).returncode == 0
+
+    def netns_run(self, *argv: str) -> None:
+        """A host command (e.g. `ip`) in the pod's network namespace."""
+        infra = podman("pod", "inspect", "--format", "{{.InfraContainerID}}", self.name).strip()
+        pid = podman("inspect", "--format", "{{.State.Pid}}", infra).strip()
+        subprocess.run(["nsenter", "-t", pid, "-n", *argv], check=True)
 
     def remove(self) -> None:
         podman("pod", "rm", "--force", "--time", "0", self.name, check=False)

@@ -5,47 +5,21 @@ given only the documented variables and the exported CA bundle."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from pods import BASE, IMAGE, REPO, Pod, owned_dir, podman, podman_popen, podman_result, wait_for
+from pods import IMAGE, REPO, Pod, podman, podman_popen, podman_result, wait_for
+from stack import BASTION_KEY, CHAT, Stack
 
 pytestmark = pytest.mark.timeout(900)  # the first `make image` of a machine builds a base
 
-BASTION_KEY = "bastion-image-test-key"
 SIDECAR_ENV = {
-    "QUBITTRON_API_KEY": BASTION_KEY,
-    "BASTION_BASE_URL": "https://localhost:8443/v1",  # the sandbox, in the same pod
-    "BASTION_UPSTREAM_CA": "/sandbox/ca.pem",
     "BASTION_METRICS_PORT": "9191",  # not the default: the HEALTHCHECK must follow it
     "BASTION_WORKERS": "2",
     "BASTION_SHUTDOWN_GRACE": "20",
 }
-CHAT = """
-import json, sys, urllib.error, urllib.request
-headers = {"Authorization": "Bearer sk-app-image-test", "Content-Type": "application/json"}
-if sys.argv[2:]:
-    headers["x-sandbox-fault"] = sys.argv[2]
-body = {"model": "gpt-4o", "messages": [{"role": "user", "content": sys.argv[1]}]}
-request = urllib.request.Request("https://api.openai.com/v1/chat/completions",
-                                 data=json.dumps(body).encode(), headers=headers)
-try:
-    print(json.load(urllib.request.urlopen(request, timeout=60))["model"])
-except urllib.error.HTTPError as e:
-    sys.exit(f"{e.code}: {e.read().decode()}")
-"""
-JOURNAL = """
-import json, ssl, urllib.request
-context = ssl.create_default_context(cafile="/sandbox/ca.pem")
-print(urllib.request.urlopen("https://localhost:8443/sandbox/journal", context=context).read()
-      .decode())
-"""
 
 
 def documented_app_env() -> dict[str, str]:
@@ -55,52 +29,20 @@ def documented_app_env() -> dict[str, str]:
     return {k: v for k, v in env.items() if k != "OPENAI_API_KEY"}
 
 
-class Deployment:
-    def __init__(self, pod: Pod, root: Path) -> None:
-        self.pod, self.root = pod, root
-        self.rules = root / "rules"
-        self.ready_seconds = 0.0
-
-    def chat(self, marker: str, *fault: str) -> subprocess.CompletedProcess[str]:
-        return podman_result("exec", self.pod.name_of("app"), "python3", "-c", CHAT, marker,
-                             *fault)
-
-    def journal(self) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = json.loads(
-            self.pod.exec("sidecar", "python", "-c", JOURNAL))
-        return entries
-
-
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory, image: str) -> Iterator[Deployment]:
-    root = tmp_path_factory.mktemp("pod")
-    root.chmod(0o755)
-    data, shared, sandbox = (owned_dir(root / n) for n in ("data", "shared", "sandbox"))
-    rules = root / "rules"
-    rules.mkdir()
-    shutil.copy(REPO / "rules.yaml", rules / "rules.yaml")
+def deployment(tmp_path_factory: pytest.TempPathFactory, image: str) -> Iterator[Stack]:
     pod = Pod()
     try:
-        pod.run("sandbox", ["sandbox", "--port", "8443", "--tls-dir", "/sandbox"],
-                options=["--entrypoint", "bastion-edge"], mounts=[f"{sandbox}:/sandbox"])
-        wait_for(lambda: (sandbox / "ca.pem").exists(), "the sandbox's CA")
-        deployment = Deployment(pod, root)
-        started = time.monotonic()
-        pod.run("sidecar", env=SIDECAR_ENV, options=[
-            "--read-only", "--cap-drop=all", "--stop-timeout", "30"], mounts=[
-            f"{data}:/data", f"{shared}:/shared", f"{rules}:/etc/bastion-edge:ro",
-            f"{sandbox}:/sandbox:ro"])
-        wait_for(lambda: pod.healthy("sidecar"), "the sidecar's HEALTHCHECK", attempts=100)
-        deployment.ready_seconds = time.monotonic() - started
-        print(f"\nsidecar healthy {deployment.ready_seconds:.1f} s after `podman run`")
-        pod.run("app", ["sleep", "infinity"], image=BASE, env=documented_app_env(),
-                mounts=[f"{shared}:/shared:ro"], options=["--stop-timeout", "0"])
-        yield deployment
+        stack = Stack(tmp_path_factory.mktemp("pod"), pod)
+        stack.start_sandbox()
+        stack.start_sidecar(SIDECAR_ENV)
+        stack.start_app(documented_app_env())
+        yield stack
     finally:
         pod.remove()
 
 
-def test_app_reaches_bastion_with_the_bastion_key_only(deployment: Deployment) -> None:
+def test_app_reaches_bastion_with_the_bastion_key_only(deployment: Stack) -> None:
     done = deployment.chat("hello from the app container")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "gpt-oss-120b"
@@ -111,7 +53,7 @@ def test_app_reaches_bastion_with_the_bastion_key_only(deployment: Deployment) -
 
 
 def test_sidecar_is_non_root_read_only_and_logs_what_the_app_needs(
-        deployment: Deployment) -> None:
+        deployment: Stack) -> None:
     pod = deployment.pod
     assert pod.exec("sidecar", "python", "-c", "import os; print(os.getuid())").strip() == "10001"
     write = podman_result("exec", pod.name_of("sidecar"), "touch", "/app/x")
@@ -121,17 +63,17 @@ def test_sidecar_is_non_root_read_only_and_logs_what_the_app_needs(
     assert "export HTTPS_PROXY=http://localhost:8080" in log
     assert "export NODE_EXTRA_CA_CERTS=/shared/bastion-edge-ca.pem" in log
     assert "SSL_CERT_FILE=/data" not in log and "make install" not in log
-    assert "2 workers" in log or "workers: 2" in log or "worker" in log
+    assert "2 workers ready" in log  # BASTION_WORKERS=2
 
 
 def test_healthcheck_survives_the_build_and_follows_the_metrics_port(
-        deployment: Deployment) -> None:
+        deployment: Stack) -> None:
     config = podman("image", "inspect", "--format", "{{json .Config.Healthcheck}}", IMAGE)
     assert "/app/sidecar/healthcheck.py" in config  # podman kept it: --format docker
     assert deployment.pod.healthy("sidecar")  # on 9191, where the sidecar listens
 
 
-def test_rules_directory_mount_sees_an_atomic_replace(deployment: Deployment) -> None:
+def test_rules_directory_mount_sees_an_atomic_replace(deployment: Stack) -> None:
     rules = deployment.rules / "rules.yaml"
     text = rules.read_text()
     general = "- use: gpt-oss-120b                             # general-purpose chat"
@@ -143,7 +85,7 @@ def test_rules_directory_mount_sees_an_atomic_replace(deployment: Deployment) ->
              "the replaced rules to be served", attempts=30)
 
 
-def test_sigterm_lets_a_request_in_flight_finish(deployment: Deployment) -> None:
+def test_sigterm_lets_a_request_in_flight_finish(deployment: Stack) -> None:
     """Last in this module: it stops the sidecar."""
     pod = deployment.pod
     marker = "slow request in flight"
