@@ -48,14 +48,20 @@ def engine_env(folder: Path) -> dict[str, str]:
 _ENV: dict[str, str] = {}
 
 
+def _engine_env() -> dict[str, str]:
+    if not _ENV:
+        _ENV.update(engine_env(Path(tempfile.mkdtemp(prefix="bastion-podman-"))))
+    return _ENV
+
+
 def podman_result(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout,
-                          env=_ENV or None)
+                          env=_engine_env())
 
 
 def podman_popen(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(["podman", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_ENV or None)
+                            text=True, env=_engine_env())
 
 
 def podman(*args: str, check: bool = True, timeout: float = 300) -> str:
@@ -81,11 +87,11 @@ class Pod:
     name: str = field(default_factory=lambda: f"bastion-test-{uuid.uuid4().hex[:8]}")
     containers: list[str] = field(default_factory=list)
     options: list[str] = field(default_factory=list)  # `podman pod create` options
+    create: bool = True  # False: a pod made otherwise (`podman kube play`)
 
     def __post_init__(self) -> None:
-        if not _ENV:
-            _ENV.update(engine_env(Path(tempfile.mkdtemp(prefix="bastion-podman-"))))
-        podman("pod", "create", "--name", self.name, "--network", "none", *self.options)
+        if self.create:
+            podman("pod", "create", "--name", self.name, "--network", "none", *self.options)
 
     def run(self, name: str, args: Sequence[str] = (), *, image: str = IMAGE,
             env: dict[str, str] | None = None, mounts: Sequence[str] = (),
