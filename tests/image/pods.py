@@ -118,13 +118,23 @@ class Pod:
 
     def healthy(self, name: str) -> bool:
         """The image's own HEALTHCHECK, as the engine runs it."""
-        return podman_result("healthcheck", "run", self.name_of(name)).returncode == 0
+        try:
+            done = podman_result("healthcheck", "run", self.name_of(name), timeout=30)
+        except subprocess.TimeoutExpired:  # a container podman is restarting can hang it
+            return False
+        return done.returncode == 0
 
     def netns_run(self, *argv: str) -> None:
         """A host command (e.g. `ip`) in the pod's network namespace."""
         infra = podman("pod", "inspect", "--format", "{{.InfraContainerID}}", self.name).strip()
         pid = podman("inspect", "--format", "{{.State.Pid}}", infra).strip()
         subprocess.run(["nsenter", "-t", pid, "-n", *argv], check=True)
+
+    def ready(self, name: str) -> bool:
+        """The health check's script run by hand (kube play keeps no image HEALTHCHECK)."""
+        done = podman_result("exec", self.name_of(name), "python", "/app/sidecar/healthcheck.py",
+                             timeout=30)
+        return done.returncode == 0
 
     def remove(self) -> None:
         podman("pod", "rm", "--force", "--time", "0", self.name, check=False)

@@ -2,8 +2,10 @@
 podman differs from Kubernetes: podman has no native sidecars (an init container with
 restartPolicy: Always would have to exit before the app starts), so the sidecar runs as a
 regular container of the pod; no registry here, so the local images; the sandbox joins the
-pod as Bastion; the pod gets no network, so no published
-ports; the Secret becomes a host directory with the same key file."""
+pod as Bastion; the pod gets no network, so no published ports; no probes (podman runs
+httpGet probes with curl, which the image lacks, and keeps no image HEALTHCHECK: the test
+runs the health check's script); emptyDirs and the Secret become host directories
+(podman's emptyDir is root's, 0755, where Kubernetes' is 0777), the key file still `prod`."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.timeout(900)  # the first `make image` of a machine bui
 MANIFEST = REPO / "sidecar" / "examples" / "kubernetes.yaml"
 
 
-def playable(documents: list[dict[str, Any]], keys: Path, sandbox: Path) -> list[dict[str, Any]]:
+def playable(documents: list[dict[str, Any]], keys: Path, root: Path) -> list[dict[str, Any]]:
     out = copy.deepcopy(documents)
     deployment = next(d for d in out if d["kind"] == "Deployment")
     deployment["spec"]["replicas"] = 1
@@ -31,6 +33,11 @@ def playable(documents: list[dict[str, Any]], keys: Path, sandbox: Path) -> list
     assert sidecar.pop("restartPolicy") == "Always"  # the native sidecar podman lacks
     sidecar["image"] = IMAGE
     sidecar.pop("ports")  # podman 4 publishes containerPorts; this pod has no network
+    # podman 4 runs an httpGet probe as `curl` inside the container (the image has none,
+    # so the probe fails and podman restarts the sidecar); the image's HEALTHCHECK, asking
+    # /readyz on the same port, is what the test waits for instead.
+    sidecar.pop("livenessProbe")
+    sidecar.pop("readinessProbe")
     sidecar["env"] += [{"name": k, "value": v} for k, v in SANDBOX_ENV.items()
                        if k != "QUBITTRON_API_KEY"]  # the key: the Secret's file
     sidecar["volumeMounts"].append({"name": "sandbox", "mountPath": "/sandbox"})
@@ -44,8 +51,12 @@ def playable(documents: list[dict[str, Any]], keys: Path, sandbox: Path) -> list
         if "secret" in volume:
             del volume["secret"]
             volume["hostPath"] = {"path": str(keys), "type": "Directory"}
+        if "emptyDir" in volume:  # podman's is root's, 0755 (Kubernetes': 0777)
+            del volume["emptyDir"]
+            path = owned_dir(root / volume["name"])
+            volume["hostPath"] = {"path": str(path), "type": "Directory"}
     spec["volumes"].append({"name": "sandbox",
-                            "hostPath": {"path": str(sandbox), "type": "Directory"}})
+                            "hostPath": {"path": str(root / "sandbox"), "type": "Directory"}})
     return out
 
 
@@ -63,13 +74,13 @@ def played(tmp_path_factory: pytest.TempPathFactory, image: str) -> Iterator[Pod
            "import ensure_tls; ensure_tls(Path('/sandbox'))")
     documents = list(yaml.safe_load_all(MANIFEST.read_text()))
     manifest = root / "kubernetes.yaml"
-    manifest.write_text(yaml.safe_dump_all(playable(documents, keys, sandbox)))
+    manifest.write_text(yaml.safe_dump_all(playable(documents, keys, root)))
     try:
         podman("kube", "play", "--network", "none", str(manifest))
         name = podman("pod", "ps", "--format", "{{.Name}}", "--filter",
                       "name=legacy-app").split()[0]
         pod = Pod(name=name, create=False)
-        wait_for(lambda: pod.healthy("bastion-edge"), "the sidecar's HEALTHCHECK", attempts=100)
+        wait_for(lambda: pod.ready("bastion-edge"), "the sidecar's readiness", attempts=100)
         yield pod
     finally:
         podman_result("kube", "down", str(manifest))
