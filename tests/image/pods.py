@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import shutil
@@ -19,6 +20,7 @@ BASE = "python:3.13-slim"  # the Dockerfile's default FROM (made by scripts/debi
 SIDECAR_UID = 10001
 
 
+@functools.cache
 def missing() -> str | None:
     """Why podman can't run the image tests here, in one line; None when it can."""
     if shutil.which("podman") is None:
