@@ -15,7 +15,7 @@ from typing import Any
 
 from bastion_edge.cli.run_state import RunState, env_target, remove_state, write_state
 from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
-from bastion_edge.deploy.app_env import app_environment
+from bastion_edge.deploy.app_env import app_environment, exported_app_env
 from bastion_edge.deploy.exposure import EXIT_EXPOSED, exposure_problem
 from bastion_edge.deploy.node_preload import node_env
 from bastion_edge.deploy.redirect import register as register_redirect
@@ -303,6 +303,8 @@ def ensure_ca(confdir: Path) -> Path:
 
 
 def env_lines(confdir: Path, host: str, port: int) -> str:
+    if (exported := exported_app_env()) is not None:  # in the sidecar: the app's view
+        return exported
     ensure_ca(confdir)
     bundle = client_bundle(confdir)
     values = app_environment(f"http://{host}:{port}", bundle, confdir / PROXY_CA_CERT)
