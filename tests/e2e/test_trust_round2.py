@@ -4,10 +4,12 @@ attacker would against a real `bastion-edge run` on loopback."""
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 
+import httpx
 import pytest
-from harness import Proxy, Sandbox, proxy_env, start_proxy
+from harness import APP_KEY, Proxy, Sandbox, proxy_env, start_proxy
 from trust_support import BILLING_KEY, REPORTS_SECRET, curl, rules_with_apps, with_credentials
 
 
@@ -43,3 +45,53 @@ def test_metadata_services_and_translated_forms_are_refused(authed: Proxy, targe
     assert forwarded.stdout.startswith("HTTP/1.1 403"), (target, forwarded.stdout)
     body = forwarded.stdout.replace("\r\n", "\n").partition("\n\n")[2]
     assert json.loads(body)["error"]["code"] == "egress_refused"
+
+
+# Rows 12, 13: every `model` part of a transcription form is mapped, quoted or not,
+# small (buffered) or large (streamed).
+FORM_BOUNDARY = "round2-boundary-41c9"
+SMALL, LARGE = b"RIFF" * 64, b"\x00" * (3 * 1024 * 1024)
+
+
+def form(models: list[tuple[str, str]], audio: bytes) -> bytes:
+    out = b""
+    for disposition, value in models:
+        out += (f"--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; {disposition}\r\n\r\n"
+                f"{value}\r\n").encode()
+    out += (f"--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").encode()
+    return out + audio + f"\r\n--{FORM_BOUNDARY}--\r\n".encode()
+
+
+def transcribe(proxy: Proxy, content: bytes) -> httpx.Response:
+    env = proxy.app_env()
+    with httpx.Client(proxy=reports_url(proxy),
+                      verify=ssl.create_default_context(cafile=env["SSL_CERT_FILE"]),
+                      timeout=60) as http:
+        return http.post("https://api.openai.com/v1/audio/transcriptions", content=content,
+                         headers={"authorization": f"Bearer {APP_KEY}", "content-type":
+                                  f"multipart/form-data; boundary={FORM_BOUNDARY}"})
+
+
+def test_a_streamed_upload_maps_every_model_field(authed: Proxy, sandbox: Sandbox) -> None:
+    sandbox.clear_journal()
+    reply = transcribe(authed, form([('name="model"', "whisper-1"), ('name="model"', "tts-1")],
+                                    LARGE))
+    # The sandbox keeps the last `model` part it read: it must be mapped too.
+    assert reply.status_code == 200, reply.text
+    assert sandbox.last("/v1/audio/transcriptions")["form"]["model"] == "whisper-large-v3"
+    # The buffered path refuses the same form.
+    small = transcribe(authed, form([('name="model"', "whisper-1"), ('name="model"', "tts-1")],
+                                    SMALL))
+    assert small.status_code == 400 and small.json()["error"]["code"] == "duplicate_field"
+
+
+@pytest.mark.parametrize("audio", [SMALL, LARGE], ids=["buffered", "streamed"])
+@pytest.mark.parametrize("disposition", ["name=model", "name = model", 'NAME="model"'])
+def test_an_unquoted_model_part_is_mapped(
+    authed: Proxy, sandbox: Sandbox, audio: bytes, disposition: str
+) -> None:
+    sandbox.clear_journal()
+    reply = transcribe(authed, form([(disposition, "whisper-1")], audio))
+    assert reply.status_code == 200, reply.text
+    assert sandbox.last("/v1/audio/transcriptions")["form"]["model"] == "whisper-large-v3"
