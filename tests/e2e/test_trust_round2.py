@@ -95,3 +95,18 @@ def test_an_unquoted_model_part_is_mapped(
     reply = transcribe(authed, form([(disposition, "whisper-1")], audio))
     assert reply.status_code == 200, reply.text
     assert sandbox.last("/v1/audio/transcriptions")["form"]["model"] == "whisper-large-v3"
+
+
+# Row 11: an oversized `purpose` part is answered in OpenAI's error envelope.
+def test_files_upload_with_a_huge_purpose_gets_an_openai_error(authed: Proxy) -> None:
+    env = authed.app_env()
+    with httpx.Client(proxy=reports_url(authed),
+                      verify=ssl.create_default_context(cafile=env["SSL_CERT_FILE"]),
+                      timeout=60) as http:
+        reply = http.post("https://api.openai.com/v1/files",
+                          headers={"authorization": f"Bearer {APP_KEY}"},
+                          data={"purpose": "batch" * (70 * 1024 // 5)},
+                          files={"file": ("in.jsonl", b'{"custom_id": "a"}\n')})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["param"] == "purpose" and error["code"] == "invalid_value"
