@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
+import openai
 import pytest
+from conftest import make_client
 from harness import APP_KEY, Proxy, Sandbox, proxy_env, start_proxy
+from test_batches import chat_line, finished, rules_file
 from trust_support import BILLING_KEY, REPORTS_SECRET, curl, rules_with_apps, with_credentials
 
 
@@ -110,3 +115,49 @@ def test_files_upload_with_a_huge_purpose_gets_an_openai_error(authed: Proxy) ->
     assert reply.status_code == 400, reply.text
     error = reply.json()["error"]
     assert error["param"] == "purpose" and error["code"] == "invalid_value"
+
+
+# Rows 9, 10: a batch input file is validated in bounded memory.
+@pytest.fixture
+def batch_proxy(sandbox: Sandbox, tmp_path: Path) -> Iterator[Proxy]:
+    running = start_proxy(tmp_path, proxy_env(sandbox),
+                          rules=rules_file(tmp_path, "  max_lines: 1000\n"))
+    yield running
+    assert running.process.stop() == 0, running.process.log()
+
+
+def uploaded_batch(client: openai.OpenAI, path: Path) -> Any:
+    with open(path, "rb") as f:
+        uploaded = client.files.create(file=("input.jsonl", f), purpose="batch")
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h")
+    return finished(client, batch.id)
+
+
+def test_a_batch_line_over_the_body_limit_fails_validation(
+    batch_proxy: Proxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    client = make_client(monkeypatch, batch_proxy)
+    big = tmp_path / "one-line.jsonl"
+    big.write_bytes(json.dumps(chat_line("huge", "x" * (17 * 1024 * 1024))).encode() + b"\n")
+    batch = uploaded_batch(client, big)
+    assert batch.status == "failed", batch
+    assert batch.errors is not None
+    assert [(e.code, e.line) for e in batch.errors.data] == [("line_too_large", 1)]
+
+
+def test_validation_stops_reading_past_max_lines(
+    batch_proxy: Proxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    client = make_client(monkeypatch, batch_proxy)
+    many = tmp_path / "many.jsonl"
+    with open(many, "wb") as f:
+        for i in range(200_000):
+            f.write(json.dumps(chat_line(f"l{i}", "hi")).encode() + b"\n")
+    batch = uploaded_batch(client, many)
+    assert batch.status == "failed", batch
+    assert batch.errors is not None
+    error = batch.errors.data[0]
+    assert error.code == "too_many_lines"
+    # It read up to line 1001 and stopped: the file's full count was never taken.
+    assert "more than 1000" in (error.message or "") and "200000" not in (error.message or "")
