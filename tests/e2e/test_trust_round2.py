@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import httpx
 import openai
 import pytest
 from conftest import make_client
-from harness import APP_KEY, Proxy, Sandbox, proxy_env, start_proxy
+from harness import APP_KEY, BASTION_EDGE, Proxy, Sandbox, free_port, proxy_env, start_proxy
 from test_batches import chat_line, finished, rules_file
 from trust_support import BILLING_KEY, REPORTS_SECRET, curl, rules_with_apps, with_credentials
 
@@ -161,3 +162,51 @@ def test_validation_stops_reading_past_max_lines(
     assert error.code == "too_many_lines"
     # It read up to line 1001 and stopped: the file's full count was never taken.
     assert "more than 1000" in (error.message or "") and "200000" not in (error.message or "")
+
+
+# Rows 2, 3: every listener has an owner, or the proxy does not start.
+def run_exit(tmp: Path, *extra: str) -> tuple[int, str]:
+    """`bastion-edge run` with apps declared; its exit code, or -1 if it kept running."""
+    rules = rules_with_apps(tmp)
+    rules.write_text(rules.read_text().replace(
+        "clients:\n  apps:", "clients:\n  transparent_app: reports\n  apps:"))
+    process = subprocess.Popen(
+        [BASTION_EDGE, "run", "--listen-port", str(free_port()), "--metrics-port", "0",
+         "--rules", str(rules), "--confdir", str(tmp / "confdir"), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=proxy_env(None, QUBITTRON_API_KEY_BILLING=BILLING_KEY))
+    try:
+        output, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        output, _ = process.communicate()
+        return -1, output
+    return process.returncode, output
+
+
+@pytest.mark.parametrize("modes", [
+    ["--listen-host", "0.0.0.0", "--mode", "transparent@{port}"],
+    ["--mode", "regular", "--mode", "transparent@0.0.0.0:{port}"],
+], ids=["listen-host", "mode-host"])
+def test_a_transparent_listener_beyond_loopback_is_refused_at_start(
+    tmp_path: Path, modes: list[str]
+) -> None:
+    code, output = run_exit(tmp_path, *(m.format(port=free_port()) for m in modes))
+    assert code == 2, output
+    assert "--transparent-redirect-only" in output
+
+
+@pytest.mark.parametrize("mode", ["socks5@{port}", "upstream:http://127.0.0.1:{port}",
+                                  "reverse:http://127.0.0.1:{port}", "dns@{port}",
+                                  "regular", "nonsense@{port}"])
+def test_a_mode_without_apps_and_egress_enforced_is_refused_at_start(
+    tmp_path: Path, mode: str
+) -> None:
+    # "regular" beside the refused mode: one policed listener does not excuse another.
+    modes = ["--mode", "regular"] if mode == "regular" else [
+        "--mode", "regular", "--mode", mode.format(port=free_port())]
+    if mode == "regular":
+        modes += ["--mode", f"socks5@127.0.0.1:{free_port()}"]
+    code, output = run_exit(tmp_path, *modes)
+    assert code == 2, output
+    assert "refusing --mode" in output or "nonsense" in output
