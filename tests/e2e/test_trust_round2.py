@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 from conftest import make_client
-from harness import APP_KEY, BASTION_EDGE, Proxy, Sandbox, free_port, proxy_env, start_proxy
+from harness import APP_KEY, BASTION_EDGE, REPO, Proxy, Sandbox, free_port, proxy_env, start_proxy
 from test_batches import chat_line, finished, rules_file
 from trust_support import BILLING_KEY, REPORTS_SECRET, curl, rules_with_apps, with_credentials
 
@@ -26,6 +26,9 @@ def authed(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                           rules_with_apps(tmp))
     yield running
     assert running.process.stop() == 0, running.process.log()
+
+
+README = REPO / "README.md"
 
 
 def reports_url(proxy: Proxy) -> str:
@@ -210,3 +213,34 @@ def test_a_mode_without_apps_and_egress_enforced_is_refused_at_start(
     code, output = run_exit(tmp_path, *modes)
     assert code == 2, output
     assert "refusing --mode" in output or "nonsense" in output
+
+
+# Row 16: what the README promises keyless clients is what they get.
+def keyless_upload(proxy: Proxy, name: str) -> str:
+    env = proxy.app_env()
+    with httpx.Client(proxy=env["HTTPS_PROXY"], timeout=60,
+                      verify=ssl.create_default_context(cafile=env["SSL_CERT_FILE"])) as http:
+        reply = http.post("https://api.openai.com/v1/files", data={"purpose": "batch"},
+                          files={"file": (name, b'{"custom_id": "a"}\n')})
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["id"])
+
+
+def keyless_file_ids(proxy: Proxy) -> set[str]:
+    env = proxy.app_env()
+    with httpx.Client(proxy=env["HTTPS_PROXY"], timeout=60,
+                      verify=ssl.create_default_context(cafile=env["SSL_CERT_FILE"])) as http:
+        return {f["id"] for f in http.get("https://api.openai.com/v1/files").json()["data"]}
+
+
+def test_keyless_clients_on_one_address_share_a_partition_as_the_readme_says(
+    proxy: Proxy
+) -> None:
+    # Two clients, two connections, no key, no app: only the address tells them apart.
+    first, second = keyless_upload(proxy, "one.jsonl"), keyless_upload(proxy, "two.jsonl")
+    assert {first, second} <= keyless_file_ids(proxy)
+    security = README.read_text().split("## Security", 1)[1].split("\n## ", 1)[0]
+    promise = " ".join(security.split())
+    assert "keyless clients never share one" not in promise
+    assert ("keyless clients on one address (one host, or everything behind one NAT) "
+            "share one partition") in promise
