@@ -96,7 +96,8 @@ def test_a_streamed_upload_maps_every_model_field(authed: Proxy, sandbox: Sandbo
 
 
 @pytest.mark.parametrize("audio", [SMALL, LARGE], ids=["buffered", "streamed"])
-@pytest.mark.parametrize("disposition", ["name=model", "name = model", 'NAME="model"'])
+@pytest.mark.parametrize("disposition", ["name=model", "name = model", 'NAME="model"',
+                                         "name*=UTF-8''model", "name*0=mo; name*1=del"])
 def test_an_unquoted_model_part_is_mapped(
     authed: Proxy, sandbox: Sandbox, audio: bytes, disposition: str
 ) -> None:

@@ -147,6 +147,9 @@ def test_multipart_every_model_field_gets_the_first_fields_mapping() -> None:
     b"form-data;name=model",
     b'form-data; NAME="model"',
     b'form-data; filename="x; name=y"; name=model',
+    b"form-data; name*=UTF-8''mod%65l",
+    b'form-data; name*0=mo; name*1="del"',
+    b"form-data; name*0*=UTF-8''mo; name*1=del",
 ])
 def test_multipart_unquoted_and_odd_name_forms_are_the_model_field(disposition: bytes) -> None:
     raw = (b"--" + BOUNDARY + b"\r\nContent-Disposition: " + disposition

@@ -14,6 +14,7 @@ whatever the body size and wherever the field sits.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Callable
 
 MAX_PART_HEADERS = 16 * 1024
@@ -22,6 +23,7 @@ MAX_FIELD_VALUE = 64 * 1024
 _DISPOSITION = re.compile(rb"(?im)^content-disposition:([^\r\n]*)")
 # One `;`-separated parameter: a token, `=`, then a quoted string (with \-escapes) or a token.
 _PARAM = re.compile(rb';\s*([^\s=;]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;]*))')
+_CONTINUATION = re.compile(rb"name\*(\d+)(\*?)")
 _BOUNDARY = re.compile(r'(?i)boundary="?([^";]+)"?')
 
 
@@ -35,16 +37,33 @@ def boundary_from_content_type(content_type: str) -> bytes | None:
 
 def part_names(headers: bytes) -> set[bytes]:
     """Every `name` parameter of a part's Content-Disposition headers, quoted or not
-    (`name=model` and `name="model"` are one field to a server). Parameters are read in
-    order, quotes respected, so a `filename="; name=model"` names nothing."""
+    (`name=model` and `name="model"` are one field to a server), also in RFC 2231/5987
+    form (`name*=UTF-8''model`, `name*0=mo; name*1=del`, as aiohttp reads them).
+    Parameters are read in order, quotes respected, so a `filename="; name=model"`
+    names nothing."""
     names = set()
     for disposition in _DISPOSITION.finditer(headers):
+        pieces: dict[int, bytes] = {}
         for param in _PARAM.finditer(disposition.group(1)):
-            if param.group(1).lower() == b"name":
-                quoted = param.group(2)
-                names.add(re.sub(rb"\\(.)", rb"\1", quoted) if quoted is not None
-                          else param.group(3))
+            key = param.group(1).lower()
+            quoted = param.group(2)
+            value = re.sub(rb"\\(.)", rb"\1", quoted) if quoted is not None else param.group(3)
+            if key == b"name":
+                names.add(value)
+            elif key == b"name*":
+                names.add(_extended(value))
+            elif (split := _CONTINUATION.fullmatch(key)) is not None:
+                number, extended = split.groups()
+                pieces[int(number)] = _extended(value) if extended else value
+        if pieces:
+            names.add(b"".join(pieces[n] for n in sorted(pieces)))
     return names
+
+
+def _extended(value: bytes) -> bytes:
+    """An RFC 5987 ext-value (`charset'lang'percent-encoded`) as bytes."""
+    encoded = value.split(b"'", 2)[-1]
+    return urllib.parse.unquote_to_bytes(encoded)
 
 
 class FormFieldRewriter:
