@@ -1,5 +1,6 @@
 """The multipart field rewriter, buffered and streamed in arbitrary chunks: file bytes
-byte-exact, every `model` field mapped (to the first one's mapping), streamed == buffered, rewriting idempotent."""
+byte-exact, every `model` field mapped (to the first one's mapping), streamed ==
+buffered, rewriting idempotent."""
 
 from __future__ import annotations
 
