@@ -165,6 +165,17 @@ def test_multipart_a_name_inside_a_quoted_filename_names_nothing() -> None:
     assert replace_form_field(raw, BOUNDARY, b"model", rewrite_model) == (raw, None)
 
 
+def test_a_model_part_after_a_part_too_large_to_inspect_is_still_replaced() -> None:
+    huge_headers = (b"--" + BOUNDARY + b"\r\nContent-Disposition: form-data; name=\"x\"\r\n"
+                    + b"X-Pad: " + b"p" * (2 * MAX_FIELD_VALUE) + b"\r\n\r\nv\r\n")
+    for first in (huge_headers, part(b"model", b"m" * (2 * MAX_FIELD_VALUE))):
+        data = body(first, part(b"model", b"whisper-1"))
+        sizes = [4096] * (len(data) // 4096) + [len(data) % 4096]
+        out, rewriter = feed_in_chunks(data, sizes)
+        assert rewriter.overflowed
+        assert out == body(first, part(b"model", b"whisper-large-v3"))
+
+
 def test_form_checks_count_duplicate_fields_themselves() -> None:
     data = body(part(b"model", b"whisper-1"), part(b"model", b"tts-1"))
     error = form_field_error(1, data, BOUNDARY)

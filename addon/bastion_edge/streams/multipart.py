@@ -76,7 +76,7 @@ class FormFieldRewriter:
     refuses duplicates, see form_checks). `found` holds the first original value
     afterwards (None if the field never came), `count` how many came;
     `overflowed` is True when a part's headers or the field's value were too large to
-    hold, after which the rest passes unchanged.
+    hold: that part passes unchanged, later parts are still looked at.
     """
 
     def __init__(self, boundary: bytes, field: bytes, replace: Callable[[bytes], bytes]) -> None:
@@ -131,9 +131,10 @@ class FormFieldRewriter:
             return False
         stop = self._buf.find(b"\r\n\r\n")
         if stop < 0:
-            if len(self._buf) > MAX_PART_HEADERS or end:
-                self.overflowed = len(self._buf) > MAX_PART_HEADERS
+            if end:
                 self._finish()
+            elif len(self._buf) > MAX_PART_HEADERS:
+                return self._give_up_on_part()
             return False
         stop += 4
         headers = bytes(self._buf[:stop])
@@ -145,9 +146,10 @@ class FormFieldRewriter:
     def _value(self, out: bytearray, end: bool) -> bool:
         at = self._buf.find(self._delimiter)
         if at < 0:
-            if len(self._buf) > MAX_FIELD_VALUE or end:
-                self.overflowed = len(self._buf) > MAX_FIELD_VALUE
+            if end:
                 self._finish()
+            elif len(self._buf) > MAX_FIELD_VALUE:
+                return self._give_up_on_part()
             return False
         value = bytes(self._buf[:at])
         if self.found is None:
@@ -157,6 +159,13 @@ class FormFieldRewriter:
         out += self._new
         del self._buf[:at]
         self._state = self._scan  # a later part may carry the field again
+        return True
+
+    def _give_up_on_part(self) -> bool:
+        """This part is too large to hold: it passes as it is, and the next one is
+        looked at (a `model` part after it is still replaced)."""
+        self.overflowed = True
+        self._state = self._scan
         return True
 
     def _finish(self) -> None:
