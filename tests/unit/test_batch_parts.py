@@ -13,7 +13,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from bastion_edge.batch import shapes
-from bastion_edge.batch.blobs import CHUNK, BlobDir
+from bastion_edge.batch.blobs import CHUNK, BlobDir, LineTooLong, split_lines
 from bastion_edge.batch.pacing import BACKOFF_MAX_SECONDS, RateLimit, backoff_seconds
 from bastion_edge.batch.shapes import LineInvalid, parse_line
 from bastion_edge.batch.sqlite_store import SqliteBatchStore
@@ -65,6 +65,41 @@ def test_an_input_file_is_validated_whole(tmp_path: Path) -> None:
     assert check(good, max_lines=1) == (2, ["too_many_lines"])
     assert check(b"\n") == (0, ["empty_file"])
     assert check(raw(url="/v1/embeddings")) == (1, ["mismatched_endpoint"])
+
+
+def test_an_overlong_line_is_never_held_and_reading_stops_past_max_lines(
+    tmp_path: Path
+) -> None:
+    blobs = BlobDir(tmp_path, BodyCipher())
+    writer = blobs.writer("file-in")
+    writer.write(raw(custom_id="a") + b"\n" + b"x" * 5000 + b"\n" + raw(custom_id="b"))
+    writer.close()
+    total, errors = check_input(blobs, "file-in", False, CHAT, 10, max_line_bytes=1000)
+    assert total == 3 and [(e["code"], e["line"]) for e in errors] == [("line_too_large", 2)]
+    read: list[int] = []
+
+    def counted() -> Iterator[bytes]:
+        for i in range(1_000_000):
+            read.append(i)
+            yield raw(custom_id=str(i)) + b"\n"
+
+    class Endless(BlobDir):
+        def read(self, name: str, sealed: bool) -> Iterator[bytes]:
+            return counted()
+
+    total, errors = check_input(Endless(tmp_path, BodyCipher()), "x", False, CHAT, 5)
+    assert (total, [e["code"] for e in errors]) == (6, ["too_many_lines"])
+    assert len(read) == 6  # up to the first line past the limit, no further
+
+
+def test_split_lines_in_chunks_of_any_size() -> None:
+    data = b"ab\nc" + b"d" * 20 + b"\n\nxyz"
+    for size in (1, 2, 3, 7, 100):
+        chunks = [data[i:i + size] for i in range(0, len(data), size)]
+        lines = list(split_lines(chunks, 10))
+        assert lines == [b"ab", b"", b"", b"xyz"]
+        assert isinstance(lines[1], LineTooLong) and lines[1].size == 21
+        assert list(split_lines(chunks, 100)) == data.split(b"\n")
 
 
 def test_create_params_are_checked() -> None:

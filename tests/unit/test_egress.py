@@ -57,3 +57,32 @@ def test_helpers() -> None:
     assert normalize("::ffff:10.0.0.1") == ipaddress.ip_address("10.0.0.1")
     assert is_local_address(ipaddress.ip_address("127.0.0.1"))
     assert not is_local_address(ipaddress.ip_address("192.0.2.77"))
+
+
+@pytest.mark.parametrize(("address", "reason"), [
+    ("fd00:ec2::254", "AWS"),
+    ("100.100.100.200", "Alibaba"),
+    ("168.63.129.16", "Azure"),
+    ("64:ff9b::a9fe:a9fe", "link-local"),  # NAT64 of 169.254.169.254
+    ("64:ff9b::7f00:1", "loopback"),
+    ("64:ff9b::6464:64c8", "Alibaba"),
+    ("64:ff9b:1:a9fe:a9:fe00::", "link-local"),  # RFC 6052 /48 of 169.254.169.254
+    ("64:ff9b:1:fe:a9:fea9::", "link-local"),  # /56
+    ("64:ff9b:1:0:a9:fea9:fe00:0", "link-local"),  # /64
+    ("64:ff9b:1::a83f:8110", "Azure"),  # /96 of 168.63.129.16
+    ("::ffff:168.63.129.16", "Azure"),
+    ("::169.254.169.254", "link-local"),  # IPv4-compatible
+    ("::127.0.0.1", "loopback"),
+    ("2002:a9fe:a9fe::1", "link-local"),  # 6to4
+    ("2002:7f00:1::", "loopback"),
+])
+def test_metadata_and_every_ipv6_form_of_a_refused_address(address: str, reason: str) -> None:
+    verdict = policy().decide(address, 80, [address])
+    assert not verdict.allowed, address
+    assert reason in verdict.reason
+
+
+def test_ipv6_forms_of_public_addresses_pass() -> None:
+    for address in ("64:ff9b::5db8:d822", "64:ff9b:1::5db8:d822", "2002:5db8:d822::1",
+                    "2606:4700::1111"):
+        assert policy().decide("example.com", 443, [address]).allowed, address

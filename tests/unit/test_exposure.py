@@ -8,7 +8,7 @@ import pytest
 
 from bastion_edge.cli.main import main
 from bastion_edge.config.rules import parse_rules
-from bastion_edge.deploy.exposure import exposure_problem, is_loopback_host
+from bastion_edge.deploy.exposure import exposure_problem, is_loopback_host, mode_problem
 
 NO_APPS = parse_rules("")
 WITH_APPS = parse_rules(
@@ -65,3 +65,25 @@ models:
     assert "billing" in text and "$KEY_BILLING" in text and "app=billing" in text
     assert "transparent listeners: billing" in text and "localhost:8443" in text
     assert "bk-secret-value" not in text and hashlib.sha256(b"x").hexdigest() not in text
+
+
+@pytest.mark.parametrize("mode", ["socks5", "socks5@127.0.0.1:1080", "upstream:http://u:3128",
+                                  "reverse:https://example.com", "dns", "wireguard", "local",
+                                  "tun", "not-a-mode"])
+def test_modes_the_proxy_does_not_police_never_start(mode: str) -> None:
+    for rules in (NO_APPS, WITH_APPS):
+        assert mode_problem(rules, "127.0.0.1", ["regular", mode]) is not None
+
+
+def test_a_transparent_listener_beyond_loopback_needs_the_redirect_only_flag() -> None:
+    assert mode_problem(WITH_APPS, "127.0.0.1", ["regular", "transparent@8081",
+                                                 "transparent@::1:8081"]) is None
+    for host, modes in (("0.0.0.0", ["transparent@8081"]),
+                        ("127.0.0.1", ["transparent@10.0.0.5:8081"]),
+                        ("", ["regular", "transparent"])):
+        problem = mode_problem(WITH_APPS, host, modes)
+        assert problem is not None and "--transparent-redirect-only" in problem
+        assert mode_problem(WITH_APPS, host, modes, redirect_only=True) is None
+    # Without apps the exposure check decides (--allow-unauthenticated or loopback).
+    assert mode_problem(NO_APPS, "0.0.0.0", ["transparent@8081"]) is None
+    assert exposure_problem(NO_APPS, "0.0.0.0", ["transparent@8081"]) is not None

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from bastion_edge.streams.form_checks import form_field_error
 from bastion_edge.streams.multipart import (
     MAX_FIELD_VALUE,
     FormFieldRewriter,
@@ -122,21 +123,64 @@ def test_multipart_random_splits_give_whole_body_result(
         assert rewriter.found == found
 
 
-def test_multipart_replace_called_for_every_model_field() -> None:
-    """A second `model` field must not reach upstream unmapped (issue 13)."""
+def test_multipart_every_model_field_gets_the_first_fields_mapping() -> None:
+    """A second `model` field must not reach upstream unmapped, nor disagree (issue 23
+    row 12: `tts-1` after `whisper-1` went through as sent)."""
     calls: list[bytes] = []
 
     def record(old: bytes) -> bytes:
         calls.append(old)
-        return b"NEW"
+        return b"NEW" if old == b"whisper-1" else old  # the second would stay unmapped
 
-    data = body(part(b"model", b"whisper-1"), part(b"model", b"second"))
+    data = body(part(b"model", b"whisper-1"), part(b"model", b"tts-1"))
     rewriter = FormFieldRewriter(BOUNDARY, b"model", record)
     out = rewriter.feed(data) + rewriter.feed(b"")
-    assert calls == [b"whisper-1", b"second"]
+    assert calls == [b"whisper-1"]
     assert rewriter.found == b"whisper-1"
     assert rewriter.count == 2
     assert out == body(part(b"model", b"NEW"), part(b"model", b"NEW"))
+
+
+@pytest.mark.parametrize("disposition", [
+    b"form-data; name=model",
+    b"form-data; name = model ",
+    b"form-data;name=model",
+    b'form-data; NAME="model"',
+    b'form-data; filename="x; name=y"; name=model',
+    b"form-data; name*=UTF-8''mod%65l",
+    b'form-data; name*0=mo; name*1="del"',
+    b"form-data; name*0*=UTF-8''mo; name*1=del",
+])
+def test_multipart_unquoted_and_odd_name_forms_are_the_model_field(disposition: bytes) -> None:
+    raw = (b"--" + BOUNDARY + b"\r\nContent-Disposition: " + disposition
+           + b"\r\n\r\nwhisper-1\r\n--" + BOUNDARY + b"--\r\n")
+    out, found = replace_form_field(raw, BOUNDARY, b"model", rewrite_model)
+    assert found == b"whisper-1"
+    assert b"whisper-large-v3" in out and b"whisper-1" not in out
+
+
+def test_multipart_a_name_inside_a_quoted_filename_names_nothing() -> None:
+    raw = (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; '
+           b'filename="a; name=model"\r\n\r\nwhisper-1\r\n--' + BOUNDARY + b"--\r\n")
+    assert replace_form_field(raw, BOUNDARY, b"model", rewrite_model) == (raw, None)
+
+
+def test_a_model_part_after_a_part_too_large_to_inspect_is_still_replaced() -> None:
+    huge_headers = (b"--" + BOUNDARY + b"\r\nContent-Disposition: form-data; name=\"x\"\r\n"
+                    + b"X-Pad: " + b"p" * (2 * MAX_FIELD_VALUE) + b"\r\n\r\nv\r\n")
+    for first in (huge_headers, part(b"model", b"m" * (2 * MAX_FIELD_VALUE))):
+        data = body(first, part(b"model", b"whisper-1"))
+        sizes = [4096] * (len(data) // 4096) + [len(data) % 4096]
+        out, rewriter = feed_in_chunks(data, sizes)
+        assert rewriter.overflowed
+        assert out == body(first, part(b"model", b"whisper-large-v3"))
+
+
+def test_form_checks_count_duplicate_fields_themselves() -> None:
+    data = body(part(b"model", b"whisper-1"), part(b"model", b"tts-1"))
+    error = form_field_error(1, data, BOUNDARY)
+    assert error is not None and error.code == "duplicate_field"
+    assert form_field_error(1, body(part(b"model", b"whisper-1")), BOUNDARY) is None
 
 
 def test_multipart_filename_model_is_not_the_model_field() -> None:

@@ -49,13 +49,15 @@ def test_worker_argv_carries_the_parents_settings_on_the_held_port() -> None:
     args = _parser().parse_args(
         ["run", "--workers", "3", "--listen-host", "0.0.0.0", "--listen-port", "0",
          "--confdir", "/c", "--access-log", "-", "--mode", "regular",
-         "--mode", "transparent@8081", "--allow-unauthenticated"])
+         "--mode", "transparent@8081", "--allow-unauthenticated",
+         "--transparent-redirect-only"])
     argv = worker_argv(args, 41000, Path("/r.yaml"), 1024)
     assert argv[:5] == ["run", "--listen-host", "0.0.0.0", "--listen-port", "41000"]
     pairs = dict(zip(argv[1::2], argv[2::2], strict=False))
     assert pairs["--metrics-port"] == "0" and pairs["--rules"] == "/r.yaml"
     assert pairs["--confdir"] == "/c" and pairs["--listen-backlog"] == "1024"
     assert "--reuse-port" in argv and "--allow-unauthenticated" in argv
+    assert "--transparent-redirect-only" in argv
     assert argv.count("--mode") == 2 and "--workers" not in argv
 
 
