@@ -13,7 +13,7 @@ from bastion_edge.cli import main as cli
 from bastion_edge.deploy.node_preload import preload_path
 from bastion_edge.deploy.tls_bundles import system_ca_file
 
-SHIPPED = Path(__file__).resolve().parents[2] / "rules.yaml"
+SHIPPED = Path(__file__).resolve().parents[3] / "rules.yaml"
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,7 @@ from bastion_edge.core.request import ParsedBody, RequestHead
 from bastion_edge.core.rewrite import rewrite_model_path
 from bastion_edge.errors import ApiError
 
-SHIPPED = load_rules(Path(__file__).resolve().parents[2] / "rules.yaml")
+SHIPPED = load_rules(Path(__file__).resolve().parents[3] / "rules.yaml")
 SHIPPED_MAP = ModelMap(SHIPPED)
 SHIPPED_POLICY = Policy(SHIPPED, SHIPPED_MAP)
 PATHS = {CHAT: "/v1/chat/completions", EMBEDDINGS: "/v1/embeddings",

@@ -15,7 +15,7 @@ from bastion_edge.core.planner import Policy, plan_body, plan_head
 from bastion_edge.core.request import ParsedBody, RequestHead
 from bastion_edge.core.usage import STREAM_USAGE_NOTE
 
-SHIPPED = load_rules(Path(__file__).resolve().parents[2] / "rules.yaml")
+SHIPPED = load_rules(Path(__file__).resolve().parents[3] / "rules.yaml")
 ENV = {"QUBITTRON_API_KEY": "bk-test"}
 PATHS = {CHAT: "/v1/chat/completions", COMPLETIONS: "/v1/completions"}
 

@@ -21,7 +21,7 @@ from bastion_edge.config.rules import (
 from bastion_edge.core.facts import CHAT, EMBEDDINGS, RequestFacts
 from bastion_edge.core.model_map import ModelMap
 
-SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules.yaml"
+SHIPPED_RULES = Path(__file__).resolve().parents[3] / "rules.yaml"
 
 
 def _error(text: str) -> RulesError:

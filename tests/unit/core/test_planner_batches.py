@@ -16,7 +16,7 @@ from bastion_edge.core.plan import BatchAction, Destination
 from bastion_edge.core.planner import Policy, plan_head
 from bastion_edge.core.request import RequestHead
 
-SHIPPED_TEXT = (Path(__file__).resolve().parents[2] / "rules.yaml").read_text()
+SHIPPED_TEXT = (Path(__file__).resolve().parents[3] / "rules.yaml").read_text()
 SHIPPED = Policy.of(parse_rules(SHIPPED_TEXT, "rules.yaml"))
 APP_KEY = "sk-app-batch-key"
 APP_HASH = hashlib.sha256(APP_KEY.encode()).hexdigest()

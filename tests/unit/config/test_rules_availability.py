@@ -14,7 +14,7 @@ from bastion_edge.config.rules import (
     parse_rules,
 )
 
-SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules.yaml"
+SHIPPED_RULES = Path(__file__).resolve().parents[3] / "rules.yaml"
 
 
 def _error(text: str) -> RulesError:

@@ -10,7 +10,7 @@ from bastion_edge.config.reader import Reader, RulesError, Section, field, read_
 from bastion_edge.config.rules import parse_rules
 from bastion_edge.config.store_url import check_store, store_location
 
-SHIPPED_RULES = (Path(__file__).resolve().parents[2] / "rules.yaml").read_text()
+SHIPPED_RULES = (Path(__file__).resolve().parents[3] / "rules.yaml").read_text()
 
 
 def test_an_appended_top_level_section_is_refused_with_both_lines() -> None:

@@ -11,7 +11,7 @@ from bastion_edge.config.rules import parse_rules
 from bastion_edge.deploy.exposure import exposure_problem
 from bastion_edge.deploy.sidecar import SidecarConfig
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "sidecar" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "sidecar" / "examples"
 
 
 def test_the_sidecar_listens_on_loopback_unless_told_otherwise() -> None:

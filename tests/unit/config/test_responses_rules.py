@@ -8,7 +8,7 @@ import pytest
 
 from bastion_edge.config.rules import ResponsesStateRules, RulesError, load_rules, parse_rules
 
-SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules.yaml"
+SHIPPED_RULES = Path(__file__).resolve().parents[3] / "rules.yaml"
 
 
 def test_defaults_keep_thirty_days_in_sqlite() -> None:

@@ -12,7 +12,7 @@ from bastion_edge.core.facts import CHAT, RequestFacts
 from bastion_edge.core.known_models import coverage, known_openai_ids
 from bastion_edge.core.model_map import ModelMap
 
-SHIPPED = Path(__file__).resolve().parents[2] / "rules.yaml"
+SHIPPED = Path(__file__).resolve().parents[3] / "rules.yaml"
 PLAIN = RequestFacts(CHAT)
 GENERAL, COST, CODING = "gpt-oss-120b", "gpt-oss-20b", "Qwen3-Coder-30B-A3B-Instruct"
 

@@ -15,7 +15,7 @@ from bastion_edge.deploy.exposure import exposure_problem
 from bastion_edge.deploy.sidecar import ENV_VARS, SidecarConfig
 from bastion_edge.deploy.tls_bundles import PROXY_CA_CERT
 
-GATEWAY = Path(__file__).resolve().parents[2] / "sidecar" / "examples" / "kubernetes-gateway.yaml"
+GATEWAY = Path(__file__).resolve().parents[3] / "sidecar" / "examples" / "kubernetes-gateway.yaml"
 
 
 def documents() -> list[dict[str, Any]]:

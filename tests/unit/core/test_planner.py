@@ -31,7 +31,7 @@ from bastion_edge.core.request import ParsedBody, RequestHead
 from bastion_edge.core.responses import History
 from bastion_edge.errors import ApiError
 
-SHIPPED_TEXT = (Path(__file__).resolve().parents[2] / "rules.yaml").read_text()
+SHIPPED_TEXT = (Path(__file__).resolve().parents[3] / "rules.yaml").read_text()
 SHIPPED = Policy.of(parse_rules(SHIPPED_TEXT, "rules.yaml"))
 BASTION_KEY = "bk-planner-test-key"
 APP_KEY = "sk-app-key-never-upstream"

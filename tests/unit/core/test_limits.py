@@ -21,7 +21,7 @@ from bastion_edge.core.planner import Policy, plan_body, plan_head
 from bastion_edge.core.request import ParsedBody, RequestHead
 
 LIMITS = LimitsRules()
-POLICY = Policy.of(load_rules(Path(__file__).resolve().parents[2] / "rules.yaml"))
+POLICY = Policy.of(load_rules(Path(__file__).resolve().parents[3] / "rules.yaml"))
 ENV = {"QUBITTRON_API_KEY": "bk-test"}
 
 
