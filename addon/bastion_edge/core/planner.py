@@ -183,7 +183,7 @@ def _plan_openai_head(
         if by_conversation:
             if plan.body_step is BodyStep.JSON and plan.endpoint != RESPONSES:
                 key = select_key(rules, plan.facts, environ, files)
-                return plan.evolve(key=key, body_step=BodyStep.CONVERSATION)
+                return plan._replace(key=key, body_step=BodyStep.CONVERSATION)
             if plan.body_step is not BodyStep.STREAMED_FORM and _goes_to_openai(plan, cutover):
                 return to_openai(plan, head.query, rules, environ, files)
         elif _goes_to_openai(plan, cutover):
@@ -202,12 +202,12 @@ def _to_bastion(plan: Plan, head: RequestHead, policy: Policy, key: KeyChoice) -
     store; a model id in the path mapped."""
     hold = plan.route
     if plan.endpoint == SPEECH and head.method == "POST":
-        return plan.evolve(key=key, route=Route(Destination.TTS, hold.target,
-                                                  drop_headers=hold.drop_headers),
+        return plan._replace(key=key, route=Route(Destination.TTS, hold.target,
+                                                    drop_headers=hold.drop_headers),
                        rewrites=(*plan.rewrites, REWRITE_TTS), body_step=BodyStep.NONE)
     bastion = Route(Destination.BASTION, hold.target, {"authorization": f"Bearer {key.key}"},
                     hold.drop_headers)
-    plan = plan.evolve(key=key, route=bastion, rewrites=(*plan.rewrites, REWRITE_KEY))
+    plan = plan._replace(key=key, route=bastion, rewrites=(*plan.rewrites, REWRITE_KEY))
     if plan.endpoint == RESPONSES and not is_collection_path(head.path):
         return _store_action(plan, head)
     if plan.endpoint in (FILES, BATCHES):
@@ -236,7 +236,7 @@ def _store_action(plan: Plan, head: RequestHead) -> Plan:
         action = StoreAction.INPUT_ITEMS
     if action is None:
         return plan  # e.g. POST .../cancel: upstream answers
-    return plan.evolve(store_action=action, response_id=response_id,
+    return plan._replace(store_action=action, response_id=response_id,
                    route=Route(Destination.PROXY, plan.route.target,
                                drop_headers=plan.route.drop_headers))
 
@@ -265,10 +265,10 @@ def _batch_action(plan: Plan, head: RequestHead) -> Plan:
         if len(parts) <= 3 else None
     if action is None:
         raise ApiError(404, f"Invalid URL ({head.method} {head.bare_path})", "unknown_url")
-    return plan.evolve(batch_action=action, resource_id=resource, body_step=BodyStep.NONE,
-                       route=Route(Destination.BATCH, plan.route.target,
-                                   drop_headers=plan.route.drop_headers),
-                       rewrites=tuple(r for r in plan.rewrites if r != REWRITE_KEY))
+    return plan._replace(batch_action=action, resource_id=resource, body_step=BodyStep.NONE,
+                         route=Route(Destination.BATCH, plan.route.target,
+                                     drop_headers=plan.route.drop_headers),
+                         rewrites=tuple(r for r in plan.rewrites if r != REWRITE_KEY))
 
 
 def _model_path(plan: Plan, head: RequestHead, policy: Policy) -> Plan:
@@ -279,7 +279,7 @@ def _model_path(plan: Plan, head: RequestHead, policy: Policy) -> Plan:
         return plan
     target = bastion_target(policy.rules.upstream, HostKind.OPENAI, original)
     plan = _with_resolution(plan, resolution.requested, resolution.upstream, resolution)
-    return plan.evolve(route=plan.route._replace(target=target))
+    return plan._replace(route=plan.route._replace(target=target))
 
 
 def to_openai(plan: Plan, query: str, rules: Rules, environ: Mapping[str, str],
@@ -300,9 +300,9 @@ def to_openai(plan: Plan, query: str, rules: Rules, environ: Mapping[str, str],
         except ApiError as e:
             skip = skip or e.code
     mirror_target = plan.route.target if plan.decision is Decision.MIRROR else None
-    return plan.evolve(route=route, key=key, body_step=step, mirror_skip=skip,
-                       mirror_target=mirror_target,
-                       rewrites=tuple(r for r in plan.rewrites if r == REWRITE_HTTPS))
+    return plan._replace(route=route, key=key, body_step=step, mirror_skip=skip,
+                         mirror_target=mirror_target,
+                         rewrites=tuple(r for r in plan.rewrites if r == REWRITE_HTTPS))
 
 
 # ---------------------------------------------------------------------- body step
@@ -377,12 +377,12 @@ def _split_by_conversation(
     sticky = key or sticky_key(plan.facts)
     cutover = policy.rules.cutover
     if destination_for(cutover, sticky) == OPENAI:
-        return to_openai(plan.evolve(body_step=BodyStep.JSON), _query(plan.route.target),
+        return to_openai(plan._replace(body_step=BodyStep.JSON), _query(plan.route.target),
                          policy.rules, environ, files)
     assert plan.key is not None
     route = Route(Destination.BASTION, plan.route.target,
                   {"authorization": f"Bearer {plan.key.key}"}, plan.route.drop_headers)
-    return plan.evolve(route=route, body_step=BodyStep.JSON,
+    return plan._replace(route=route, body_step=BodyStep.JSON,
                    rewrites=(*plan.rewrites, REWRITE_KEY))
 
 
@@ -492,15 +492,15 @@ def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
     if mapped.changed or expanded is not None or strip_usage:
         new_body = _serialise(mapped.body)
     resolution = mapped.resolution
-    models = {} if resolution is None else {
-        "resolution": resolution, "upstream_model": resolution.upstream,
-        "original_model": mapped.requested or resolution.requested}
-    return plan.evolve(facts=mapped.facts, stream=parsed.get("stream") is True,
-                       app_store=app_store, body=new_body, capture=capture,
-                       notes=(*notes, *mapped.notes), strip_usage=strip_usage,
-                       rewrites=(*plan.rewrites, *mapped.rewrites),
-                       fallback_models=mapped.fallback_models,
-                       fallback_reason=mapped.fallback_reason, **models)
+    return plan._replace(
+        facts=mapped.facts, stream=parsed.get("stream") is True, app_store=app_store,
+        body=new_body, capture=capture, notes=(*notes, *mapped.notes),
+        strip_usage=strip_usage, rewrites=(*plan.rewrites, *mapped.rewrites),
+        fallback_models=mapped.fallback_models, fallback_reason=mapped.fallback_reason,
+        resolution=plan.resolution if resolution is None else resolution,
+        upstream_model=plan.upstream_model if resolution is None else resolution.upstream,
+        original_model=plan.original_model if resolution is None
+        else mapped.requested or resolution.requested)
 
 
 def _rewrite_form(plan: Plan, body: ParsedBody, policy: Policy,
@@ -521,7 +521,7 @@ def _rewrite_form(plan: Plan, body: ParsedBody, policy: Policy,
     if refusal is not None:
         raise refusal
     final = outcome[-1] if outcome else plan
-    return final.evolve(body=new_raw if new_raw != body.raw else None)
+    return final._replace(body=new_raw if new_raw != body.raw else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,15 +547,15 @@ def form_model(plan: Plan, policy: Policy, old: bytes, *, streaming: bool,
             raise
         # Too late for a 400 (the upload is already streaming): let upstream reject it.
         note = f"streamed upload kept unmapped model: {e.code}"
-        return FormModel(old, plan.evolve(original_model=requested, upstream_model=requested,
-                                      notes=(*plan.notes, note)))
+        return FormModel(old, plan._replace(original_model=requested, upstream_model=requested,
+                                        notes=(*plan.notes, note)))
     if choice is not None:
         resolution = _chosen(resolution, requested, choice.model)
-        plan = plan.evolve(notes=(*plan.notes, *choice.notes),
-                           fallback_models=() if streaming else choice.fallbacks,
-                           fallback_reason=choice.passed_over)
+        plan = plan._replace(notes=(*plan.notes, *choice.notes),
+                             fallback_models=() if streaming else choice.fallbacks,
+                             fallback_reason=choice.passed_over)
     if resolution is None or not resolution.changed:
-        return FormModel(old, plan.evolve(original_model=requested, upstream_model=requested))
+        return FormModel(old, plan._replace(original_model=requested, upstream_model=requested))
     return FormModel(resolution.upstream.encode(),
                      _with_resolution(plan, requested, resolution.upstream, resolution))
 
@@ -570,22 +570,22 @@ def _observe(plan: Plan, body: ParsedBody, policy: Policy,
         stream = (body.json_or_none() or {}).get("stream") is True
         refused_copy = _mirror_skip(plan, policy, stream) or note \
             if plan.decision is Decision.MIRROR else None
-        return plan.evolve(original_model=requested_model_of(body), stream=stream,
+        return plan._replace(original_model=requested_model_of(body), stream=stream,
                        notes=(*plan.notes, note), mirror_skip=refused_copy)
     stream = body.json_object().get("stream") is True
     would = ("host", "key", *mapped.rewrites)
-    plan = plan.evolve(stream=stream, notes=(*plan.notes, "would rewrite: " + ",".join(would),
-                                             *mapped.notes))
+    plan = plan._replace(stream=stream, notes=(*plan.notes, "would rewrite: " + ",".join(would),
+                                               *mapped.notes))
     if mapped.resolution is not None:
         upstream = mapped.body.get("model")
-        plan = plan.evolve(original_model=mapped.requested,
+        plan = plan._replace(original_model=mapped.requested,
                        upstream_model=upstream if isinstance(upstream, str) else None)
     if plan.decision is Decision.MIRROR:
         skip: str | None = _mirror_skip(plan, policy, stream) or plan.mirror_skip
         mirror_body = None
         if skip is None:
             mirror_body = _serialise(mapped.body) if mapped.changed else body.raw
-        plan = plan.evolve(mirror_skip=skip, mirror_body=mirror_body)
+        plan = plan._replace(mirror_skip=skip, mirror_body=mirror_body)
     return plan
 
 
@@ -601,12 +601,12 @@ def _mirror_skip(plan: Plan, policy: Policy, stream: bool) -> str | None:
 def refused(plan: Plan, error: ApiError, requested_model: str | None = None) -> Plan:
     """The proxy answers `error`; the route stays the fail-closed hold."""
     hold = Route(Destination.BASTION, plan.route.target, drop_headers=plan.route.drop_headers)
-    return plan.evolve(refusal=error, route=hold,
+    return plan._replace(refusal=error, route=hold,
                    original_model=plan.original_model or requested_model)
 
 
 def answered_from_store(plan: Plan) -> Plan:
-    return plan.evolve(notes=(*plan.notes, "answered from the response store"))
+    return plan._replace(notes=(*plan.notes, "answered from the response store"))
 
 
 def _with_resolution(plan: Plan, requested: str, upstream: str,
@@ -614,7 +614,7 @@ def _with_resolution(plan: Plan, requested: str, upstream: str,
     rewrites = plan.rewrites
     if requested != upstream and REWRITE_MODEL not in rewrites:
         rewrites = (*rewrites, REWRITE_MODEL)
-    return plan.evolve(original_model=requested, upstream_model=upstream,
+    return plan._replace(original_model=requested, upstream_model=upstream,
                    resolution=resolution if resolution is not None else plan.resolution,
                    rewrites=rewrites)
 
