@@ -198,3 +198,26 @@ def test_finished_flows_show_no_key(tmp_path: Path) -> None:
         front.keeps_flows = True  # mitmweb: the finished flow stays on screen
         front.error(flow)
         assert flow.request.headers["authorization"] == REDACTED
+
+
+def test_the_gate_reads_the_shared_snapshot_not_the_root() -> None:
+    """No addon<->gate import cycle: the gate imports nothing of the root addon, not
+    even for type checking."""
+    import ast
+
+    from bastion_edge.proxy import gate as gate_module
+
+    tree = ast.parse(Path(gate_module.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "bastion_edge.proxy.addon" not in imported
+    assert "bastion_edge.proxy.shared" in imported
+
+
+def test_own_ports_and_upstreams_come_from_the_listeners_owners(tmp_path: Path) -> None:
+    with gate(tmp_path) as (front, edge):
+        ports = {"tts": 4101, "admin": 4102}
+        edge.shared.listener(lambda: ports["tts"], dialed=True)
+        edge.shared.listener(lambda: ports["admin"], dialed=False)
+        assert {4101, 4102} <= front.own_ports()
+        assert ("127.0.0.1", 4101) in front.own_upstreams()
+        assert ("127.0.0.1", 4102) not in front.own_upstreams()  # /metrics is not dialed
