@@ -16,7 +16,7 @@ done; exit 1
 endef
 export FIND_PYTHON
 
-.PHONY: install install-test test lint demo bench clean node-deps node24 system-deps fuzz soak
+.PHONY: install install-test test lint demo bench clean node-deps node24 system-deps fuzz soak docs
 
 # Node side (sidecar/node): undici for the NODE_OPTIONS preload `bastion-edge env` prints,
 # and the official openai SDK for the end-to-end tests. Pinned by package-lock.json.
@@ -73,6 +73,11 @@ lint: install-test
 demo: install
 	$(BIN)/pip install --quiet -e ".[demo]"
 	$(BIN)/bastion-edge demo
+
+# The docs site into build/site/ (mkdocs, material theme); --strict: a broken link fails.
+docs: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[docs]"
+	$(BIN)/mkdocs build --strict
 
 bench: install-test
 	$(BIN)/python bench/run.py --readme README.md

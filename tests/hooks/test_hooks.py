@@ -14,12 +14,12 @@ import pytest
 from mitmproxy import connection, exceptions, hooks, http
 from mitmproxy.addons import proxyserver
 from mitmproxy.flow import Error
+from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.test import taddons, tflow
 from prometheus_client import generate_latest
 
 from bastion_edge.core.planner import STREAM_UPLOADS_OVER
 from bastion_edge.core.routing import HostKind
-from bastion_edge.proxy import gateway_errors
 from bastion_edge.proxy.addon import REDACTED, BastionEdge
 from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
 
@@ -453,7 +453,7 @@ async def test_connect_failure_answered_with_json_envelope(rules_path: Path) -> 
         never_connected(flow)
         flow.error = Error("[Errno 111] Connect call failed ('127.0.0.1', 9443)")
         addon.replies.error(flow)
-        raw = gateway_errors._make_error_response(502, flow.error.msg)
+        raw = _http1.make_error_response(502, flow.error.msg)
         head, _, body = raw.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 502")
         assert b"content-type: application/json" in head.lower()
@@ -463,7 +463,7 @@ async def test_connect_failure_answered_with_json_envelope(rules_path: Path) -> 
         assert "127.0.0.1:9443" in error["message"]
         assert exchange_of(flow).upstream_error == "upstream_unreachable"
 
-        foreign = gateway_errors._make_error_response(502, "some other proxy failure")
+        foreign = _http1.make_error_response(502, "some other proxy failure")
         assert b"text/html" in foreign.partition(b"\r\n\r\n")[0].lower()
         assert b"some other proxy failure" in foreign
 
@@ -488,7 +488,7 @@ async def test_error_classification(
         flow.error = Error(message)
         addon.replies.error(flow)
         assert exchange_of(flow).upstream_error == code
-        error = json.loads(gateway_errors._make_error_response(502, flow.error.msg)
+        error = json.loads(_http1.make_error_response(502, flow.error.msg)
                            .partition(b"\r\n\r\n")[2])["error"]
         assert error["code"] == code
 
@@ -500,7 +500,7 @@ async def test_client_disconnect_gets_no_envelope(rules_path: Path) -> None:
         flow.error = Error("Client disconnected.")
         addon.replies.error(flow)
         assert exchange_of(flow).upstream_error is None
-        page = gateway_errors._make_error_response(502, flow.error.msg)
+        page = _http1.make_error_response(502, flow.error.msg)
         assert b"text/html" in page.partition(b"\r\n\r\n")[0].lower()
 
 
@@ -514,7 +514,7 @@ async def test_no_response_headers_in_time_is_504(tmp_path: Path) -> None:
         assert exchange_of(flow).timed_out
         flow.error = Error("Connection killed.")
         addon.replies.error(flow)
-        error = json.loads(gateway_errors._make_error_response(502, flow.error.msg)
+        error = json.loads(_http1.make_error_response(502, flow.error.msg)
                            .partition(b"\r\n\r\n")[2])["error"]
         assert error["code"] == "upstream_timeout"
         assert error["type"] == "server_error"

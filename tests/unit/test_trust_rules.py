@@ -8,6 +8,7 @@ import ipaddress
 import pytest
 
 from bastion_edge.config.rules import AppRules, RulesError, parse_egress_allow, parse_rules
+from bastion_edge.core.conditions import holds
 from bastion_edge.core.facts import CHAT, RequestFacts
 
 DIGEST = hashlib.sha256(b"s3cret").hexdigest()
@@ -83,12 +84,12 @@ models:
     - use: small
 """)
     billing = RequestFacts(CHAT, app="billing")
-    assert rules.key_rules[0].when.matches(billing)
-    assert rules.key_rules[0].when.matches(RequestFacts(CHAT, app="ledger"))
-    assert not rules.key_rules[0].when.matches(RequestFacts(CHAT))
+    assert holds(rules.key_rules[0].when, billing)
+    assert holds(rules.key_rules[0].when, RequestFacts(CHAT, app="ledger"))
+    assert not holds(rules.key_rules[0].when, RequestFacts(CHAT))
     choices = rules.models[0].choices
-    assert choices[0].when.matches(billing)
-    assert not choices[0].when.matches(RequestFacts(CHAT, app="reports"))
+    assert holds(choices[0].when, billing)
+    assert not holds(choices[0].when, RequestFacts(CHAT, app="reports"))
 
 
 def test_egress_allow_forms() -> None:

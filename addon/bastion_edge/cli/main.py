@@ -143,6 +143,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if problem and not args.allow_unauthenticated:
         print(f"bastion-edge: {problem}", file=sys.stderr)
         return EXIT_EXPOSED
+    from bastion_edge.proxy.mitmproxy_seams import SeamRefused, verify_request_path
+
+    try:  # mitmproxy's code at every seam is the code bastion-edge was checked against
+        verify_request_path()
+    except SeamRefused as e:
+        print(f"bastion-edge: {e}", file=sys.stderr)
+        return 1
     if args.workers > 1 or args.workers == 0:
         if args.web:
             print("bastion-edge: --web shows one process's flows; use --workers 1",
@@ -150,7 +157,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return 2
         return _run_workers(args, path)
     if args.reuse_port or args.listen_backlog:
-        from bastion_edge.proxy.reuse_port import PatchRefused, install
+        from bastion_edge.proxy.mitmproxy_seams import PatchRefused
+        from bastion_edge.proxy.mitmproxy_seams import install_reuse_port as install
 
         try:
             install(args.listen_backlog or None, reuse_port=args.reuse_port)
@@ -256,7 +264,9 @@ def _add_worker_arguments(run: argparse.ArgumentParser) -> None:
 
 def _run_workers(args: argparse.Namespace, path: Path) -> int:
     from bastion_edge.cli.workers import run_pool
-    from bastion_edge.proxy.reuse_port import DEFAULT_BACKLOG, PatchRefused, install, uninstall
+    from bastion_edge.proxy.mitmproxy_seams import DEFAULT_BACKLOG, PatchRefused
+    from bastion_edge.proxy.mitmproxy_seams import install_reuse_port as install
+    from bastion_edge.proxy.mitmproxy_seams import uninstall_reuse_port as uninstall
 
     try:  # refuse before starting anything if mitmproxy's listener code changed
         install(DEFAULT_BACKLOG)

@@ -15,7 +15,7 @@ import socket
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from bastion_edge.config.rules import EgressAllow
+from bastion_edge.config.schema import EgressAllow
 from bastion_edge.errors import ApiError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bastion_edge.config.rules import Rules
+from bastion_edge.config.schema import Rules
 from bastion_edge.core.model_availability import (
     DEFAULT_MAX_ATTEMPTS,
     CapabilityRefusal,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from mitmproxy.proxy import mode_specs
 
-from bastion_edge.config.rules import Rules
+from bastion_edge.config.schema import Rules
 
 EXIT_EXPOSED = 2
 

@@ -36,7 +36,7 @@ from bastion_edge.batch.runner import RunContext
 from bastion_edge.config.key_files import KeyFiles
 from bastion_edge.config.rules import Rules
 from bastion_edge.core.planner import Policy
-from bastion_edge.proxy import gateway_errors, http_guard
+from bastion_edge.proxy import mitmproxy_seams
 from bastion_edge.proxy.lifecycle import (
     AccessLogAddon,
     AdminAddon,
@@ -123,8 +123,8 @@ class BastionEdge:
         return self.shared.metrics
 
     def load(self, loader: object) -> None:
-        gateway_errors.install()
-        http_guard.install(lambda: self.shared.rules.limits, self.shared.metrics.limit_rejected)
+        mitmproxy_seams.install(lambda: self.shared.rules.limits,
+                                self.shared.metrics.limit_rejected)
 
     async def drain(self, grace_seconds: float) -> int:
         """Stop accepting connections; wait up to `grace_seconds` for in-flight requests.

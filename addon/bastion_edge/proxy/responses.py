@@ -30,7 +30,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.net import encoding
 from prometheus_client import CollectorRegistry
 
-from bastion_edge.config.rules import ResponsesStateRules
+from bastion_edge.config.schema import ResponsesStateRules
 from bastion_edge.core.plan import Plan, StoreAction
 from bastion_edge.core.responses import History, Item, TurnRequest, valid_response_id
 from bastion_edge.errors import SERVER_ERROR, ApiError
