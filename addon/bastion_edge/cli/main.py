@@ -198,8 +198,8 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
         master = proxy_master(opts, args.mode or ["regular"])
     addon = BastionEdge()
     state_files: list[Path] = []
-    guard = ConnectionGuard(lambda: addon.rules.limits, addon.metrics)
-    master.addons.add(guard, ProxyGate(addon), addon)
+    guard = ConnectionGuard(lambda: addon.shared.rules.limits, addon.shared.metrics)
+    master.addons.add(guard, ProxyGate(addon.shared), addon)
     if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent announces the pool
         master.addons.add(_StartupBanner(args, confdir, state_files))
     opts.update(
