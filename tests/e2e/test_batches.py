@@ -360,11 +360,6 @@ def test_upload_over_the_size_limit_is_refused(
 # ------------------------------------------------------------------ Redis, two replicas
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 22 item 1: BastionEdge.done() closes the access log before the batch runner "
-    "stops, so the line the first replica finishes while stopping loses its record "
-    "(`I/O operation on closed file`). The held line makes this certain, not 1 run in "
-    "n. The thin root (explicit shutdown order) fixes it: remove this mark then."))
 def test_two_proxies_sharing_redis_take_over_without_repeating_a_line(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mypy import api
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 SNIPPET = '''
 from bastion_edge.core.plan import Plan

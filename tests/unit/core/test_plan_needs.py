@@ -17,7 +17,7 @@ from bastion_edge.core.responses import History
 from bastion_edge.errors import ApiError
 
 SHIPPED = Policy.of(parse_rules(
-    (Path(__file__).resolve().parents[2] / "rules.yaml").read_text(), "rules.yaml"))
+    (Path(__file__).resolve().parents[3] / "rules.yaml").read_text(), "rules.yaml"))
 ENV = {"QUBITTRON_API_KEY": "bk-needs-test"}
 HEADERS = {"authorization": "Bearer sk-app", "content-type": "application/json"}
 REF = {"type": "item_reference", "id": "msg_9"}
