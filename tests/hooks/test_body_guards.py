@@ -88,14 +88,21 @@ class _ProxyServer:
         self.connections: dict[str, _Handler] = {}
 
 
+def _connect(guard: ConnectionGuard, server: _ProxyServer,
+             last_activity: float) -> tuple[Any, _Handler]:
+    """A flow on a new client connection mitmproxy last heard from at `last_activity`."""
+    flow = tflow.tflow()
+    handler = _Handler(flow.client_conn, last_activity)
+    server.connections[flow.client_conn.id] = handler
+    guard.client_connected(flow.client_conn)
+    return flow, handler
+
+
 async def test_a_request_body_idle_past_the_timeout_closes_its_connection() -> None:
     guard = ConnectionGuard(lambda: LimitsRules(idle_timeout_seconds=3), Metrics())
     server = _ProxyServer()
     with taddons.context(guard, server):
-        flow = tflow.tflow()
-        handler = _Handler(flow.client_conn, last_activity=1000.0)
-        server.connections[flow.client_conn.id] = handler
-        guard.client_connected(flow.client_conn)
+        flow, handler = _connect(guard, server, 1000.0)
         guard.requestheaders(flow)  # the body starts arriving, then stops
         guard.sweep(0.0, wall=1002.9)
         await asyncio.sleep(0)
@@ -108,10 +115,7 @@ async def test_a_request_body_idle_past_the_timeout_closes_its_connection() -> N
         await asyncio.sleep(0)
         assert handler.timed_out == 1  # closed once
 
-        finished = tflow.tflow()  # a body that arrived whole is the upstream's to time
-        other = _Handler(finished.client_conn, last_activity=1000.0)
-        server.connections[finished.client_conn.id] = other
-        guard.client_connected(finished.client_conn)
+        finished, other = _connect(guard, server, 1000.0)  # a body that arrived whole
         guard.requestheaders(finished)
         guard.request(finished)
         guard.sweep(0.0, wall=2000.0)
@@ -123,10 +127,7 @@ def test_a_disconnected_client_s_socket_is_closed_if_mitmproxy_left_it_open() ->
     guard = ConnectionGuard(LimitsRules, Metrics())
     server = _ProxyServer()
     with taddons.context(guard, server):
-        flow = tflow.tflow()
-        handler = _Handler(flow.client_conn, last_activity=0.0)
-        server.connections[flow.client_conn.id] = handler
-        guard.client_connected(flow.client_conn)
+        flow, handler = _connect(guard, server, 0.0)
         guard.client_disconnected(flow.client_conn)
         assert handler.transports[flow.client_conn].writer.closed
 
