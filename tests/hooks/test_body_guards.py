@@ -136,3 +136,19 @@ def _metrics_text(guard: ConnectionGuard) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(guard._metrics.registry).decode()
+
+
+def test_mitmproxy_still_keeps_what_the_guard_reads() -> None:
+    """The guard reads (never patches) two things of mitmproxy's connection handler: the
+    watchdog's clock of the last event, and the client's transport. A mitmproxy that
+    renames them would turn both checks into silent no-ops; this test says so first."""
+    import inspect
+
+    from mitmproxy.proxy import server
+
+    assert "self.timeout_watchdog.register_activity()" in inspect.getsource(
+        server.ConnectionHandler.server_event)
+    assert "self.last_activity = time.time()" in inspect.getsource(
+        server.TimeoutWatchdog.register_activity)
+    assert {"transports", "timeout_watchdog"} <= set(server.ConnectionHandler.__annotations__)
+    assert "writer" in server.ConnectionIO.__annotations__

@@ -84,16 +84,17 @@ class ConnectionGuard:
 
     @staticmethod
     def _close_socket(client: connection.Client) -> None:
-        """mitmproxy 12 leaves the client's socket open when its connection handler is
-        cancelled a second time while cleaning up after the first (a refused body: the
-        close command, then the error hook's completion): the socket stayed open, unread
-        and unwritten, until a garbage collection, and the client waited for an EOF that
-        never came. It is closed here; a normal close has already closed it."""
+        """After a refused request body (413, 503) mitmproxy 12 reported the client
+        disconnected but never closed its socket (the connection handler was cancelled
+        before it reached `writer.close()`): the socket stayed open, unread, until a
+        garbage collection, and the client waited for an EOF that never came. It is
+        closed here; after a normal close the writer is closing already."""
         server = ctx.master.addons.get("proxyserver")
         handler = server.connections.get(client.id) if server is not None else None
         transport = getattr(handler, "transports", {}).get(client)
         writer = getattr(transport, "writer", None)
-        if writer is not None and not writer.is_closing():
+        is_closing = getattr(writer, "is_closing", None)  # a StreamWriter (TCP)
+        if writer is not None and callable(is_closing) and not is_closing():
             writer.close()
 
     def http_connect(self, flow: http.HTTPFlow) -> None:  # TLS and a request must follow
