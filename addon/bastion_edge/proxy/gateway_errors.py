@@ -58,7 +58,7 @@ def render(error: ApiError) -> bytes:
         error.status,
         json.dumps(error.envelope()).encode(),
         {"Content-Type": "application/json", "Connection": "close",
-         "X-Bastion-Edge-Error": error.code},
+         "X-Bastion-Edge-Error": error.code, **dict(getattr(error, "headers", ()))},
     )
     return http1.assemble_response(response)
 

@@ -178,7 +178,7 @@ def install(limits: Callable[[], LimitsRules] | None = None,
                                             _Installed.state.counted)
 
     def check_body_size(self: Any, request: bool) -> Generator[Any, Any, bool]:
-        refused = yield from http_guard.guard_body(self, request)
+        refused = yield from http_guard.guard_body(self, request, _Installed.state.limits())
         return refused or (yield from original_check(self, request))
 
     def read_body(self: Any, event: Any) -> Generator[Any, Any, None]:
