@@ -115,7 +115,7 @@ docs: $(BIN)/python
 	$(BIN)/mkdocs build --strict
 
 bench: install-test
-	$(BIN)/python bench/run.py --readme README.md
+	$(BIN)/python bench/run.py --readme docs/development/benchmarks.md
 
 # Longer property-based fuzzing of the parsers the proxy owns (tests/fuzz): random
 # seeds, many examples; `make test` runs the same properties in a bounded ~60 s profile.
@@ -123,14 +123,14 @@ fuzz: install-test
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/fuzz
 
 # Soak and abuse benchmark (not a test): mixed load, hot reloads, idle and slow clients;
-# writes its figures into the README. SOAK_SECONDS=600 by default.
+# writes its figures into docs/development/benchmarks.md. SOAK_SECONDS=600 by default.
 SOAK_SECONDS ?= 600
 soak: install-test
-	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) --readme README.md
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) --readme docs/development/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info addon/*.egg-info $(NODE_DIR)/node_modules \
 	  $(NODE24_DIR)/node_modules
 
 bench-batch: install-test
-	$(BIN)/python bench/batch_bench.py --readme README.md
+	$(BIN)/python bench/batch_bench.py --readme docs/development/benchmarks.md

@@ -96,7 +96,7 @@ def path_violation(path: str, *, api_only: bool = True) -> LimitError | None:
 
     Refused: anything not starting with `/v1/` (or exactly `/v1`), dot segments (`.`,
     `..`, also percent-encoded), encoded `/` or `\\`, backslashes, control characters.
-    Only paths that pass get the Bastion key; see "Limits" in the README.
+    Only paths that pass get the Bastion key; see docs/operate/limits.md.
     """
     bare = path.split("?", 1)[0]
     if api_only and bare != "/v1" and not bare.startswith("/v1/"):
