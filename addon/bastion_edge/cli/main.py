@@ -165,6 +165,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
 
     from bastion_edge.proxy.addon import BastionEdge
     from bastion_edge.proxy.connection_guard import ConnectionGuard
+    from bastion_edge.proxy.conversations_addon import ConversationsAddon
     from bastion_edge.proxy.gate import ProxyGate
 
     confdir = Path(os.path.expanduser(args.confdir))
@@ -184,7 +185,10 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     addon = BastionEdge()
     state_files: list[Path] = []
     guard = ConnectionGuard(lambda: addon.rules.limits, addon.metrics)
-    master.addons.add(guard, ProxyGate(addon), addon)
+    conversations = ConversationsAddon(lambda: addon.rules.responses_state,
+                                       addon.metrics.registry, addon.environ,
+                                       otel=lambda: addon.otel)  # before the main path
+    master.addons.add(guard, ProxyGate(addon), conversations, addon, conversations.replies)
     if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent announces the pool
         master.addons.add(_StartupBanner(args, confdir, state_files))
     opts.update(
