@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import APP_KEY, Proxy, Sandbox, proxy_env, start_proxy, wait_until
+from harness import APP_KEY, REPO, Proxy, Sandbox, proxy_env, start_proxy, wait_until
 from otlp_receiver import OtlpReceiver, attributes
+from test_node24 import node24
+from test_otel import receiver
+from test_transparent import app_env
+
+__all__ = ["receiver"]  # test_otel's module-scoped OTLP receiver fixture
 
 agents = pytest.importorskip("agents")
 from agents import (  # noqa: E402
@@ -24,13 +31,6 @@ from agents import (  # noqa: E402
 )
 from agents.tracing import get_trace_provider  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpReceiver]:
-    running = OtlpReceiver()
-    yield running
-    running.close()
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +135,49 @@ def test_session_and_conversation_runs_never_reach_bastion(
                            == "execute_tool" for s in receiver.spans()),
                what="execute_tool span")
     assert conversation_id.startswith("conv_")
+
+
+JS_AGENTS = REPO / "tests" / "agents_js"
+JS_APP = """
+import { Agent, run, tool, getGlobalTraceProvider } from '@openai/agents';
+import { z } from 'zod';
+
+const getWeather = tool({
+  name: 'get_weather', description: 'The weather in a city.',
+  parameters: z.object({ city: z.string() }),
+  execute: async ({ city }) => `sunny in ${city}`,
+});
+const agent = new Agent({ name: 'JsAssistant', instructions: 'Be brief.', model: 'gpt-4o',
+                          tools: [getWeather] });
+const result = await run(agent, 'What is the weather in Paris?');
+await getGlobalTraceProvider().forceFlush();
+console.log(JSON.stringify({ final: result.finalOutput }));
+"""
+
+
+def test_js_agents_sdk_traces_stay_off_bastion(
+        edge: Proxy, sandbox: Sandbox, receiver: OtlpReceiver, tmp_path: Path) -> None:
+    if not (JS_AGENTS / "node_modules" / "@openai" / "agents").is_dir():
+        pytest.fail("tests/agents_js/node_modules is missing: npm ci --prefix tests/agents_js")
+    node = node24()
+    sandbox.clear_journal()
+    app = JS_AGENTS / "app.mjs"  # beside its node_modules, so imports resolve
+    app.write_text(JS_APP)
+    try:
+        done = subprocess.run([str(node), str(app)], env=app_env(tmp_path, **edge.app_env()),
+                              capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        app.unlink()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["final"]
+    assert "Tracing" not in done.stderr or "error" not in done.stderr.lower(), done.stderr
+    paths = journal_paths(sandbox)
+    assert "/v1/responses" in paths
+    assert not any(p.startswith("/v1/traces") for p in paths), paths
+
+    def js_spans() -> list[Any]:
+        return [s for s in receiver.spans()
+                if attributes(s.attributes).get("gen_ai.agent.name") == "JsAssistant"]
+
+    wait_until(lambda: bool(js_spans()), what="the JS agent's invoke_agent span")
+    assert js_spans()[0].name == "invoke_agent JsAssistant"
