@@ -243,3 +243,23 @@ async def test_a_failed_reply_appends_nothing(tmp_path: Path) -> None:
         await h.addon.replies.response(flow)
         _, page = await h.call("GET", f"/v1/conversations/{cid}/items")
         assert page["data"] == []
+
+
+async def test_a_reply_retried_on_another_model_is_appended(tmp_path: Path) -> None:
+    """The main path holds a 404 model_not_found and replaces it with the retry's reply
+    (a streamed one buffered whole): what the app finally gets is appended."""
+    async with harness(tmp_path) as h:
+        _, created = await h.call("POST", "/v1/conversations", {})
+        cid = created["id"]
+        flow = h.flow("POST", "/v1/responses", {"input": "x", "stream": True,
+                                                "conversation": cid})
+        await h.addon.request(flow)  # type: ignore[misc]
+        flow.response = http.Response.make(404, b"{}", {"content-type": "application/json"})
+        h.addon.replies.responseheaders(flow)
+        event = {"type": "response.completed", "response": completed("Retried")}
+        flow.response = http.Response.make(
+            200, f"event: response.completed\ndata: {json.dumps(event)}\n\n".encode(),
+            {"content-type": "text/event-stream"})
+        await h.addon.replies.response(flow)
+        _, page = await h.call("GET", f"/v1/conversations/{cid}/items?order=asc")
+        assert [i["content"][0]["text"] for i in page["data"]] == ["x", "Retried"]

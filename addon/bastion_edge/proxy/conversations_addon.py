@@ -361,13 +361,12 @@ class ConversationReplies:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         turn = flow.metadata.pop(TURN_KEY, None)
         response = flow.response
-        if not isinstance(turn, conv.ConversationTurn) or response is None \
-                or response.status_code != 200:
+        if not isinstance(turn, conv.ConversationTurn) or response is None:
             return
         pending = _Pending(turn)
         flow.metadata[TURN_KEY] = pending
-        if not response.stream:
-            return  # buffered: read in `response`
+        if not response.stream or response.status_code != 200:
+            return  # buffered (or held for a model fallback): read in `response`
 
         def on_final(final: Item) -> None:
             if pending.write is None:
@@ -383,8 +382,9 @@ class ConversationReplies:
         pending = flow.metadata.pop(TURN_KEY, None)
         if not isinstance(pending, _Pending) or flow.response is None:
             return
-        if pending.write is None and not flow.response.stream:
-            final = response_from_json(flow.response.get_content(strict=False) or b"")
+        response = flow.response
+        if pending.write is None and not response.stream and response.status_code == 200:
+            final = _buffered_final(response)
             if final is not None:
                 pending.write = self._owner.appended(pending.turn, final)
         if pending.write is not None:  # a next turn that follows the reply finds it
@@ -393,6 +393,18 @@ class ConversationReplies:
     @staticmethod
     def error(flow: http.HTTPFlow) -> None:
         flow.metadata.pop(TURN_KEY, None)
+
+
+def _buffered_final(response: http.Response) -> Item | None:
+    """The response object of a whole reply: JSON, or SSE events (a retried stream that
+    the main path buffered)."""
+    content = response.get_content(strict=False) or b""
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        return response_from_json(content)
+    events = SseObserver()
+    events.feed(content)
+    events.finish()
+    return events.final
 
 
 async def _existing(store: ConversationStore, partition: str, cid: str) -> conv.Conversation:
