@@ -6,15 +6,20 @@ conversation, tracing on. Bastion (the sandbox) never sees /v1/conversations nor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
+from conftest import make_client
 from harness import APP_KEY, REPO, Proxy, Sandbox, proxy_env, start_proxy, wait_until
 from otlp_receiver import OtlpReceiver, attributes
+from test_cutover import cutover_proxy
 from test_node24 import node24
 from test_otel import receiver
 from test_transparent import app_env
@@ -181,3 +186,41 @@ def test_js_agents_sdk_traces_stay_off_bastion(
 
     wait_until(lambda: bool(js_spans()), what="the JS agent's invoke_agent span")
     assert js_spans()[0].name == "invoke_agent JsAssistant"
+
+
+TRACE_BATCH = {"data": [{"object": "trace.span", "id": "span_0123456789abcdef01234567",
+                         "trace_id": "trace_0123456789abcdef0123456789abcdef",
+                         "parent_id": None, "started_at": "2026-01-01T00:00:00+00:00",
+                         "ended_at": "2026-01-01T00:00:01+00:00", "error": None,
+                         "span_data": {"type": "agent", "name": "Counted"}}]}
+
+
+def test_without_otel_uploads_are_answered_and_counted(
+        monkeypatch: pytest.MonkeyPatch, proxy: Proxy, sandbox: Sandbox) -> None:
+    sandbox.clear_journal()
+    client = make_client(monkeypatch, proxy)
+    reply = client.post("/traces/ingest", body=TRACE_BATCH, cast_to=httpx.Response,
+                        options={"headers": {"OpenAI-Beta": "traces=v1"}})
+    assert reply.status_code == 204
+    assert sandbox.journal() == []
+    assert "bastion_edge_traces_dropped_total 1.0" in proxy.metrics()
+
+
+def test_observe_mode_keeps_conversations_and_traces_with_openai(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sandbox: Sandbox,
+        openai_standin: Sandbox) -> None:
+    edge = cutover_proxy(tmp_path, sandbox, openai_standin, "  mode: observe\n")
+    try:
+        sandbox.clear_journal()
+        openai_standin.clear_journal()
+        client = make_client(monkeypatch, edge)
+        for path, body in (("/traces/ingest", TRACE_BATCH), ("/conversations", {})):
+            with contextlib.suppress(openai.APIStatusError):  # the stand-in's own answer
+                client.post(path, body=body, cast_to=httpx.Response)
+        seen = [e["path"] for e in openai_standin.journal()]
+        assert "/v1/traces/ingest" in seen and "/v1/conversations" in seen
+        assert all(e["headers"]["authorization"] == f"Bearer {APP_KEY}"
+                   for e in openai_standin.journal())
+        assert sandbox.journal() == []
+    finally:
+        edge.process.stop()
