@@ -12,15 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from mitmproxy import http
+from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons, tflow
 from prometheus_client import CollectorRegistry
+from test_responses_state_hooks import ENV, SHIPPED_RULES, app_flow
 
 from bastion_edge.config.rules import ResponsesStateRules
+from bastion_edge.proxy.addon import BastionEdge
 from bastion_edge.proxy.conversations_addon import (
     TURN_KEY,
     ConversationsAddon,
     FlowRoute,
+    mark_answered,
+    route_from_exchange,
 )
+from bastion_edge.proxy.flow_edit import exchange_of
 from bastion_edge.state.conversation_store import SqliteConversations
 from bastion_edge.state.crypto import BodyCipher
 from bastion_edge.state.store import Retention
@@ -263,3 +269,36 @@ async def test_a_reply_retried_on_another_model_is_appended(tmp_path: Path) -> N
         await h.addon.replies.response(flow)
         _, page = await h.call("GET", f"/v1/conversations/{cid}/items?order=asc")
         assert [i["content"][0]["text"] for i in page["data"]] == ["x", "Retried"]
+
+
+async def test_route_from_the_main_paths_exchange(tmp_path: Path) -> None:
+    """With the real main path: an OpenAI-bound flow carries its app's partition and
+    destination, and `mark_answered` makes the access log say the proxy answered; an app
+    already talking to Bastion itself is passed through, never answered here."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SHIPPED_RULES)
+    edge = BastionEdge(environ=dict(ENV))
+    with taddons.context(proxyserver.Proxyserver(), edge) as tctx:
+        tctx.configure(edge, confdir=str(tmp_path / "confdir"), bastion_rules=str(rules))
+        try:
+            flow = app_flow("/v1/conversations", {})
+            edge.requestheaders(flow)
+            route = route_from_exchange(flow)
+            assert route is not None and not route.refused
+            assert route.destination == "bastion" and route.path == "/v1/conversations"
+            assert route.partition not in ("", "anonymous")
+            other = app_flow("/v1/conversations", {}, key="sk-another-app")
+            edge.requestheaders(other)
+            other_route = route_from_exchange(other)
+            assert other_route is not None and other_route.partition != route.partition
+            mark_answered(flow, "answered here")
+            exchange = exchange_of(flow)
+            assert exchange is not None and exchange.destination == "proxy"
+            direct = app_flow("/v1/conversations", {})
+            direct.request.host = "api.qubittron.ai"  # rules.yaml's bastion_hosts
+            direct.request.headers["host"] = "api.qubittron.ai"
+            edge.requestheaders(direct)
+            assert exchange_of(direct) is not None  # the main path passes it through
+            assert route_from_exchange(direct) is None
+        finally:
+            await edge.done()

@@ -55,18 +55,17 @@ def sdk_upload() -> bytes:
     collect = _Collect()
     agents_tracing.set_trace_processors([collect])
     try:
-        with agents_tracing.trace("Weather workflow", group_id="g1"):
-            with agents_tracing.agent_span(name="Assistant", tools=["get_weather"],
-                                           handoffs=["Expert"]):
-                with agents_tracing.generation_span(
-                        model="gpt-4o", usage={"input_tokens": 12, "output_tokens": 3}):
-                    pass
-                with agents_tracing.function_span(name="get_weather",
-                                                  input='{"city": "Paris"}',
-                                                  output="sunny") as tool:
-                    tool.set_error({"message": "tool failed", "data": None})
-                with agents_tracing.handoff_span(from_agent="Assistant", to_agent="Expert"):
-                    pass
+        with agents_tracing.trace("Weather workflow", group_id="g1"), \
+                agents_tracing.agent_span(name="Assistant", tools=["get_weather"],
+                                          handoffs=["Expert"]):
+            with agents_tracing.generation_span(
+                    model="gpt-4o", usage={"input_tokens": 12, "output_tokens": 3}):
+                pass
+            with agents_tracing.function_span(name="get_weather", input='{"city": "Paris"}',
+                                              output="sunny") as tool:
+                tool.set_error({"message": "tool failed", "data": None})
+            with agents_tracing.handoff_span(from_agent="Assistant", to_agent="Expert"):
+                pass
     finally:
         agents_tracing.set_trace_processors([])
     return json.dumps({"data": collect.items}).encode()

@@ -138,9 +138,9 @@ def test_conversation_wanted() -> None:
 
 
 def test_expand_prepends_history_and_drops_conversation() -> None:
-    history = conv.with_ids([{"role": "user", "content": "first"}]) + [
-        {"type": "message", "id": "msg_out", "role": "assistant", "status": "completed",
-         "content": [{"type": "output_text", "text": "answer"}]}]
+    history = [*conv.with_ids([{"role": "user", "content": "first"}]),
+               {"type": "message", "id": "msg_out", "role": "assistant", "status": "completed",
+                "content": [{"type": "output_text", "text": "answer"}]}]
     body = {"model": "gpt-4o", "conversation": {"id": "conv_1"}, "input": "second",
             "store": True}
     expanded, turn = conv.expand(body, history, "app", "conv_1")

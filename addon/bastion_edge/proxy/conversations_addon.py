@@ -44,6 +44,7 @@ from bastion_edge.core.agent_traces import (
 )
 from bastion_edge.core.plan import Destination, Route
 from bastion_edge.core.responses import Item
+from bastion_edge.core.routing import HostKind
 from bastion_edge.errors import ApiError, bad_request
 from bastion_edge.proxy.flow_edit import exchange_of
 from bastion_edge.proxy.responses import (  # the Responses capture, reused
@@ -81,9 +82,10 @@ Answered = Callable[[http.HTTPFlow, str], None]
 
 
 def route_from_exchange(flow: http.HTTPFlow) -> FlowRoute | None:
-    """The main path's plan for the flow (None: not ours)."""
+    """The main path's plan for the flow (None: not ours, or an app already talking to
+    Bastion itself, whose requests pass through as sent)."""
     exchange = exchange_of(flow)
-    if exchange is None:
+    if exchange is None or exchange.plan.kind is not HostKind.OPENAI:
         return None
     plan = exchange.plan
     return FlowRoute(plan.partition, str(plan.route.destination), plan.path,
