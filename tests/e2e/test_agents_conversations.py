@@ -56,6 +56,12 @@ def app(monkeypatch: pytest.MonkeyPatch, edge: Proxy) -> AsyncOpenAI:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_AGENTS_DISABLE_TRACING", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", APP_KEY)
+    # As in a fresh app process: the SDK makes its tracing provider and uploader (with
+    # its HTTP client, which reads the proxy variables) on first use, under this env.
+    from agents.tracing import processors, setup
+    for name, module in (("GLOBAL_TRACE_PROVIDER", setup), ("_global_exporter", processors),
+                         ("_global_processor", processors)):
+        monkeypatch.setattr(module, name, None)
     client = AsyncOpenAI(api_key=APP_KEY, max_retries=0)
     set_default_openai_client(client, use_for_tracing=True)
     return client

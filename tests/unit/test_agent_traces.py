@@ -50,24 +50,28 @@ class _Collect:
 
 
 @pytest.fixture
-def sdk_upload() -> bytes:
-    """`{"data": [...]}` as BackendSpanExporter posts it, from real SDK spans."""
+def sdk_upload(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """`{"data": [...]}` as BackendSpanExporter posts it, from real SDK spans. On a
+    provider of the test's own: the SDK's global one (made lazily, with its network
+    client) is left for the end-to-end tests to make under the proxy's environment."""
+    from agents.tracing import setup
+    from agents.tracing.provider import DefaultTraceProvider
+
     collect = _Collect()
-    agents_tracing.set_trace_processors([collect])
-    try:
-        with agents_tracing.trace("Weather workflow", group_id="g1"), \
-                agents_tracing.agent_span(name="Assistant", tools=["get_weather"],
-                                          handoffs=["Expert"]):
-            with agents_tracing.generation_span(
-                    model="gpt-4o", usage={"input_tokens": 12, "output_tokens": 3}):
-                pass
-            with agents_tracing.function_span(name="get_weather", input='{"city": "Paris"}',
-                                              output="sunny") as tool:
-                tool.set_error({"message": "tool failed", "data": None})
-            with agents_tracing.handoff_span(from_agent="Assistant", to_agent="Expert"):
-                pass
-    finally:
-        agents_tracing.set_trace_processors([])
+    provider = DefaultTraceProvider()
+    provider.register_processor(collect)
+    monkeypatch.setattr(setup, "GLOBAL_TRACE_PROVIDER", provider)
+    with agents_tracing.trace("Weather workflow", group_id="g1"), \
+            agents_tracing.agent_span(name="Assistant", tools=["get_weather"],
+                                      handoffs=["Expert"]):
+        with agents_tracing.generation_span(
+                model="gpt-4o", usage={"input_tokens": 12, "output_tokens": 3}):
+            pass
+        with agents_tracing.function_span(name="get_weather", input='{"city": "Paris"}',
+                                          output="sunny") as tool:
+            tool.set_error({"message": "tool failed", "data": None})
+        with agents_tracing.handoff_span(from_agent="Assistant", to_agent="Expert"):
+            pass
     return json.dumps({"data": collect.items}).encode()
 
 
