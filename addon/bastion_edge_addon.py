@@ -7,12 +7,10 @@ Settings are mitmproxy options (`--set bastion_rules=rules.yaml`,
 
 from bastion_edge.proxy.addon import BastionEdge
 from bastion_edge.proxy.connection_guard import ConnectionGuard
-from bastion_edge.proxy.conversations_addon import ConversationsAddon
 from bastion_edge.proxy.gate import ProxyGate
 
 # ProxyGate first: it authenticates apps and checks egress before BastionEdge acts.
+# Both read the shared rules snapshot, not the root.
 edge = BastionEdge()
-conversations = ConversationsAddon(lambda: edge.rules.responses_state, edge.metrics.registry,
-                                   edge.environ, otel=lambda: edge.otel)
-addons = [ConnectionGuard(lambda: edge.rules.limits, edge.metrics), ProxyGate(edge),
-          conversations, edge, conversations.replies]
+addons = [ConnectionGuard(lambda: edge.shared.rules.limits, edge.shared.metrics),
+          ProxyGate(edge.shared), edge]

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import http
+from mitmproxy import hooks, http
 from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons, tflow
 from prometheus_client import CollectorRegistry
@@ -282,13 +282,13 @@ async def test_route_from_the_main_paths_exchange(tmp_path: Path) -> None:
         tctx.configure(edge, confdir=str(tmp_path / "confdir"), bastion_rules=str(rules))
         try:
             flow = app_flow("/v1/conversations", {})
-            edge.requestheaders(flow)
+            edge.requests.requestheaders(flow)
             route = route_from_exchange(flow)
             assert route is not None and not route.refused
             assert route.destination == "bastion" and route.path == "/v1/conversations"
             assert route.partition not in ("", "anonymous")
             other = app_flow("/v1/conversations", {}, key="sk-another-app")
-            edge.requestheaders(other)
+            edge.requests.requestheaders(other)
             other_route = route_from_exchange(other)
             assert other_route is not None and other_route.partition != route.partition
             mark_answered(flow, "answered here")
@@ -297,8 +297,8 @@ async def test_route_from_the_main_paths_exchange(tmp_path: Path) -> None:
             direct = app_flow("/v1/conversations", {})
             direct.request.host = "api.qubittron.ai"  # rules.yaml's bastion_hosts
             direct.request.headers["host"] = "api.qubittron.ai"
-            edge.requestheaders(direct)
+            edge.requests.requestheaders(direct)
             assert exchange_of(direct) is not None  # the main path passes it through
             assert route_from_exchange(direct) is None
         finally:
-            await edge.done()
+            await tctx.master.addons.invoke_addon(edge, hooks.DoneHook())

@@ -15,8 +15,8 @@ from typing import Any
 
 from bastion_edge.cli.run_state import RunState, env_target, remove_state, write_state
 from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
-from bastion_edge.deploy.app_env import app_environment
-from bastion_edge.deploy.exposure import EXIT_EXPOSED, exposure_problem
+from bastion_edge.deploy.app_env import app_environment, exported_app_env
+from bastion_edge.deploy.exposure import EXIT_EXPOSED, exposure_problem, mode_problem
 from bastion_edge.deploy.node_preload import node_env
 from bastion_edge.deploy.redirect import register as register_redirect
 from bastion_edge.deploy.tls_bundles import CLIENT_BUNDLE, PROXY_CA_CERT, client_bundle
@@ -45,9 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--listen-host", default="127.0.0.1")
     run.add_argument("--listen-port", type=int, default=8080)
     run.add_argument("--mode", action="append", default=None, metavar="MODE",
-                     help="mitmproxy proxy mode: regular (default) or transparent; "
-                          "repeat to run several side by side (e.g. --mode regular "
-                          "--mode transparent@8081)")
+                     help="mitmproxy proxy mode: regular (default) or transparent (no "
+                          "other mode starts); repeat to run several side by side (e.g. "
+                          "--mode regular --mode transparent@8081)")
+    run.add_argument("--transparent-redirect-only", action="store_true",
+                     help="a transparent listener beyond loopback receives only what the "
+                          "redirect rules send it (a firewall drops direct connections); "
+                          "without this such a listener is refused when apps are declared")
     run.add_argument("--rules", default=None,
                      help="rules file (default: $BASTION_RULES, else ./rules.yaml)")
     run.add_argument("--confdir", default=DEFAULT_CONFDIR, help="CA and bundles live here")
@@ -139,10 +143,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (RulesError, OSError) as e:
         print(f"bastion-edge: rules {path}: {e}", file=sys.stderr)
         return 1
-    problem = exposure_problem(rules, args.listen_host, args.mode or ["regular"])
-    if problem and not args.allow_unauthenticated:
+    problem = mode_problem(rules, args.listen_host, args.mode or ["regular"],
+                           args.transparent_redirect_only)
+    if not problem and not args.allow_unauthenticated:
+        problem = exposure_problem(rules, args.listen_host, args.mode or ["regular"])
+    if problem:
         print(f"bastion-edge: {problem}", file=sys.stderr)
         return EXIT_EXPOSED
+    from bastion_edge.proxy.mitmproxy_seams import SeamRefused, verify_request_path
+
+    try:  # mitmproxy's code at every seam is the code bastion-edge was checked against
+        verify_request_path()
+    except SeamRefused as e:
+        print(f"bastion-edge: {e}", file=sys.stderr)
+        return 1
     if args.workers > 1 or args.workers == 0:
         if args.web:
             print("bastion-edge: --web shows one process's flows; use --workers 1",
@@ -150,7 +164,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return 2
         return _run_workers(args, path)
     if args.reuse_port or args.listen_backlog:
-        from bastion_edge.proxy.reuse_port import PatchRefused, install
+        from bastion_edge.proxy.mitmproxy_seams import PatchRefused
+        from bastion_edge.proxy.mitmproxy_seams import install_reuse_port as install
 
         try:
             install(args.listen_backlog or None, reuse_port=args.reuse_port)
@@ -165,7 +180,6 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
 
     from bastion_edge.proxy.addon import BastionEdge
     from bastion_edge.proxy.connection_guard import ConnectionGuard
-    from bastion_edge.proxy.conversations_addon import ConversationsAddon
     from bastion_edge.proxy.gate import ProxyGate
 
     confdir = Path(os.path.expanduser(args.confdir))
@@ -184,11 +198,8 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
         master = proxy_master(opts, args.mode or ["regular"])
     addon = BastionEdge()
     state_files: list[Path] = []
-    guard = ConnectionGuard(lambda: addon.rules.limits, addon.metrics)
-    conversations = ConversationsAddon(lambda: addon.rules.responses_state,
-                                       addon.metrics.registry, addon.environ,
-                                       otel=lambda: addon.otel)  # before the main path
-    master.addons.add(guard, ProxyGate(addon), conversations, addon, conversations.replies)
+    guard = ConnectionGuard(lambda: addon.shared.rules.limits, addon.shared.metrics)
+    master.addons.add(guard, ProxyGate(addon.shared), addon)
     if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent announces the pool
         master.addons.add(_StartupBanner(args, confdir, state_files))
     opts.update(
@@ -260,7 +271,9 @@ def _add_worker_arguments(run: argparse.ArgumentParser) -> None:
 
 def _run_workers(args: argparse.Namespace, path: Path) -> int:
     from bastion_edge.cli.workers import run_pool
-    from bastion_edge.proxy.reuse_port import DEFAULT_BACKLOG, PatchRefused, install, uninstall
+    from bastion_edge.proxy.mitmproxy_seams import DEFAULT_BACKLOG, PatchRefused
+    from bastion_edge.proxy.mitmproxy_seams import install_reuse_port as install
+    from bastion_edge.proxy.mitmproxy_seams import uninstall_reuse_port as uninstall
 
     try:  # refuse before starting anything if mitmproxy's listener code changed
         install(DEFAULT_BACKLOG)
@@ -297,6 +310,8 @@ def ensure_ca(confdir: Path) -> Path:
 
 
 def env_lines(confdir: Path, host: str, port: int) -> str:
+    if (exported := exported_app_env()) is not None:  # in the sidecar: the app's view
+        return exported
     ensure_ca(confdir)
     bundle = client_bundle(confdir)
     values = app_environment(f"http://{host}:{port}", bundle, confdir / PROXY_CA_CERT)
@@ -410,7 +425,7 @@ def describe_condition(condition: Any) -> str:
 # ---------------------------------------------------------------------------- others
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from bastion_edge.sandbox import SandboxConfig, run_sandbox
+    from bastion_sandbox import SandboxConfig, run_sandbox
 
     capabilities = {}
     if args.capabilities:

@@ -3,7 +3,7 @@
 The parent does no proxying. It holds the listen port (a bound, non-listening
 SO_REUSEPORT socket, so a port-0 start gets one concrete port every worker and every
 restarted worker joins), starts N workers (`bastion-edge run` with the same rules file
-and confdir, plus `proxy/reuse_port.py`), and serves /metrics, /healthz and /readyz:
+and confdir, plus `proxy/mitmproxy_seams.py`), and serves /metrics, /healthz and /readyz:
 
 - /metrics: prometheus-client's multiprocess mode. Workers get `PROMETHEUS_MULTIPROC_DIR`
   and write their values to files there; the parent reads them with
@@ -193,6 +193,8 @@ def worker_argv(args: argparse.Namespace, port: int, path: Path, backlog: int) -
         argv.append("--access-log-bodies")
     if a.allow_unauthenticated:
         argv.append("--allow-unauthenticated")
+    if a.transparent_redirect_only:
+        argv.append("--transparent-redirect-only")
     return argv
 
 

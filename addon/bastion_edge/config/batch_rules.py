@@ -11,11 +11,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
 
-BATCH_STORE_FORMS = "sqlite, sqlite:///<absolute path> or a redis:// (rediss://) URL"
+from bastion_edge.config.reader import Path_, Reader
+from bastion_edge.config.store_url import read_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,44 +27,26 @@ class BatchRules:
     encryption_key_env: str | None = None
 
 
-class _Parser(Protocol):
-    def mapping(self, value: object, path: tuple[str | int, ...]) -> Mapping[str, Any]: ...
-
-    def only_keys(self, value: Mapping[str, Any], path: tuple[str | int, ...],
-                  allowed: Sequence[str]) -> None: ...
-
-    def string(self, value: object, path: tuple[str | int, ...], what: str = ...) -> str: ...
-
-    def positive_integer(self, value: object, path: tuple[str | int, ...]) -> int: ...
-
-    def env_name(self, value: object, path: tuple[str | int, ...]) -> str: ...
-
-    def fail(self, path: tuple[str | int, ...], message: str) -> Exception: ...
-
-
-def parse_batches(parser: _Parser, value: object, path: tuple[str | int, ...]) -> BatchRules:
-    section = parser.mapping(value, path)
-    parser.only_keys(section, path, ("store", "max_file_bytes", "max_lines", "concurrency",
+def read_batches(reader: Reader, value: object, path: Path_) -> BatchRules:
+    section = reader.mapping(value, path)
+    reader.only_keys(section, path, ("store", "max_file_bytes", "max_lines", "concurrency",
                                      "requests_per_minute", "encryption_key_env"))
     rules = BatchRules()
     if "store" in section:
-        store = parser.string(section["store"], (*path, "store"), BATCH_STORE_FORMS)
-        if store != "sqlite" and not store.startswith(("sqlite:///", "redis://", "rediss://")):
-            raise parser.fail((*path, "store"), f"expected {BATCH_STORE_FORMS}")
-        rules = replace(rules, store=store)
+        rules = replace(rules, store=read_store(reader, section["store"], (*path, "store")))
     if "max_file_bytes" in section:
-        rules = replace(rules, max_file_bytes=parser.positive_integer(
+        rules = replace(rules, max_file_bytes=reader.positive_integer(
             section["max_file_bytes"], (*path, "max_file_bytes")))
     if "max_lines" in section:
-        rules = replace(rules, max_lines=parser.positive_integer(
+        rules = replace(rules, max_lines=reader.positive_integer(
             section["max_lines"], (*path, "max_lines")))
     if "concurrency" in section:
-        rules = replace(rules, concurrency=parser.positive_integer(
+        rules = replace(rules, concurrency=reader.positive_integer(
             section["concurrency"], (*path, "concurrency")))
     if section.get("requests_per_minute") is not None:
-        rules = replace(rules, requests_per_minute=parser.positive_integer(
+        rules = replace(rules, requests_per_minute=reader.positive_integer(
             section["requests_per_minute"], (*path, "requests_per_minute")))
     if section.get("encryption_key_env") is not None:
-        rules = replace(rules, encryption_key_env=parser.env_name(
+        rules = replace(rules, encryption_key_env=reader.env_name(
             section["encryption_key_env"], (*path, "encryption_key_env")))
     return rules

@@ -8,10 +8,8 @@ Defaults protect a 512 MiB sidecar: at most `max_client_connections` connections
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from bastion_edge.config.rules import Path_, _Parser
+from bastion_edge.config.reader import Path_, Reader
 
 MiB = 1024 * 1024
 
@@ -30,15 +28,15 @@ FIELDS = ("max_json_body_bytes", "header_timeout_seconds", "idle_timeout_seconds
           "max_client_connections", "max_header_bytes", "max_header_count")
 
 
-def parse_limits(parser: _Parser, value: object, path: Path_) -> LimitsRules:
-    section = parser.mapping(value, path)
-    parser.only_keys(section, path, FIELDS)
+def read_limits(reader: Reader, value: object, path: Path_) -> LimitsRules:
+    section = reader.mapping(value, path)
+    reader.only_keys(section, path, FIELDS)
     found: dict[str, int | float] = {}
     for name in FIELDS:
         if name not in section:
             continue
         if name.endswith("_seconds"):
-            found[name] = parser.number(section[name], (*path, name))
+            found[name] = reader.number(section[name], (*path, name))
         else:
-            found[name] = parser.positive_integer(section[name], (*path, name))
+            found[name] = reader.positive_integer(section[name], (*path, name))
     return LimitsRules(**found)  # type: ignore[arg-type]

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-if TYPE_CHECKING:
-    from bastion_edge.config.rules import Path_, _Parser
+from bastion_edge.config.reader import Path_, Reader
 
 
 class Price(NamedTuple):
@@ -34,31 +33,29 @@ class UsageRules:
     prices: Mapping[str, Price] = field(default_factory=dict)  # model id -> price
 
 
-def _amount(parser: _Parser, value: object, path: Path_) -> float:
+def _amount(reader: Reader, value: object, path: Path_) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise parser.fail(path, "expected a price per million tokens (a number >= 0)")
+        raise reader.fail(path, "expected a price per million tokens (a number >= 0)")
     return float(value)
 
 
-def parse_usage(parser: _Parser, value: object, path: Path_) -> UsageRules:
-    section: Mapping[str, Any] = parser.mapping(value, path)
-    parser.only_keys(section, path, ("stream_usage", "currency", "prices"))
+def read_usage(reader: Reader, value: object, path: Path_) -> UsageRules:
+    section: Mapping[str, Any] = reader.mapping(value, path)
+    reader.only_keys(section, path, ("stream_usage", "currency", "prices"))
     rules = UsageRules()
-    stream_usage = section.get("stream_usage", True)
-    if not isinstance(stream_usage, bool):
-        raise parser.fail((*path, "stream_usage"), "expected true or false")
-    currency = parser.string(section["currency"], (*path, "currency")) \
+    stream_usage = reader.boolean(section.get("stream_usage", True), (*path, "stream_usage"))
+    currency = reader.string(section["currency"], (*path, "currency")) \
         if "currency" in section else rules.currency
     prices: dict[str, Price] = {}
     if section.get("prices") is not None:
-        table = parser.mapping(section["prices"], (*path, "prices"))
+        table = reader.mapping(section["prices"], (*path, "prices"))
         for model, entry in table.items():
             where = (*path, "prices", str(model))
-            fields = parser.mapping(entry, where)
-            parser.only_keys(fields, where, ("input", "output"))
+            fields = reader.mapping(entry, where)
+            reader.only_keys(fields, where, ("input", "output"))
             for name in ("input", "output"):
                 if name not in fields:
-                    raise parser.fail((*where, name), "missing: give input and output prices")
-            prices[str(model)] = Price(_amount(parser, fields["input"], (*where, "input")),
-                                       _amount(parser, fields["output"], (*where, "output")))
+                    raise reader.fail((*where, name), "missing: give input and output prices")
+            prices[str(model)] = Price(_amount(reader, fields["input"], (*where, "input")),
+                                       _amount(reader, fields["output"], (*where, "output")))
     return UsageRules(stream_usage, currency, prices)

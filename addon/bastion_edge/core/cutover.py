@@ -13,23 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-CutoverMode = Literal["rewrite", "observe", "split", "mirror"]
-StickyBy = Literal["app", "conversation"]
+from bastion_edge.config.schema import CutoverMode as CutoverMode
+from bastion_edge.config.schema import CutoverRules as CutoverRules
+from bastion_edge.config.schema import StickyBy as StickyBy
+
 BASTION = "bastion"
 OPENAI = "openai"
-
-
-@dataclass(frozen=True, slots=True)
-class CutoverRules:
-    mode: CutoverMode = "rewrite"
-    split_percent: float = 100.0  # share of traffic Bastion gets in `split`
-    sticky_by: StickyBy = "app"
-    openai_base_url: str = "https://api.openai.com"  # $BASTION_OPENAI_URL overrides
-    mirror_max_in_flight: int = 8
-    mirror_streaming: bool = True
 
 
 def split_bucket(sticky_key: str) -> float:

@@ -9,15 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
+from bastion_edge.config.schema import DEFAULT_DIMENSIONS as DEFAULT_DIMENSIONS
 from bastion_edge.errors import ApiError, bad_request
-
-# Native sizes; rules.yaml `embedding_dimensions:` adds to and overrides these.
-DEFAULT_DIMENSIONS: Mapping[str, int] = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-    "bge-m3": 1024,
-}
 
 
 def dimensions_error(requested: str, upstream: str, asked: object,

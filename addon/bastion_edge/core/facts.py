@@ -11,38 +11,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Endpoint names as the OpenAI SDKs call them.
-CHAT = "chat.completions"
-COMPLETIONS = "completions"
-EMBEDDINGS = "embeddings"
-IMAGES_GENERATIONS = "images.generations"
-IMAGES_EDITS = "images.edits"
-IMAGES_VARIATIONS = "images.variations"
-TRANSCRIPTIONS = "audio.transcriptions"
-TRANSLATIONS = "audio.translations"
-SPEECH = "audio.speech"
-RESPONSES = "responses"
-MODELS = "models"
-FILES = "files"  # answered by the proxy (batch/): Bastion has no Files API
-BATCHES = "batches"  # answered by the proxy (batch/): Bastion has no Batch API
-OTHER = "other"
-
-ENDPOINTS = (
-    CHAT,
-    COMPLETIONS,
-    EMBEDDINGS,
-    IMAGES_GENERATIONS,
-    IMAGES_EDITS,
-    IMAGES_VARIATIONS,
-    TRANSCRIPTIONS,
-    TRANSLATIONS,
-    SPEECH,
-    RESPONSES,
-    MODELS,
-    FILES,
-    BATCHES,
-    OTHER,
-)
+# The endpoint names are rules data (`when: {endpoint: ...}`); core re-exports them.
+from bastion_edge.config.endpoints import BATCHES as BATCHES
+from bastion_edge.config.endpoints import CHAT as CHAT
+from bastion_edge.config.endpoints import COMPLETIONS as COMPLETIONS
+from bastion_edge.config.endpoints import EMBEDDINGS as EMBEDDINGS
+from bastion_edge.config.endpoints import ENDPOINTS as ENDPOINTS
+from bastion_edge.config.endpoints import FILES as FILES
+from bastion_edge.config.endpoints import IMAGES_EDITS as IMAGES_EDITS
+from bastion_edge.config.endpoints import IMAGES_GENERATIONS as IMAGES_GENERATIONS
+from bastion_edge.config.endpoints import IMAGES_VARIATIONS as IMAGES_VARIATIONS
+from bastion_edge.config.endpoints import MODELS as MODELS
+from bastion_edge.config.endpoints import OTHER as OTHER
+from bastion_edge.config.endpoints import RESPONSES as RESPONSES
+from bastion_edge.config.endpoints import SPEECH as SPEECH
+from bastion_edge.config.endpoints import TRANSCRIPTIONS as TRANSCRIPTIONS
+from bastion_edge.config.endpoints import TRANSLATIONS as TRANSLATIONS
 
 _PATHS = {
     "/v1/chat/completions": CHAT,

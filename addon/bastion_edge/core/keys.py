@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bastion_edge.config.rules import Rules
+from bastion_edge.config.schema import Rules
+from bastion_edge.core.conditions import holds
 from bastion_edge.core.facts import RequestFacts
 from bastion_edge.errors import AUTHENTICATION, ApiError
 
@@ -37,7 +38,7 @@ def key_source(rules: Rules, facts: RequestFacts) -> str:
     if app is not None and app.bastion_key_env:
         return app.bastion_key_env
     for rule in rules.key_rules:
-        if rule.when.matches(facts):
+        if holds(rule.when, facts):
             return rule.env
     return FILE_PREFIX + rules.key_file if rules.key_file else rules.key_env
 

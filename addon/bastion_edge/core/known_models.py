@@ -6,7 +6,7 @@ import fnmatch
 from collections.abc import Sequence
 from importlib import resources
 
-from bastion_edge.config.rules import ModelRule
+from bastion_edge.config.schema import ModelRule
 
 
 def known_openai_ids() -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bastion_edge.config.rules import ALL_SUPPORTED, ModelCapabilities
+from bastion_edge.config.schema import ALL_SUPPORTED, ModelCapabilities
 from bastion_edge.core.facts import CHAT, COMPLETIONS, RESPONSES, facts_from_json
 from bastion_edge.errors import ApiError, bad_request
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from bastion_edge.config.rules import ModelRule, Rules
+from bastion_edge.config.schema import ModelRule, Rules
+from bastion_edge.core.conditions import holds
 from bastion_edge.core.facts import RequestFacts
 
 
@@ -57,6 +58,6 @@ class ModelMap:
 
 def _choose(rule: ModelRule, requested: str, facts: RequestFacts) -> Resolution | None:
     for index, choice in enumerate(rule.choices):
-        if choice.when.matches(facts):
+        if holds(choice.when, facts):
             return Resolution(requested, choice.use, rule.pattern, index)
     return None

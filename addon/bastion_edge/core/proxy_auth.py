@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bastion_edge.config.rules import AppRules
+from bastion_edge.config.schema import AppRules
 from bastion_edge.errors import AUTHENTICATION, ApiError
 
 REALM = "bastion-edge"

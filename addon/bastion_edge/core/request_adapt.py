@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion_edge.config.rules import Rules
+from bastion_edge.config.schema import Rules
 from bastion_edge.core.embedding_dims import dimensions_error
 from bastion_edge.core.embedding_input import decoded_input
 from bastion_edge.core.facts import CHAT, EMBEDDINGS, RESPONSES

@@ -6,7 +6,7 @@ plain values out.
 
 from __future__ import annotations
 
-from bastion_edge.config.rules import Rules
+from bastion_edge.config.schema import Rules
 from bastion_edge.core.facts import RequestFacts
 from bastion_edge.core.model_map import ModelMap, Resolution
 from bastion_edge.errors import ApiError, bad_request

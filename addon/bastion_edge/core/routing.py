@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import NamedTuple
 
-from bastion_edge.config.rules import Rules, UpstreamRules
+from bastion_edge.config.schema import Rules, UpstreamRules
 
 
 class HostKind(StrEnum):

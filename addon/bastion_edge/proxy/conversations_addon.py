@@ -97,7 +97,7 @@ def mark_answered(flow: http.HTTPFlow, note: str) -> None:
     exchange = exchange_of(flow)
     if exchange is not None:
         plan = exchange.plan
-        exchange.plan = plan.evolve(
+        exchange.plan = plan._replace(
             route=Route(Destination.PROXY, plan.route.target,
                         drop_headers=plan.route.drop_headers),
             notes=(*plan.notes, note))

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable
 
 from mitmproxy import http
 from mitmproxy.net.http import http1
-from mitmproxy.proxy.layers.http import _http1
 
 from bastion_edge.errors import ApiError, bad_gateway, gateway_timeout
 
 _MAX_PENDING = 1024
 # id(message) -> (message, error). Holding the message keeps its id from being reused.
 _pending: OrderedDict[int, tuple[str, ApiError]] = OrderedDict()
-_original: Callable[[int, str], bytes] | None = None
 
 
 def classify(
@@ -66,17 +63,9 @@ def render(error: ApiError) -> bytes:
     return http1.assemble_response(response)
 
 
-def _make_error_response(status_code: int, message: str = "") -> bytes:
+def take(message: str) -> bytes | None:
+    """The envelope registered for this very message object (once), else None."""
     entry = _pending.pop(id(message), None)
     if entry is not None and entry[0] is message:
         return render(entry[1])
-    assert _original is not None
-    return _original(status_code, message)
-
-
-def install() -> None:
-    """Wrap mitmproxy's HTTP/1 error page builder (idempotent)."""
-    global _original
-    if _original is None:
-        _original = _http1.make_error_response
-        _http1.make_error_response = _make_error_response
+    return None

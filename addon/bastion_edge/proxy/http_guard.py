@@ -1,4 +1,6 @@
-"""The two places mitmproxy 12 itself must enforce a limit; kept here, small and alone.
+"""The places mitmproxy 12 itself must enforce a limit; kept here, small and alone.
+
+What the guard does; `mitmproxy_seams.py` wires it into mitmproxy (checked, once).
 
 - A buffered request body is checked against the flow's own limit on every chunk
   mitmproxy buffers (`HttpStream.check_body_size`): over it, the body is dropped and the
@@ -8,6 +10,7 @@
 - A chunked request with trailers makes mitmproxy's HTTP/1 reader raise
   NotImplementedError, which left the client without an answer and the flow unfinished.
   It now gets a 400 envelope and the flow ends through the `error` hook.
+- An unfinished request head larger than limits.max_header_bytes gets a 431 envelope.
 """
 
 from __future__ import annotations
@@ -44,67 +47,40 @@ HEADERS_TOO_LARGE = LimitError(
 
 REQUEST_LINE_SLACK = 8192  # the request line, on top of limits.max_header_bytes
 
-_installed = False
-_limits: Callable[[], LimitsRules] = LimitsRules
+
+def guard_headers(server: Any, limits: LimitsRules,
+                  counted: Callable[[str], None]) -> Generator[Any, Any, None]:
+    """After mitmproxy's `Http1Server.read_headers`: mitmproxy buffers an unfinished
+    request head without bound ("FIXME: protect against header size DoS"); past the
+    limit, answer 431 and drop the buffer."""
+    cap = limits.max_header_bytes + REQUEST_LINE_SLACK
+    if server.state == server.read_headers and len(server.buf) > cap:
+        server.buf = type(server.buf)()
+        counted(HEADERS_TOO_LARGE.limit)
+        yield commands.SendData(server.conn, gateway_errors.render(HEADERS_TOO_LARGE))
+        yield commands.CloseConnection(server.conn)
+        server.state = server.done
 
 
-def _not_counted(limit: str) -> None:
-    del limit
+def guard_body(stream: Any, request: bool) -> Generator[Any, Any, bool]:
+    """Before mitmproxy's `HttpStream.check_body_size`: True when the flow's own limit
+    refused the buffered request body (mitmproxy's check is then skipped)."""
+    limits = stream.flow.metadata.get(BODY_LIMIT_KEY) if request and stream.flow else None
+    if isinstance(limits, LimitsRules) and stream.request_body_buf:
+        error = body_too_large(len(stream.request_body_buf), limits)
+        if error is not None:
+            return (yield from _refuse_body(stream, error))
+    return False
 
 
-_counted: Callable[[str], None] = _not_counted
-
-
-def install(limits: Callable[[], LimitsRules] | None = None,
-            counted: Callable[[str], None] | None = None) -> None:
-    """Patch mitmproxy's body-size check and HTTP/1 readers (idempotent). `limits` gives
-    the current rules' limits, `counted` is told each limit hit here."""
-    global _installed, _limits, _counted
-    if limits is not None:
-        _limits = limits
-    if counted is not None:
-        _counted = counted
-    if _installed:
-        return
-    _installed = True
-    original_check = http_layer.HttpStream.check_body_size
-    original_read = _http1.Http1Connection.read_body
-    original_headers = _http1.Http1Server.read_headers
-
-    def read_headers(self: Any, event: Any) -> Generator[Any, Any, None]:
-        yield from original_headers(self, event)
-        # mitmproxy buffers an unfinished request head without bound ("FIXME: protect
-        # against header size DoS"): past the limit, answer 431 and drop the buffer.
-        cap = _limits().max_header_bytes + REQUEST_LINE_SLACK
-        if self.state == self.read_headers and len(self.buf) > cap:
-            self.buf = type(self.buf)()
-            _counted(HEADERS_TOO_LARGE.limit)
-            yield commands.SendData(self.conn, gateway_errors.render(HEADERS_TOO_LARGE))
-            yield commands.CloseConnection(self.conn)
-            self.state = self.done
-
-    def check_body_size(self: Any, request: bool) -> Generator[Any, Any, bool]:
-        limits = self.flow.metadata.get(BODY_LIMIT_KEY) if request and self.flow else None
-        if isinstance(limits, LimitsRules) and self.request_body_buf:
-            error = body_too_large(len(self.request_body_buf), limits)
-            if error is not None:
-                return (yield from _refuse_body(self, error))
-        return (yield from original_check(self, request))
-
-    def read_body(self: Any, event: Any) -> Generator[Any, Any, None]:
-        try:
-            yield from original_read(self, event)
-        except NotImplementedError:  # trailers: mitmproxy cannot carry them on HTTP/1
-            if isinstance(self, _http1.Http1Server):
-                yield commands.SendData(self.conn, gateway_errors.render(TRAILERS_ERROR))
-            yield commands.CloseConnection(self.conn)
-            self.state = self.done
-            yield ReceiveHttp(self.ReceiveProtocolError(
-                self.stream_id, TRAILERS_MESSAGE, code=ErrorCode.GENERIC_CLIENT_ERROR))
-
-    http_layer.HttpStream.check_body_size = check_body_size  # type: ignore[method-assign]
-    _http1.Http1Server.read_headers = read_headers  # type: ignore[method-assign]
-    _http1.Http1Connection.read_body = read_body  # type: ignore[method-assign]
+def refuse_trailers(connection: Any) -> Generator[Any, Any, None]:
+    """mitmproxy's HTTP/1 `read_body` raised NotImplementedError (request trailers)."""
+    if isinstance(connection, _http1.Http1Server):
+        yield commands.SendData(connection.conn, gateway_errors.render(TRAILERS_ERROR))
+    yield commands.CloseConnection(connection.conn)
+    connection.state = connection.done
+    yield ReceiveHttp(connection.ReceiveProtocolError(
+        connection.stream_id, TRAILERS_MESSAGE, code=ErrorCode.GENERIC_CLIENT_ERROR))
 
 
 def _refuse_body(stream: Any, error: LimitError) -> Generator[Any, Any, bool]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import certifi
 import httpx
 
-from bastion_edge.config.rules import UpstreamRules
+from bastion_edge.config.schema import UpstreamRules
 from bastion_edge.deploy.tls_bundles import upstream_bundle
 
 CONNECT_TIMEOUT_SECONDS = 10.0

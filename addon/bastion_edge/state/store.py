@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bastion_edge.config.store_url import store_location as config_store_location
 from bastion_edge.state.crypto import BodyCipher
 from bastion_edge.state.records import StoredResponse
 
@@ -72,12 +73,7 @@ class ResponseStore(Protocol):
 def store_location(setting: str, confdir: Path, sqlite_file: str = SQLITE_FILE) -> str:
     """The store URL for a rules/option value (`sqlite` means `sqlite_file` in `confdir`).
     The Responses store and the batch store take the same forms."""
-    if setting in ("", "sqlite"):
-        return f"sqlite://{(confdir / sqlite_file).resolve()}"
-    if setting.startswith(("sqlite:///", "redis://", "rediss://")):
-        return setting
-    raise ValueError(f"expected sqlite, sqlite:///<absolute path> or a redis:// URL, "
-                     f"got {setting!r}")
+    return config_store_location(setting, confdir, sqlite_file)
 
 
 def open_store(location: str, retention: Retention, cipher: BodyCipher) -> ResponseStore:

@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from bastion_edge.config.rules import Rules
+from bastion_edge.config.schema import Rules
 from bastion_edge.telemetry.pool_info import MULTIPROC_ENV, GaugeInfo
 from bastion_edge.telemetry.token_metrics import TokenMetrics
 

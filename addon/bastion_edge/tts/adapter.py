@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import httpx
 from aiohttp import web
 
-from bastion_edge.config.rules import TtsRules
+from bastion_edge.config.schema import TtsRules
 from bastion_edge.errors import AUTHENTICATION, NOT_FOUND, SERVER_ERROR, ApiError, bad_request
 from bastion_edge.local_app import start_local_app
 from bastion_edge.tts.reply import NOTE_HEADER, TTS_HEADER, SpeechReply, error_response

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-DEFAULT_TTS_PATH = "/api/v1/tts/text_to_audio"
+from bastion_edge.config.schema import DEFAULT_TTS_PATH as DEFAULT_TTS_PATH
 
 # NVIDIA documents about 20 s of audio per offline request.
 MAX_AUDIO_SECONDS_PER_REQUEST = 20.0

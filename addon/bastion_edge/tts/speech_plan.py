@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bastion_edge.config.rules import TtsRules
+from bastion_edge.config.schema import TtsRules
 from bastion_edge.core.facts import CHARS_PER_TOKEN
 from bastion_edge.tts.chunking import chunk_text, max_chunk_chars
 from bastion_edge.tts.speech_request import SpeechRequest

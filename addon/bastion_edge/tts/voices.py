@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from bastion_edge.config.rules import TtsRules
+from bastion_edge.config.schema import TtsRules
 from bastion_edge.errors import bad_request
 
 VoiceSource = Literal["mapped", "riva", "default"]
