@@ -274,9 +274,6 @@ class RequestPath:
             flow.response = http.Response.make(
                 error.status, error.body(),
                 {**JSON_TYPE, "x-bastion-edge-error": error.code})
-            # Answered here, nothing sent: show the host the app asked for, not the
-            # fail-closed hold's (mitmweb would otherwise show a request to Bastion).
-            flow.request.host = exchange.original_host
             return
         self.timeouts.start(flow, exchange, self.shared.rules.upstream.response_timeout_seconds)
 
