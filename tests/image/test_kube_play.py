@@ -70,7 +70,7 @@ def played(tmp_path_factory: pytest.TempPathFactory, image: str) -> Iterator[Pod
     (keys / "prod").chmod(0o644)
     # The sandbox's CA before the sidecar reads it (a pod starts its containers together).
     podman("run", "--rm", "--network", "none", "-v", f"{sandbox}:/sandbox", "--entrypoint",
-           "python", IMAGE, "-c", "from pathlib import Path; from bastion_edge.sandbox.tls "
+           "python", IMAGE, "-c", "from pathlib import Path; from bastion_sandbox.tls "
            "import ensure_tls; ensure_tls(Path('/sandbox'))")
     documents = list(yaml.safe_load_all(MANIFEST.read_text()))
     manifest = root / "kubernetes.yaml"
