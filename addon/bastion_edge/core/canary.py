@@ -217,3 +217,25 @@ def step_stats(observations: Sequence[tuple[str, bool, float | None]]) -> StepSt
         sides[side] = (n + 1, e + failed, ds)
     return StepStats(*(SideStats(n, e, tuple(ds[-MAX_LATENCY_SAMPLES:]))
                        for n, e, ds in (sides[BASTION], sides[OPENAI])))
+
+
+def step_key(state: CanaryState) -> str:
+    """What a step's evidence is filed under: a new step, a rollback or a resume starts
+    afresh."""
+    return f"{state.step}@{state.step_started:.3f}"
+
+
+def _number(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None  # JSON has no inf or NaN
+
+
+def decision_fields(decision: Decision) -> dict[str, object]:
+    """A decision as plain JSON values (the store's history, the access-log record)."""
+    return {
+        "decision": decision.action, "reason": decision.reason, "by": decision.by,
+        "from_percent": decision.from_percent, "to_percent": decision.to_percent,
+        "gates": [{"name": g.name, "verdict": g.verdict, "bound": g.bound, "why": g.why,
+                   **({"estimate": _number(g.figure.estimate), "low": _number(g.figure.low),
+                       "high": _number(g.figure.high)} if g.figure is not None else {})}
+                  for g in decision.gates],
+    }

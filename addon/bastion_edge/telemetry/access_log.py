@@ -78,6 +78,13 @@ class AccessLog:
             if self._stream is sys.stdout:
                 self._stream.flush()
 
+    def write_line(self, line: str) -> None:
+        """A record that is not an exchange (e.g. telemetry.cutover_metrics.cutover_record)."""
+        with self._lock:
+            self._stream.write(line + "\n")
+            if self._stream is sys.stdout:
+                self._stream.flush()
+
     def close(self) -> None:
         if self._stream is not sys.stdout:
             self._stream.close()
