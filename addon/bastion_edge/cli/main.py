@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bastion_edge.cli.cutover import register as register_cutover
 from bastion_edge.cli.run_state import RunState, env_target, remove_state, write_state
 from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
 from bastion_edge.deploy.app_env import app_environment
@@ -122,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     app_add.add_argument("--listen-port", type=int, default=8080)
     app_add.set_defaults(handler=_cmd_app_add)
     register_report(sub)
+    register_cutover(sub)
     register_redirect(sub)  # `redirect install|remove|show`, handled in redirect.py
     return parser
 
