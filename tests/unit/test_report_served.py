@@ -1,0 +1,46 @@
+"""OpenAI rows are served by OpenAI's model; no monthly projection from under an hour."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from test_report_tokens import PRICES, T0, rec, sample
+
+from bastion_edge.report import html, terminal
+from bastion_edge.report.load import LoadResult
+from bastion_edge.report.stats import build_report, group_records
+from bastion_edge.report.tokens import build_tokens, served_model
+
+
+def test_openai_rows_are_served_by_the_model_openai_served() -> None:
+    tokens = build_tokens(sample())
+    bastion, openai = tokens.groups
+    assert bastion.upstream_model == "gpt-oss-120b"
+    assert openai.upstream_model == "gpt-4o"  # not the would-be gpt-oss-120b of the log
+    snapshot = replace(rec("openai", 0, None), upstream_model="gpt-4o-2024-08-06")
+    assert served_model(snapshot) == "gpt-4o-2024-08-06"
+    groups = {g.destination: g for g in group_records(sample())}
+    assert groups["openai"].upstream_models == ()
+    assert groups["bastion"].upstream_models == ("gpt-oss-120b",)
+    page = html.render(build_report(LoadResult(records=sample(), source="t")))
+    assert "OpenAI: gpt-oss-120b" not in page and "OpenAI: gpt-4o" in page
+
+
+def test_no_monthly_projection_from_a_short_window() -> None:
+    # The issue's case: a 2-second window projected to thousands a month.
+    short = [replace(r, time=T0 + timedelta(seconds=i * 0.3)) for i, r in enumerate(sample())]
+    tokens = build_tokens(short, PRICES)
+    assert tokens.savings == [] and tokens.monthly_saving is None
+    per = {c.destination: c.per_thousand for c in tokens.costs}
+    assert per["openai"] == (100 * 2.5 + 20 * 10) / 1e6 * 1000
+    report = build_report(LoadResult(records=short, source="t"), PRICES)
+    text = terminal.render(report)
+    assert "projected monthly saving" not in text
+    assert "no monthly projection: the window (2s) is shorter than an hour" in text
+    assert "per 1,000 requests on OpenAI: 0.4500 USD" in text
+    assert "per 1,000 requests on OpenAI" in html.render(report)
+    hour = build_tokens(sample(), PRICES)
+    assert hour.monthly_saving is not None  # exactly an hour: projected
+
+
