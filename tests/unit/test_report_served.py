@@ -44,3 +44,13 @@ def test_no_monthly_projection_from_a_short_window() -> None:
     assert hour.monthly_saving is not None  # exactly an hour: projected
 
 
+
+
+def test_cutover_decisions_in_the_log_are_not_exchanges() -> None:
+    from bastion_edge.report.load import read_lines
+
+    lines = ['{"time":"2026-01-01T00:00:00Z","event":"cutover","decision":"promote"}',
+             '{"time":"2026-01-01T00:00:01Z","endpoint":"chat.completions",'
+             '"destination":"bastion","status":200}']
+    result = read_lines(lines)
+    assert (len(result.records), result.bad, result.events) == (1, 0, 1)

@@ -88,6 +88,7 @@ class LoadResult:
     bad: int = 0  # lines skipped as unparsable
     bad_examples: list[tuple[int, str]] = field(default_factory=list)  # (line number, why)
     filtered: int = 0  # good lines outside --since/--until
+    events: int = 0  # records that are not exchanges (`"event": "cutover"` decisions)
     source: str = ""
 
 
@@ -144,6 +145,10 @@ def _skipped(value: Any) -> str | None:
     return _str(value["skipped"]) or "unknown"
 
 
+class NotAnExchange(ValueError):
+    """A well-formed record of something else (a canary decision)."""
+
+
 def parse_line(line: str) -> Record:
     """One log line as a Record; ValueError says why it cannot be one."""
     try:
@@ -154,6 +159,8 @@ def parse_line(line: str) -> Record:
         raise ValueError("not JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ValueError(f"not a JSON object ({type(data).__name__})")
+    if isinstance(data.get("event"), str):
+        raise NotAnExchange(data["event"])
     raw_time = data.get("time")
     if not isinstance(raw_time, str):
         raise ValueError("no 'time'")
@@ -189,6 +196,9 @@ def read_lines(lines: Iterable[str], since: datetime | None = None,
         result.lines += 1
         try:
             record = parse_line(line)
+        except NotAnExchange:
+            result.events += 1
+            continue
         except ValueError as e:
             result.bad += 1
             if len(result.bad_examples) < MAX_BAD_EXAMPLES:
