@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion_edge.cli.cutover import register as register_cutover
+from bastion_edge.cli.rules_suggest import register as register_rules
 from bastion_edge.cli.run_state import RunState, env_target, remove_state, write_state
 from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
 from bastion_edge.deploy.app_env import app_environment
@@ -124,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     app_add.set_defaults(handler=_cmd_app_add)
     register_report(sub)
     register_cutover(sub)
+    register_rules(sub)
     register_redirect(sub)  # `redirect install|remove|show`, handled in redirect.py
     return parser
 
