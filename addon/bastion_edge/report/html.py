@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bastion_edge.report import charts, fmt
+from bastion_edge.report.agreement import html_panel as agreement_panel
 from bastion_edge.report.charts import colour, e, model_label, text_colour
 from bastion_edge.report.stats import (
     AGREEMENT_OK,
@@ -316,7 +317,8 @@ def render(report: Report) -> str:
         body = (f'<div class="cards">{"".join(_kpi_card(k) for k in report.kpis)}</div>'
                 + _distributions(report) + _percentiles(report) + _over_time(report)
                 + tokens_panel(report.tokens)
-                + _mirror(report) + _table(report) + _notes(report))
+                + _mirror(report) + agreement_panel(report.agreement) + _table(report)
+                + _notes(report))
     else:
         body = ('<section class="panel"><div class="empty">No exchanges in this window.'
                 "</div></section>" + _notes(report))

@@ -30,6 +30,9 @@ class MirrorResult:
     shape_match: bool | None
     differences: tuple[str, ...] = ()
     error: str | None = None  # the copy got no response (transport error)
+    similarity: float | None = None  # agreement: cosine of the answers' embeddings
+    tools_match: bool | None = None  # agreement: same tools, arguments valid
+    schema_valid: bool | None = None  # agreement: Bastion's json_schema answer validates
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,19 @@ def _mirror(value: Any) -> MirrorResult | None:
         shape_match=match if isinstance(match, bool) else None,
         differences=tuple(str(d) for d in differences) if isinstance(differences, list) else (),
         error=_str(value.get("error")),
+        **_agreement(value.get("agreement")),
     )
+
+
+def _agreement(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {}
+    similarity = value.get("similarity")
+    flags = {name: value.get(name) if isinstance(value.get(name), bool) else None
+             for name in ("tools_match", "schema_valid")}
+    number = (float(similarity) if isinstance(similarity, int | float)
+              and not isinstance(similarity, bool) and math.isfinite(similarity) else None)
+    return {"similarity": number, **flags}
 
 
 def _skipped(value: Any) -> str | None:

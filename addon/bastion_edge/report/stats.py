@@ -16,10 +16,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from bastion_edge.config.usage_rules import Price
 from bastion_edge.report.load import LoadResult, Record, is_error
 from bastion_edge.report.tokens import TokenReport, build_tokens, served_model
+
+if TYPE_CHECKING:
+    from bastion_edge.report.agreement import AgreementSummary
 
 BASTION, OPENAI, PROXY, MIRROR = "bastion", "openai", "proxy", "mirror"
 SERIES_ORDER = (BASTION, MIRROR, OPENAI, PROXY)
@@ -326,6 +330,7 @@ class Report:
     timeline: Timeline
     kpis: list[Kpi] = field(default_factory=list)
     tokens: TokenReport | None = None  # the tokens section (report/tokens.py)
+    agreement: list[AgreementSummary] = field(default_factory=list)  # per model
 
     @property
     def requests(self) -> int:
@@ -339,7 +344,8 @@ class Report:
 
 def build_report(loaded: LoadResult, prices: Mapping[str, Price] | None = None,
                  currency: str = "USD") -> Report:
-    from bastion_edge.report.verdicts import kpis  # verdicts reads this module's types
+    from bastion_edge.report.agreement import agreement_summaries  # these read this
+    from bastion_edge.report.verdicts import kpis  # module's types
 
     records = loaded.records
     series_obs = observations(records)
@@ -367,4 +373,5 @@ def build_report(loaded: LoadResult, prices: Mapping[str, Price] | None = None,
         groups=group_records(records), totals=totals, durations=durations, ttfbs=ttfbs,
         endpoint_durations=endpoint_durations, endpoint_totals=endpoint_totals, mirror=mirror,
         timeline=timeline(series_obs), kpis=kpis(totals, mirror, durations, ttfbs),
-        tokens=build_tokens(records, prices, currency))
+        tokens=build_tokens(records, prices, currency),
+        agreement=agreement_summaries(records))
