@@ -82,9 +82,10 @@ main{padding:22px 0 40px}
 .mini h3{font-size:13px;font-weight:650;margin:0 0 2px}
 table{border-collapse:collapse;width:100%;font-size:13px}
 .scroll{overflow-x:auto}
-th{text-align:left;font-size:11.5px;text-transform:uppercase;letter-spacing:.05em;
- color:#57606A;border-bottom:2px solid #D0D7DE;padding:6px 8px;white-space:nowrap}
-td{padding:5px 8px;border-bottom:1px solid #EAEEF2;white-space:nowrap;vertical-align:top}
+th{text-align:left;font-size:11px;text-transform:uppercase;letter-spacing:.04em;
+ color:#57606A;border-bottom:2px solid #D0D7DE;padding:6px 6px;vertical-align:bottom}
+td{padding:5px 6px;border-bottom:1px solid #EAEEF2;vertical-align:top;overflow-wrap:anywhere}
+td.num{white-space:nowrap}
 td.num,th.num{text-align:right}
 tr.first td{border-top:1px solid #D0D7DE}
 tr.all td{background:#F6F8FA;font-weight:600}
