@@ -154,6 +154,8 @@ class CutoverRules:
     mirror_max_in_flight: int = 8
     mirror_streaming: bool = True
     canary: CanaryRules = field(default_factory=CanaryRules)  # mode `canary`
+    mirror_agreement_share: float = 0.1  # mirrored pairs whose answers are compared
+    mirror_agreement_per_second: float = 2.0  # at most, per process (bge-m3 calls)
 
 
 # Trust boundary: apps that may use the proxy (`clients`) and the egress exceptions

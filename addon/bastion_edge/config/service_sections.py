@@ -69,7 +69,8 @@ def _hosts(reader: Reader, value: object, path: Path_) -> tuple[str, ...]:
 def read_cutover(reader: Reader, value: object, path: Path_) -> CutoverRules:
     section = reader.mapping(value, path)
     reader.only_keys(section, path, ("mode", "split_percent", "sticky_by", "openai_base_url",
-                                     "mirror_max_in_flight", "mirror_streaming", "canary"))
+                                     "mirror_max_in_flight", "mirror_streaming", "canary",
+                                     "mirror_agreement_share", "mirror_agreement_per_second"))
     cutover = CutoverRules()
     if "mode" in section:
         mode: CutoverMode = reader.choice(section["mode"], (*path, "mode"),
@@ -95,6 +96,14 @@ def read_cutover(reader: Reader, value: object, path: Path_) -> CutoverRules:
     if "mirror_streaming" in section:
         cutover = replace(cutover, mirror_streaming=reader.boolean(
             section["mirror_streaming"], (*path, "mirror_streaming")))
+    if "mirror_agreement_share" in section:
+        share = section["mirror_agreement_share"]
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise reader.fail((*path, "mirror_agreement_share"), "expected a share from 0 to 1")
+        cutover = replace(cutover, mirror_agreement_share=float(share))
+    if "mirror_agreement_per_second" in section:
+        cutover = replace(cutover, mirror_agreement_per_second=reader.number(
+            section["mirror_agreement_per_second"], (*path, "mirror_agreement_per_second")))
     if "canary" in section:
         cutover = replace(cutover, canary=read_canary(reader, section["canary"],
                                                       (*path, "canary")))
