@@ -59,3 +59,14 @@ def test_status_notes_a_non_canary_mode(tmp_path: Path) -> None:
     status = cutover(tmp_path, "status")
     assert status.returncode == 0
     assert "cutover.mode is split, not canary" in status.stderr
+
+
+def test_check_shows_the_mode_and_both_upstreams(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(RULES)
+    check = subprocess.run([str(BASTION_EDGE), "check", "--rules", str(tmp_path / "rules.yaml")],
+                           capture_output=True, text=True, timeout=60,
+                           env={"PATH": "/usr/bin:/bin",
+                                "BASTION_OPENAI_URL": "https://openai.test"})
+    assert check.returncode == 0, check.stderr
+    assert "cutover: canary (steps 1, 5, 25, 50, 100 %; on failure rollback" in check.stdout
+    assert "Bastion: https://api.qubittron.ai/v1   OpenAI: https://openai.test" in check.stdout

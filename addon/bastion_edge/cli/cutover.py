@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bastion_edge.config.canary_rules import CanaryRules
-from bastion_edge.config.rules import RulesError, load_rules
+from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
 from bastion_edge.core.canary import GateResult
 from bastion_edge.state.canary_control import CanaryControl, Status
 from bastion_edge.state.canary_store import (
@@ -118,3 +118,27 @@ def render_status(status: Status, canary: CanaryRules, location: str) -> str:
                          f"-> {entry.get('to_percent')} %  by {entry.get('by')}: "
                          f"{entry.get('reason')}")
     return "\n".join(lines)
+
+
+def describe_cutover(rules: Rules) -> list[str]:
+    """The cutover mode and both upstreams (`check`, the `run` banner)."""
+    c = rules.cutover
+    mode = {"split": f"split ({c.split_percent:g} % to Bastion, sticky by {c.sticky_by})",
+            "canary": "canary (steps " + ", ".join(f"{s:g}" for s in c.canary.steps)
+                      + f" %; on failure {c.canary.on_fail}; `bastion-edge cutover status`)",
+            "mirror": f"mirror (at most {c.mirror_max_in_flight} copies in flight, "
+                      f"{c.mirror_agreement_share:g} of pairs compared by bge-m3)"}
+    line = f"cutover: {mode.get(c.mode, c.mode)}"
+    if c.mode == "rewrite":
+        return [line]
+    return [line, f"  Bastion: {rules.upstream.base_url}   OpenAI: {c.openai_base_url}"]
+
+
+def cutover_banner(path: Path) -> str:
+    """What `run` prints about the cutover at start ("" when the rules cannot be read:
+    the proxy itself reports that)."""
+    try:
+        rules = apply_environment(load_rules(path), os.environ)
+    except (RulesError, OSError):
+        return ""
+    return "\n".join(describe_cutover(rules))
