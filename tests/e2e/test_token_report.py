@@ -31,7 +31,7 @@ from trust_support import BILLING_SECRET, rules_with_apps, with_credentials
 
 from bastion_edge.report.token_render import ESTIMATE_COLOUR
 
-PRICES = ("usage:\n  currency: EUR\n  prices:\n"
+PRICES = ("usage:\n  stream_usage: true\n  currency: EUR\n  prices:\n"
           "    gpt-4o: {input: 2.5, output: 10}\n"
           "    gpt-oss-120b: {input: 0.2, output: 0.8}\n")
 SPLIT = "cutover:\n  mode: split\n  split_percent: 50\n  sticky_by: conversation\n"
@@ -49,6 +49,8 @@ def run(sandbox: Sandbox, openai_standin: Sandbox,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("split")
     rules = rules_with_apps(tmp, SPLIT + PRICES)
+    # the shipped rules.yaml has its own `usage:` section: one section, with the prices
+    rules.write_text(rules.read_text().replace("usage:\n  stream_usage: true\n", "", 1))
     env = proxy_env(sandbox, QUBITTRON_API_KEY_BILLING=BASTION_KEY,
                     BASTION_OPENAI_URL=f"https://127.0.0.1:{openai_standin.port}")
     proxy: Proxy = start_proxy(tmp, env, rules)
