@@ -180,3 +180,39 @@ def test_control_decides_and_logs_once(location: str) -> None:
     gate = line["gates"][0]
     assert gate["name"] == "error_rate_increase_pp" and gate["verdict"] == "fail"
     assert gate["low"] > 1.0
+
+
+def test_two_processes_worth_of_stores_move_the_canary_once(location: str) -> None:
+    """Separate connections (as separate workers have) to one store: the evidence adds
+    up, and of two simultaneous deciders exactly one moves the state."""
+    rules = CanaryRules(min_requests=300, min_seconds=0,
+                        gates=RULES.gates.__class__(1.0, None, None))
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+
+    def open_one() -> CanaryStore:
+        if location.startswith("redis"):
+            return RedisCanaryStore(location, prefix=prefix)
+        return open_canary_store(location)
+
+    moved: list[Decision] = []
+
+    async def scenario() -> CanaryState:
+        stores = [open_one(), open_one()]
+        controls = [CanaryControl(s, lambda: rules, lambda d, _: moved.append(d),
+                                  clock=lambda: 1.0) for s in stores]
+        try:
+            for control in controls:
+                await control.refresh()
+                for _ in range(200):  # 400 a side in all: enough only together
+                    control.observe("bastion", False, 100.0)
+                    control.observe("openai", False, 100.0)
+                await control.flush()
+            await asyncio.gather(*(c.tick() for c in controls))
+            return await stores[0].state(2.0)
+        finally:
+            for s in stores:
+                await s.close()
+
+    state = run(scenario())
+    assert [d.action for d in moved] == ["promote"]
+    assert (state.step, state.version) == (1, 1)
