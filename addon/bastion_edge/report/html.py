@@ -85,7 +85,7 @@ table{border-collapse:collapse;width:100%;font-size:13px}
 th{text-align:left;font-size:11px;text-transform:uppercase;letter-spacing:.04em;
  color:#57606A;border-bottom:2px solid #D0D7DE;padding:6px 6px;vertical-align:bottom}
 td{padding:5px 6px;border-bottom:1px solid #EAEEF2;vertical-align:top;overflow-wrap:anywhere}
-td.num{white-space:nowrap}
+td.num,td:first-child{white-space:nowrap;overflow-wrap:normal}
 td.num,th.num{text-align:right}
 tr.first td{border-top:1px solid #D0D7DE}
 tr.all td{background:#F6F8FA;font-weight:600}
