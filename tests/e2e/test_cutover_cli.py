@@ -49,6 +49,7 @@ def test_status_promote_rollback_resume(tmp_path: Path) -> None:
     after = cutover(tmp_path, "status")  # a new process: the state was kept
     assert "rolled_back, Bastion gets 0 %" in after.stdout
     assert "rollback  5.0 -> 0.0 %  by hand" in after.stdout
+    assert "error_rate_increase_pp" in after.stdout  # the gates, even when stopped
     resumed = cutover(tmp_path, "resume")
     assert "Bastion gets 1 %" in resumed.stdout
     assert (tmp_path / "conf" / "canary.sqlite3").is_file()

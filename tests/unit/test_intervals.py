@@ -60,3 +60,8 @@ def test_p95_ratio_brackets_the_estimate_and_is_deterministic() -> None:
     assert quantile_ratio(a, b) == r
     slow = quantile_ratio([2 * x for x in a], b)
     assert slow.low > 1.5
+
+
+def test_newcombe_with_an_empty_side_is_the_whole_range() -> None:
+    d = newcombe(0, 0, 3, 100)
+    assert (d.low, d.high) == (-1.0, 1.0) and math.isnan(d.estimate)

@@ -106,7 +106,7 @@ def render_status(status: Status, canary: CanaryRules, location: str) -> str:
              f"evidence: at least {canary.min_requests} requests a side and "
              f"{canary.min_seconds:g} s per step; on failure {canary.on_fail}",
              "gates:"]
-    lines += [gate_line(g) for g in status.next.gates] or ["  (none evaluated)"]
+    lines += [gate_line(g) for g in status.gates]
     lines.append(f"next:     {status.next.action} ({status.next.reason})")
     if status.history:
         lines.append("decisions:")

@@ -194,10 +194,11 @@ def manual(state: CanaryState, event: ManualEvent, rules: CanaryRules,
         step = min(state.step + 1, last)
         status: Status = "complete" if step == last else "running"
         after = CanaryState(step, now, status, state.version + 1)
-        return after, Decision("promote", "by hand", here, after.percent(rules), by="hand")
+        return after, Decision("promote", "promoted by hand", here, after.percent(rules),
+                               by="hand")
     if event == "rollback":
         after = CanaryState(ROLLED_BACK, now, "rolled_back", state.version + 1)
-        return after, Decision("rollback", "by hand", here, 0.0, by="hand")
+        return after, Decision("rollback", "rolled back by hand", here, 0.0, by="hand")
     if event == "pause":
         after = replace(state, status="paused", version=state.version + 1)
         return after, Decision("hold", "paused by hand", here, here, by="hand")

@@ -43,14 +43,16 @@ def wilson(successes: int, n: int, z: float = Z95) -> Interval:
 
 def newcombe(successes_a: int, n_a: int, successes_b: int, n_b: int,
              z: float = Z95) -> Interval:
-    """Newcombe's hybrid score interval for p_a - p_b (method 10, 1998)."""
+    """Newcombe's hybrid score interval for p_a - p_b (method 10, 1998); the whole of
+    [-1, 1] when either side has no data."""
+    if n_a <= 0 or n_b <= 0:
+        return Interval(math.nan, -1.0, 1.0)
     a, b = wilson(successes_a, n_a, z), wilson(successes_b, n_b, z)
-    pa = successes_a / n_a if n_a else 0.5
-    pb = successes_b / n_b if n_b else 0.5
+    pa, pb = successes_a / n_a, successes_b / n_b
     d = pa - pb
     low = d - math.sqrt((pa - a.low) ** 2 + (b.high - pb) ** 2)
     high = d + math.sqrt((a.high - pa) ** 2 + (pb - b.low) ** 2)
-    return Interval(d if n_a and n_b else math.nan, max(-1.0, low), min(1.0, high))
+    return Interval(d, max(-1.0, low), min(1.0, high))
 
 
 def _binomial_cdf(n: int, p: float) -> list[float]:

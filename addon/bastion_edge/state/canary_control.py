@@ -19,9 +19,11 @@ from bastion_edge.config.canary_rules import CanaryRules
 from bastion_edge.core.canary import (
     CanaryState,
     Decision,
+    GateResult,
     ManualEvent,
     apply,
     decide,
+    evaluate_gates,
     manual,
     step_key,
 )
@@ -36,6 +38,7 @@ class Status:
     percent: float
     next: Decision  # what the canary would decide now
     history: list[dict[str, object]]
+    gates: tuple[GateResult, ...] = ()  # each gate on the current step's evidence
 
 
 class CanaryControl:
@@ -78,8 +81,8 @@ class CanaryControl:
     async def tick(self) -> Decision:
         """Flush, decide, and move the canary when the decision says so."""
         await self.flush()
-        rules, now = self._rules(), self._clock()
         state = await self.refresh()
+        rules, now = self._rules(), self._clock()
         decision = decide(state, await self.store.step_stats(step_key(state)), rules, now)
         if decision.action == "wait" or (decision.action == "hold" and not decision.gates):
             return decision  # nothing to record: still waiting, or already stopped
@@ -105,8 +108,8 @@ class CanaryControl:
                 return after, decision
 
     async def status(self, history: int = 10) -> Status:
-        rules, now = self._rules(), self._clock()
         state = await self.refresh()
+        rules, now = self._rules(), self._clock()
         stats = await self.store.step_stats(step_key(state))
         return Status(state, state.percent(rules), decide(state, stats, rules, now),
-                      await self.store.decisions(history))
+                      await self.store.decisions(history), evaluate_gates(stats, rules))
