@@ -329,7 +329,7 @@ async def tts_added_latency(sandbox: Sandbox, edge: Path_, count: int) -> dict[s
 
 
 def tts_table(transcode: dict[str, float], latency: dict[str, float]) -> str:
-    from bastion_edge.sandbox import speech_seconds
+    from bastion_sandbox import speech_seconds
 
     out = ["| format | transcoding speed (x real time, 60 s of audio) |", "|---|---|"]
     out += [f"| {fmt} | {speed:.0f}x |" for fmt, speed in transcode.items()]

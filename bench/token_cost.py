@@ -25,7 +25,7 @@ from mitmproxy import http
 from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons, tflow
 
-from bastion_edge.proxy import addon as addon_module
+from bastion_edge.proxy import reply_path as addon_module
 from bastion_edge.proxy.addon import BastionEdge
 from bastion_edge.telemetry.token_metrics import TokenMetrics
 
@@ -58,19 +58,19 @@ def one_request(addon: Any | None, body: bytes, reply: bytes, sse: bool) -> None
                                    content_type="application/json")
     request.content = body
     if addon is not None:
-        addon.requestheaders(flow)
-        addon.request(flow)
+        addon.requests.requestheaders(flow)
+        addon.requests.request(flow)
     content_type = "text/event-stream" if sse else "application/json"
     flow.response = http.Response.make(200, b"" if sse else reply,
                                        {"content-type": content_type})
     if addon is not None:
-        addon.responseheaders(flow)
+        addon.replies.responseheaders(flow)
         stream = flow.response.stream
         if callable(stream):
             for chunk in SSE_CHUNKS:
                 stream(chunk)
             stream(b"")
-        addon.response(flow)
+        addon.replies.response(flow)
 
 
 @contextlib.contextmanager
@@ -113,7 +113,7 @@ async def measure(requests: int, rounds: int) -> dict[str, dict[str, float]]:
                     with accounting_off() if mode == "off" else contextlib.nullcontext():
                         spent = _timed(addon, body, reply, sse, requests) - building
                     samples[kind][mode].append(spent / requests * 1e6)
-        addon.timeouts.cancel_all()
+        addon.replies.timeouts.cancel_all()
     return {kind: {"on_us": statistics.median(by["on"]), "off_us": statistics.median(by["off"]),
                    "added_us": statistics.median(
                        on - off for on, off in zip(by["on"], by["off"], strict=True))}
