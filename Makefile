@@ -16,7 +16,8 @@ done; exit 1
 endef
 export FIND_PYTHON
 
-.PHONY: install install-test test lint demo bench clean node-deps node24 agents-js system-deps fuzz soak \
+.PHONY: install install-test test lint demo bench bench-canary clean node-deps node24 agents-js system-deps \
+  fuzz soak \
   docs image test-image image-deps
 
 # Node side (sidecar/node): undici for the NODE_OPTIONS preload `bastion-edge env` prints,
@@ -142,6 +143,10 @@ soak: install-test
 clean:
 	rm -rf $(VENV) build *.egg-info addon/*.egg-info $(NODE_DIR)/node_modules \
 	  $(NODE24_DIR)/node_modules $(AGENTS_JS_DIR)/node_modules
+
+# The canary's own error rates with the shipped gates (simulated; `make bench` runs it too).
+bench-canary: install-test
+	$(BIN)/python bench/canary_sim.py --readme docs/development/benchmarks.md
 
 bench-batch: install-test
 	$(BIN)/python bench/batch_bench.py --readme docs/development/benchmarks.md

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import canary_sim
 import fallback_bench
 import responses_bench
 import streams_bench
@@ -409,10 +410,18 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--readme", type=Path)
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
-    parser.add_argument("--only", choices=("all", "requests", "streams"), default="all",
+    parser.add_argument("--only", choices=("all", "requests", "streams", "canary"),
+                        default="all",
                         help="requests: the single-request table; streams: long streams "
-                             "and --workers")
+                             "and --workers; canary: the canary's error rates (simulated)")
     args = parser.parse_args()
+    if args.only in ("all", "canary"):
+        canary_text = canary_sim.run(50 if args.quick else 200)
+        print(canary_text)
+        if args.readme:
+            write_readme(args.readme, canary_text, "bench-canary")
+        if args.only == "canary":
+            return 0
     if args.only in ("all", "streams"):
         streams_text = run_streams(args.quick)
         print(streams_text)

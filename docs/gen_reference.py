@@ -125,6 +125,8 @@ PROBES: dict[str, Any] = {
     "capabilities.<id>": {"capabilities": {"x": {PROBE: 1}}},
     "tts": {"tts": {PROBE: 1}},
     "cutover": {"cutover": {PROBE: 1}},
+    "cutover.canary": {"cutover": {"canary": {PROBE: 1}}},
+    "cutover.canary.gates": {"cutover": {"canary": {"gates": {PROBE: 1}}}},
     "responses_state": {"responses_state": {PROBE: 1}},
     "batches": {"batches": {PROBE: 1}},
     "usage": {"usage": {PROBE: 1}},
@@ -301,7 +303,8 @@ DOCS: dict[str, str | tuple[str, str]] = {
     "cutover": "Moving traffic from OpenAI to Bastion; see "
                "[Rehearse a cutover](../how-to/cutover.md).",
     "cutover.mode": "`rewrite` (all to Bastion), `observe` (dry run, all to OpenAI), "
-                    "`split`, or `mirror`.",
+                    "`split`, `mirror`, or `canary` (split at a percent that moves by "
+                    "evidence).",
     "cutover.split_percent": "In `split`: the share of traffic Bastion gets (0-100).",
     "cutover.sticky_by": "In `split`: keep an `app` or a `conversation` on one side.",
     "cutover.openai_base_url": "Where observe/split/mirror send OpenAI traffic. "
@@ -309,6 +312,26 @@ DOCS: dict[str, str | tuple[str, str]] = {
     "cutover.mirror_max_in_flight": "In `mirror`: copies in flight at once; beyond it a "
                                     "copy is skipped.",
     "cutover.mirror_streaming": "In `mirror`: also copy streamed requests.",
+    "cutover.mirror_agreement_share": "In `mirror`: the share (0-1) of chat and Responses "
+                                      "pairs whose answers are compared (bge-m3 similarity, "
+                                      "tool calls, json_schema).",
+    "cutover.mirror_agreement_per_second": "In `mirror`: at most this many answer "
+                                           "comparisons a second, per process.",
+    "cutover.canary": "In `canary`: the steps and the gates that move Bastion's share; "
+                      "`bastion-edge cutover status` shows them.",
+    "cutover.canary.steps": "Percents of traffic to Bastion, increasing, ending at 100.",
+    "cutover.canary.min_requests": "Exchanges each side needs on a step before a decision.",
+    "cutover.canary.min_seconds": "Seconds a step lasts at least.",
+    "cutover.canary.gates": "Each judged on its 95 % interval: fails only when the "
+                            "interval excludes passing; `null` turns a gate off.",
+    "cutover.canary.gates.max_error_rate_increase_pp": "Bastion's error rate less OpenAI's, "
+                                                      "in points (Newcombe interval).",
+    "cutover.canary.gates.max_p95_ratio": "Bastion's p95 latency over OpenAI's (exact "
+                                          "order-statistic interval).",
+    "cutover.canary.gates.min_agreement": "Share of mirrored answers that agree (Wilson "
+                                          "interval); off while none were judged.",
+    "cutover.canary.on_fail": "`rollback` (to 0 %) or `hold` (stay, until a hand "
+                              "`bastion-edge cutover` event).",
     "responses_state": "Where the proxy keeps Responses state (Bastion keeps none).",
     "responses_state.store": "`sqlite` (a file in the confdir), `sqlite:///path`, or "
                              "`redis://` / `rediss://` (replicas share it).",

@@ -55,7 +55,8 @@ def test_observe_forwards_unchanged_and_records_what_would_change(
         assert sandbox.journal() == []  # Bastion saw nothing
         record = records(proxy)[-1]
         assert record["decision"] == "observe" and record["destination"] == "openai"
-        assert record["upstream_model"] == "gpt-oss-120b"
+        assert record["upstream_model"] == "gpt-4o"  # OpenAI served it
+        assert record["would_model"] == "gpt-oss-120b"
         assert "would rewrite: host,key,model" in record["notes"]
         assert 'destination="openai"' in proxy.metrics()
     finally:

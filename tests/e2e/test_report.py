@@ -248,7 +248,11 @@ def test_terminal_table_matches_the_log(run: Run) -> None:
     assert f"requests: {apps} ({errors} errors)" in run.stdout
     assert "1 bad line skipped" in run.stdout
     error_kpi = next(line for line in run.stdout.splitlines() if "] Error rate" in line)
-    assert " vs " in error_kpi and "OpenAI" in error_kpi  # split gives a real baseline
+    # split gives a real baseline, but a rehearsal's few exchanges give no verdict
+    served = {d: sum(r["destination"] == d for r in run.records) for d in ("bastion", "openai")}
+    assert min(served.values()) < 30
+    assert (f"[ -- ] Error rate              not enough data  Bastion n={served['bastion']}, "
+            f"OpenAI n={served['openai']}; a verdict needs 30 a side") in error_kpi
 
 
 def test_html_is_self_contained(run: Run) -> None:

@@ -103,7 +103,9 @@ def test_terminal_tokens_rows_match_the_log(run: Run) -> None:
                               f"{mean_out:,.1f}"], line
     assert "Bastion vs OpenAI, same app and endpoint" in run.stdout
     assert "ESTIMATE: Estimate from your own prices" in run.stdout
-    assert "projected monthly saving at the observed rate:" in run.stdout
+    assert "per 1,000 requests on Bastion:" in run.stdout
+    # a rehearsal lasts seconds: no monthly projection from under an hour
+    assert "no monthly projection: the window" in run.stdout
     assert "EUR" in run.stdout
 
 
@@ -126,7 +128,7 @@ def test_tokens_section_renders_in_headless_chromium(run: Run, tmp_path: Path) -
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'id="tokens"' in dom.stdout and "Bastion ÷ OpenAI" in dom.stdout
     assert "Tokens per request by endpoint, model and destination" in dom.stdout
-    assert "ESTIMATE" in dom.stdout and "projected monthly saving" in dom.stdout
+    assert "ESTIMATE" in dom.stdout and "per 1,000 requests on" in dom.stdout
 
     png = tmp_path / "tokens.png"
     shot = subprocess.run([*_chromium_args(tmp_path / "p2"), f"--screenshot={png}",

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bastion_edge.cli.cutover import cutover_banner, describe_cutover
+from bastion_edge.cli.cutover import register as register_cutover
+from bastion_edge.cli.rules_suggest import register as register_rules
 from bastion_edge.cli.run_state import RunState, env_target, remove_state, write_state
 from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
 from bastion_edge.deploy.app_env import app_environment, exported_app_env
@@ -126,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     app_add.add_argument("--listen-port", type=int, default=8080)
     app_add.set_defaults(handler=_cmd_app_add)
     register_report(sub)
+    register_cutover(sub)
+    register_rules(sub)
     register_redirect(sub)  # `redirect install|remove|show`, handled in redirect.py
     return parser
 
@@ -247,6 +252,7 @@ class _StartupBanner:
         addrs = server.listen_addrs() if server else []
         port = addrs[0][1] if addrs else self.args.listen_port
         print(f"bastion-edge listening on {self.args.listen_host}:{port}", flush=True)
+        print(cutover_banner(rules_path(self.args.rules)), flush=True)
         self.state_files.append(write_state(
             RunState(self.args.listen_host, port, str(self.confdir), os.getpid())))
         web_url = getattr(ctx.master, "web_url", None)
@@ -290,6 +296,7 @@ def _run_workers(args: argparse.Namespace, path: Path) -> int:
 
     def announce(port: int) -> list[Path]:
         print(f"bastion-edge listening on {args.listen_host}:{port}", flush=True)
+        print(cutover_banner(path), flush=True)
         print(f"CA certificate: {confdir / PROXY_CA_CERT}", flush=True)
         print("An app needs:", flush=True)
         print(env_lines(confdir, args.listen_host, port), flush=True)
@@ -370,6 +377,7 @@ def describe_rules(rules: Rules, environ: os._Environ[str] | dict[str, str]) -> 
         f"intercepted: openai={', '.join(rules.openai_hosts)}  "
         f"bastion={', '.join(rules.bastion_hosts)}",
         f"unmapped models: {rules.unmapped_models}   reply model: {rules.reply_model}",
+        *describe_cutover(rules),
         "",
         f"{'OpenAI model':<28} {'when':<44} Bastion model",
         f"{'-' * 28} {'-' * 44} {'-' * 30}",

@@ -16,6 +16,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from bastion_edge.config.batch_rules import BatchRules
+from bastion_edge.config.canary_rules import CanaryRules
 from bastion_edge.config.limits import LimitsRules
 from bastion_edge.config.usage_rules import UsageRules
 
@@ -27,7 +28,7 @@ MIN_KEY_HASH_PREFIX = 8
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 UnmappedPolicy = Literal["reject", "pass_through"]
 ReplyModel = Literal["upstream", "original"]
-CutoverMode = Literal["rewrite", "observe", "split", "mirror"]
+CutoverMode = Literal["rewrite", "observe", "split", "mirror", "canary"]
 StickyBy = Literal["app", "conversation"]
 
 # Native embedding sizes; rules.yaml `embedding_dimensions:` adds to and overrides these.
@@ -152,6 +153,9 @@ class CutoverRules:
     openai_base_url: str = "https://api.openai.com"  # $BASTION_OPENAI_URL overrides
     mirror_max_in_flight: int = 8
     mirror_streaming: bool = True
+    canary: CanaryRules = field(default_factory=CanaryRules)  # mode `canary`
+    mirror_agreement_share: float = 0.1  # mirrored pairs whose answers are compared
+    mirror_agreement_per_second: float = 2.0  # at most, per process (bge-m3 calls)
 
 
 # Trust boundary: apps that may use the proxy (`clients`) and the egress exceptions

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from urllib.parse import urlsplit
 
+from bastion_edge.config.canary_rules import read_canary
 from bastion_edge.config.reader import Path_, Reader, RulesError, format_location
 from bastion_edge.config.schema import (
     CutoverMode,
@@ -68,11 +69,12 @@ def _hosts(reader: Reader, value: object, path: Path_) -> tuple[str, ...]:
 def read_cutover(reader: Reader, value: object, path: Path_) -> CutoverRules:
     section = reader.mapping(value, path)
     reader.only_keys(section, path, ("mode", "split_percent", "sticky_by", "openai_base_url",
-                                     "mirror_max_in_flight", "mirror_streaming"))
+                                     "mirror_max_in_flight", "mirror_streaming", "canary",
+                                     "mirror_agreement_share", "mirror_agreement_per_second"))
     cutover = CutoverRules()
     if "mode" in section:
         mode: CutoverMode = reader.choice(section["mode"], (*path, "mode"),
-                                          ("rewrite", "observe", "split", "mirror"))
+                                          ("rewrite", "observe", "split", "mirror", "canary"))
         cutover = replace(cutover, mode=mode)
     if "split_percent" in section:
         percent = section["split_percent"]
@@ -94,6 +96,17 @@ def read_cutover(reader: Reader, value: object, path: Path_) -> CutoverRules:
     if "mirror_streaming" in section:
         cutover = replace(cutover, mirror_streaming=reader.boolean(
             section["mirror_streaming"], (*path, "mirror_streaming")))
+    if "mirror_agreement_share" in section:
+        share = section["mirror_agreement_share"]
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise reader.fail((*path, "mirror_agreement_share"), "expected a share from 0 to 1")
+        cutover = replace(cutover, mirror_agreement_share=float(share))
+    if "mirror_agreement_per_second" in section:
+        cutover = replace(cutover, mirror_agreement_per_second=reader.number(
+            section["mirror_agreement_per_second"], (*path, "mirror_agreement_per_second")))
+    if "canary" in section:
+        cutover = replace(cutover, canary=read_canary(reader, section["canary"],
+                                                      (*path, "canary")))
     return cutover
 
 

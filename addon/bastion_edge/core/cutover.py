@@ -4,6 +4,7 @@
   observe  everything goes to OpenAI unchanged; what would be rewritten is recorded
   split    `split_percent` of traffic goes to Bastion, sticky per app or conversation
   mirror   OpenAI serves the app; a rewritten copy goes to Bastion and is compared
+  canary   as split, at the canary's current step (core.canary moves it by evidence)
 
 Pure decisions; the hooks apply them.
 """
@@ -29,13 +30,15 @@ def split_bucket(sticky_key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64 * 100
 
 
-def destination_for(rules: CutoverRules, sticky_key: str) -> str:
-    """Where a request goes under these rules (split uses the sticky key)."""
+def destination_for(rules: CutoverRules, sticky_key: str, canary_percent: float = 0.0) -> str:
+    """Where a request goes under these rules (split and canary use the sticky key; a
+    canary's percent is its current step, from the canary store)."""
     if rules.mode == "rewrite":
         return BASTION
     if rules.mode in ("observe", "mirror"):
         return OPENAI
-    return BASTION if split_bucket(sticky_key) < rules.split_percent else OPENAI
+    percent = canary_percent if rules.mode == "canary" else rules.split_percent
+    return BASTION if split_bucket(sticky_key) < percent else OPENAI
 
 
 def conversation_key(body: Mapping[str, Any]) -> str | None:

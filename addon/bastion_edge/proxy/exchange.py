@@ -35,6 +35,8 @@ class Exchange:
     upstream_error: str | None = None
     timed_out: bool = False
     tts_voice: str | None = None  # the Riva voice the TTS adapter used
+    speech_model: str | None = None  # audio.speech: the model the app asked for (its body
+    # is read by the TTS adapter, not the planner; `model=` of its x-bastion-edge-tts header)
     reply_notes: list[str] = field(default_factory=list)
     attempts: list[dict[str, object]] = field(default_factory=list)  # 404 retries: each try
     usage: Usage | None = None  # what the upstream reported (never an estimate)
@@ -67,7 +69,22 @@ class Exchange:
 
     @property
     def original_model(self) -> str | None:
-        return self.plan.original_model
+        return self.plan.original_model or self.speech_model
+
+    @property
+    def served_model(self) -> str | None:
+        """The model that served: on OpenAI, the one its reply named (else the app's);
+        elsewhere the upstream model (the plan's, or the Riva voice)."""
+        if self.destination == "openai":
+            return self.response_model or self.original_model
+        return self.upstream_model
+
+    @property
+    def would_model(self) -> str | None:
+        """On OpenAI: the Bastion model the rules would have used (observe, split, mirror)."""
+        if self.destination == "openai" and self.plan.upstream_model != self.served_model:
+            return self.plan.upstream_model
+        return None
 
     @property
     def upstream_model(self) -> str | None:
@@ -109,7 +126,8 @@ class Exchange:
             original_host=self.original_host,
             upstream_host=self.upstream_host,
             original_model=self.original_model,
-            upstream_model=self.upstream_model,
+            upstream_model=self.served_model,
+            would_model=self.would_model,
             destination=self.destination,
             decision=self.decision,
             status=status,

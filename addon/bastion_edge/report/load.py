@@ -30,6 +30,9 @@ class MirrorResult:
     shape_match: bool | None
     differences: tuple[str, ...] = ()
     error: str | None = None  # the copy got no response (transport error)
+    similarity: float | None = None  # agreement: cosine of the answers' embeddings
+    tools_match: bool | None = None  # agreement: same tools, arguments valid
+    schema_valid: bool | None = None  # agreement: Bastion's json_schema answer validates
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ class LoadResult:
     bad: int = 0  # lines skipped as unparsable
     bad_examples: list[tuple[int, str]] = field(default_factory=list)  # (line number, why)
     filtered: int = 0  # good lines outside --since/--until
+    events: int = 0  # records that are not exchanges (`"event": "cutover"` decisions)
     source: str = ""
 
 
@@ -135,13 +139,29 @@ def _mirror(value: Any) -> MirrorResult | None:
         shape_match=match if isinstance(match, bool) else None,
         differences=tuple(str(d) for d in differences) if isinstance(differences, list) else (),
         error=_str(value.get("error")),
+        **_agreement(value.get("agreement")),
     )
+
+
+def _agreement(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {}
+    similarity = value.get("similarity")
+    flags = {name: value.get(name) if isinstance(value.get(name), bool) else None
+             for name in ("tools_match", "schema_valid")}
+    number = (float(similarity) if isinstance(similarity, int | float)
+              and not isinstance(similarity, bool) and math.isfinite(similarity) else None)
+    return {"similarity": number, **flags}
 
 
 def _skipped(value: Any) -> str | None:
     if not isinstance(value, dict) or "skipped" not in value:
         return None
     return _str(value["skipped"]) or "unknown"
+
+
+class NotAnExchange(ValueError):
+    """A well-formed record of something else (a canary decision)."""
 
 
 def parse_line(line: str) -> Record:
@@ -154,6 +174,8 @@ def parse_line(line: str) -> Record:
         raise ValueError("not JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ValueError(f"not a JSON object ({type(data).__name__})")
+    if isinstance(data.get("event"), str):
+        raise NotAnExchange(data["event"])
     raw_time = data.get("time")
     if not isinstance(raw_time, str):
         raise ValueError("no 'time'")
@@ -189,6 +211,9 @@ def read_lines(lines: Iterable[str], since: datetime | None = None,
         result.lines += 1
         try:
             record = parse_line(line)
+        except NotAnExchange:
+            result.events += 1
+            continue
         except ValueError as e:
             result.bad += 1
             if len(result.bad_examples) < MAX_BAD_EXAMPLES:

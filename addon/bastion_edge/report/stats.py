@@ -16,18 +16,22 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from bastion_edge.config.usage_rules import Price
-from bastion_edge.report import fmt
 from bastion_edge.report.load import LoadResult, Record, is_error
-from bastion_edge.report.tokens import TokenReport, build_tokens
+from bastion_edge.report.tokens import TokenReport, build_tokens, served_model
+
+if TYPE_CHECKING:
+    from bastion_edge.report.agreement import AgreementSummary
 
 BASTION, OPENAI, PROXY, MIRROR = "bastion", "openai", "proxy", "mirror"
 SERIES_ORDER = (BASTION, MIRROR, OPENAI, PROXY)
 SERIES_LABELS = {BASTION: "Bastion", MIRROR: "Bastion (mirror)", OPENAI: "OpenAI",
                  PROXY: "proxy (refused)"}
 
-# Verdict thresholds, Bastion compared with OpenAI.
+# Verdict thresholds, Bastion compared with OpenAI, applied to 95 % intervals
+# (report/verdicts.py).
 ERROR_RATE_OK_PP, ERROR_RATE_WARN_PP = 1.0, 5.0  # percentage points above OpenAI
 ERROR_RATE_OK_ABS, ERROR_RATE_WARN_ABS = 0.01, 0.05  # when there is no OpenAI baseline
 P95_RATIO_OK, P95_RATIO_WARN = 1.25, 2.0
@@ -192,9 +196,8 @@ def group_records(records: Iterable[Record]) -> list[Group]:
                 groups.append(Group(endpoint, model, MIRROR, summarize(obs),
                                     mirror=mirror_stats(mirrored)))
                 continue
-            upstream = sorted({r.upstream_model for r in members
-                               if r.destination == series and r.upstream_model
-                               and r.upstream_model != model})
+            upstream = sorted({m for r in members if r.destination == series
+                               and (m := served_model(r)) and m != model})
             groups.append(Group(endpoint, model, series, summarize(obs), tuple(upstream)))
     return groups
 
@@ -306,62 +309,6 @@ def bastion_side(totals: dict[str, Summary]) -> str | None:
     return None
 
 
-def _level_ratio(ratio: float) -> str:
-    return "ok" if ratio <= P95_RATIO_OK else "warn" if ratio <= P95_RATIO_WARN else "bad"
-
-
-def kpis(totals: dict[str, Summary], mirror: MirrorStats | None) -> list[Kpi]:
-    side = bastion_side(totals)
-    base = totals.get(OPENAI) if totals.get(OPENAI) and totals[OPENAI].requests else None
-    b = totals[side] if side else None
-    name = series_label(side) if side else "Bastion"
-    out: list[Kpi] = []
-
-    if b is None or b.error_rate is None:
-        out.append(Kpi("Error rate", "-", "no Bastion traffic in this window", "info"))
-    elif base is None or base.error_rate is None:
-        rate = b.error_rate
-        level = ("ok" if rate < ERROR_RATE_OK_ABS else "warn" if rate < ERROR_RATE_WARN_ABS
-                 else "bad")
-        out.append(Kpi("Error rate", fmt.rate(rate),
-                       f"{name}: {b.errors} of {b.requests} failed; no OpenAI baseline",
-                       level))
-    else:
-        delta_pp = round((b.error_rate - base.error_rate) * 100, 9)  # 4% - 3% is 1 pp
-        level = ("ok" if delta_pp <= ERROR_RATE_OK_PP else "warn"
-                 if delta_pp <= ERROR_RATE_WARN_PP else "bad")
-        out.append(Kpi("Error rate", f"{fmt.rate(b.error_rate)} vs {fmt.rate(base.error_rate)}",
-                       f"{name} {b.errors}/{b.requests} vs OpenAI {base.errors}/{base.requests}"
-                       f" ({delta_pp:+.1f} pp)", level))
-
-    for label, attr in (("p95 latency", "p95_ms"), ("p95 time to first byte", "ttfb_p95_ms")):
-        mine: float | None = getattr(b, attr) if b else None
-        theirs: float | None = getattr(base, attr) if base else None
-        if mine is None:
-            out.append(Kpi(label, "-", "no Bastion timings in this window", "info"))
-        elif theirs is None or theirs <= 0:
-            out.append(Kpi(label, fmt.ms(mine), f"{name}; no OpenAI baseline to compare",
-                           "info"))
-        else:
-            ratio = mine / theirs
-            detail = f"{name} {fmt.ms(mine)} vs OpenAI {fmt.ms(theirs)}"
-            out.append(Kpi(label, f"{ratio:.2f}x", detail, _level_ratio(ratio)))
-
-    if mirror is None or mirror.agreement is None:
-        why = (f"{mirror.skipped} exchanges not copied ({skip_phrase(mirror)})"
-               if mirror and mirror.skipped else "no mirrored exchanges")
-        out.append(Kpi("Mirror agreement", "-", why, "info"))
-    else:
-        agreement = mirror.agreement
-        level = ("ok" if agreement >= AGREEMENT_OK else "warn" if agreement >= AGREEMENT_WARN
-                 else "bad")
-        skipped = f"; {mirror.skipped} not copied" if mirror.skipped else ""
-        out.append(Kpi("Mirror agreement", fmt.rate(agreement),
-                       f"{mirror.matches} of {mirror.judged} same shape; "
-                       f"{mirror.status_mismatches} status mismatches{skipped}", level))
-    return out
-
-
 # ----------------------------------------------------------------------- report
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +330,7 @@ class Report:
     timeline: Timeline
     kpis: list[Kpi] = field(default_factory=list)
     tokens: TokenReport | None = None  # the tokens section (report/tokens.py)
+    agreement: list[AgreementSummary] = field(default_factory=list)  # per model
 
     @property
     def requests(self) -> int:
@@ -396,6 +344,9 @@ class Report:
 
 def build_report(loaded: LoadResult, prices: Mapping[str, Price] | None = None,
                  currency: str = "USD") -> Report:
+    from bastion_edge.report.agreement import agreement_summaries  # these read this
+    from bastion_edge.report.verdicts import kpis  # module's types
+
     records = loaded.records
     series_obs = observations(records)
     totals = {s: summarize(obs) for s, obs in series_obs.items()}
@@ -421,5 +372,6 @@ def build_report(loaded: LoadResult, prices: Mapping[str, Price] | None = None,
         start=records[0].time if records else None, end=records[-1].time if records else None,
         groups=group_records(records), totals=totals, durations=durations, ttfbs=ttfbs,
         endpoint_durations=endpoint_durations, endpoint_totals=endpoint_totals, mirror=mirror,
-        timeline=timeline(series_obs), kpis=kpis(totals, mirror),
-        tokens=build_tokens(records, prices, currency))
+        timeline=timeline(series_obs), kpis=kpis(totals, mirror, durations, ttfbs),
+        tokens=build_tokens(records, prices, currency),
+        agreement=agreement_summaries(records))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bastion_edge.report import fmt
+from bastion_edge.report.agreement import terminal_lines as agreement_lines
 from bastion_edge.report.stats import (
     MIRROR,
     MirrorStats,
@@ -88,6 +89,7 @@ def render(report: Report) -> str:
         out.append("")
         out.append("mirror differences (exchanges):")
         out.extend(f"  {n:>6}  {text}" for text, n in report.mirror.top_differences)
+    out.extend(agreement_lines(report.agreement))
     if report.tokens is not None:
         out.extend(terminal_lines(report.tokens))
     return "\n".join(out) + "\n"

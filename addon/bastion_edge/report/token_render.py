@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from bastion_edge.report import fmt
 from bastion_edge.report.charts import Frame, colour, e, legend, model_label, text_colour
 from bastion_edge.report.stats import series_label
-from bastion_edge.report.tokens import Comparison, TokenGroup, TokenReport, TokenStats
+from bastion_edge.report.tokens import (
+    MIN_PROJECTION_S,
+    Comparison,
+    TokenGroup,
+    TokenReport,
+    TokenStats,
+)
 
 ESTIMATE_COLOUR = "#8250DF"  # the estimate callout's border: marks every cost figure
 ESTIMATE_NOTE = ("Estimate from your own prices (rules.yaml usage.prices, per million "
@@ -69,10 +75,16 @@ def terminal_lines(tokens: TokenReport) -> list[str]:
             out.append(f"  cost on {series_label(line.destination)}: "
                        f"{money(line.cost, tokens.currency)} ({line.priced:,} exchanges"
                        f"{unpriced})")
+        for line in tokens.costs:
+            out.append(f"  per 1,000 requests on {series_label(line.destination)}: "
+                       f"{money(line.per_thousand, tokens.currency)}")
         if tokens.monthly_saving is not None:
             out.append(f"  projected monthly saving at the observed rate: "
                        f"{money(tokens.monthly_saving, tokens.currency)} (a window of "
                        f"{fmt.span(tokens.window_s)} scaled to 30 days)")
+        elif tokens.window_s < MIN_PROJECTION_S:
+            out.append(f"  no monthly projection: the window ({fmt.span(tokens.window_s)}) "
+                       "is shorter than an hour")
     return out
 
 
@@ -97,7 +109,7 @@ def tokens_chart(groups: Sequence[TokenGroup], label: str, width: float = 1160) 
                    ("#C9D1D9", "output tokens per request")], x0, 14)]
     y = 30.0
     for g in rows:
-        served = g.upstream_model if g.destination != "openai" and g.upstream_model else g.model
+        served = g.upstream_model or g.model
         out.append(f'<text x="0" y="{_f(y + 12)}" class="rowlabel">{e(g.endpoint)} · '
                    f"{e(model_label(g.model))}</text>")
         out.append(f'<text x="0" y="{_f(y + 28)}" class="rowsub" '
@@ -178,11 +190,17 @@ def _estimate(tokens: TokenReport) -> str:
               f"estimated cost on {series_label(line.destination)} ({line.priced:,} exchanges"
               + (f", {line.unpriced:,} without a price" if line.unpriced else "") + ")")
              for line in tokens.costs]
+    facts += [(money(line.per_thousand, tokens.currency),
+               f"per 1,000 requests on {series_label(line.destination)}")
+              for line in tokens.costs]
     saving = tokens.monthly_saving
     if saving is not None:
         facts.append((money(saving, tokens.currency),
                       f"projected monthly saving at the observed rate (a "
                       f"{fmt.span(tokens.window_s)} window scaled to 30 days)"))
+    elif tokens.window_s < MIN_PROJECTION_S:
+        facts.append(("-", f"no monthly projection: the window ({fmt.span(tokens.window_s)})"
+                           " is shorter than an hour"))
     body = "".join(f'<div class="fact"><b>{v}</b><span>{e(t)}</span></div>' for v, t in facts)
     rows = "".join(
         f"<tr><td>{e(s.app)}</td><td>{e(s.endpoint)}</td><td>{e(model_label(s.model))}</td>"

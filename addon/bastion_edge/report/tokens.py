@@ -3,7 +3,9 @@
 - tokens per request by endpoint, model and destination, and output/input ratio;
 - Bastion against OpenAI for the same app and endpoint (a split cutover serves both);
 - with the user's price table (rules.yaml `usage.prices`, per million tokens): the
-  estimated cost per destination and the projected monthly saving at the observed rate.
+  estimated cost per destination and per 1,000 requests, and the projected monthly
+  saving at the observed rate (only from a window of an hour or more: a few seconds of
+  traffic scaled to 30 days says nothing).
 
 Only figures the upstream reported count; a successful exchange whose reply had none
 is counted as "not reported", never estimated. Prices are looked up by the model that
@@ -23,6 +25,7 @@ from bastion_edge.report.load import Record, Tokens
 BASTION, OPENAI = "bastion", "openai"
 SERVED = (BASTION, OPENAI)
 MONTH_S = 30 * 86400
+MIN_PROJECTION_S = 3600  # no monthly projection from a shorter window
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,11 @@ class CostLine:
     unpriced: int  # exchanges with usage but no price for their model
     cost: float
 
+    @property
+    def per_thousand(self) -> float | None:
+        """Estimated cost of 1,000 requests like these."""
+        return self.cost / self.priced * 1000 if self.priced else None
+
 
 @dataclass(frozen=True, slots=True)
 class SavingRow:
@@ -137,11 +145,25 @@ def price_for(model: str | None, prices: Mapping[str, Price]) -> Price | None:
                 None)
 
 
+def served_model(record: Record) -> str | None:
+    """The model that served. On OpenAI that is the app's model (or the dated snapshot
+    OpenAI named, which newer logs record as upstream_model); older logs put there the
+    model Bastion *would* have used, which never served it."""
+    app_model = record.model if record.model != "-" else None
+    if record.destination == OPENAI:
+        upstream = record.upstream_model
+        if app_model and upstream and upstream != app_model and upstream.startswith(app_model):
+            return upstream
+        return app_model
+    return record.upstream_model or app_model
+
+
 def priced_model(record: Record) -> str | None:
-    """The model whose price applies: the one that served."""
+    """The model whose price applies: the one that served (the app's model on OpenAI:
+    price tables name the alias, not the snapshot)."""
     if record.destination == OPENAI:
         return record.model if record.model != "-" else None
-    return record.upstream_model or (record.model if record.model != "-" else None)
+    return served_model(record)
 
 
 def cost_of(tokens: Tokens, price: Price) -> float:
@@ -186,7 +208,7 @@ def build_tokens(records: list[Record], prices: Mapping[str, Price] | None = Non
         by_group[(r.endpoint, r.model, r.destination)].append(r)
     groups = []
     for (endpoint, model, destination), members in sorted(by_group.items()):
-        upstream = Counter(r.upstream_model for r in members if r.upstream_model)
+        upstream = Counter(m for m in map(served_model, members) if m)
         groups.append(TokenGroup(endpoint, model, destination,
                                  upstream.most_common(1)[0][0] if upstream else None,
                                  stats_of(members), _cost(members, prices)))
@@ -207,7 +229,7 @@ def build_tokens(records: list[Record], prices: Mapping[str, Price] | None = Non
             if members:
                 costs.append(CostLine(destination, len(priced), len(members) - len(priced),
                                       _cost(priced, prices) or 0.0))
-        if window_s > 0:
+        if window_s >= MIN_PROJECTION_S:
             savings = _savings(served, prices, window_s)
     reported = sum(1 for r in served if r.tokens is not None)
     return TokenReport(groups, comparisons, reported, len(served) - reported, currency,

@@ -47,6 +47,7 @@ class AccessRecord:
     tokens: dict[str, int] | None = None  # input/output/cached_input/reasoning as reported
     tokens_source: str | None = None  # "upstream", or "not_reported": no figures, no estimate
     tts_characters: int | None = None  # audio.speech: characters of input synthesized
+    would_model: str | None = None  # served by OpenAI: the Bastion model rules would use
 
     def to_json(self) -> str:
         fields = {name: getattr(self, name) for name in self.__slots__}  # asdict() is slow
@@ -56,7 +57,8 @@ class AccessRecord:
         return json.dumps(fields, separators=(",", ":"))
 
 
-_OPTIONAL_FIELDS = ("mirror", "request_body", "response_body", "attempts", "tts_characters")
+_OPTIONAL_FIELDS = ("mirror", "request_body", "response_body", "attempts", "tts_characters",
+                    "would_model")
 
 
 class AccessLog:
@@ -75,6 +77,13 @@ class AccessLog:
         line = record.to_json() + "\n"
         with self._lock:
             self._stream.write(line)  # files are line-buffered: one write per record
+            if self._stream is sys.stdout:
+                self._stream.flush()
+
+    def write_line(self, line: str) -> None:
+        """A record that is not an exchange (e.g. telemetry.cutover_metrics.cutover_record)."""
+        with self._lock:
+            self._stream.write(line + "\n")
             if self._stream is sys.stdout:
                 self._stream.flush()
 

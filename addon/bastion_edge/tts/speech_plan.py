@@ -33,7 +33,8 @@ class SpeechPlan:
     def summary(self) -> str:
         """The `x-bastion-edge-tts` header value."""
         rate = self.speed.ssml_rate_percent
-        return (f"riva_voice={self.voice.name};chunks={len(self.chunks)};"
+        model = self.request.model.replace(";", "")
+        return (f"riva_voice={self.voice.name};model={model};chunks={len(self.chunks)};"
                 f"characters={len(self.request.input)};"
                 f"ssml_rate={'none' if rate is None else f'{rate}%'};"
                 f"atempo={self.speed.atempo:.4g}")

@@ -15,7 +15,6 @@ from bastion_edge.report.stats import (
     build_report,
     group_records,
     histogram,
-    kpis,
     mirror_stats,
     observations,
     percentile,
@@ -182,33 +181,6 @@ def test_histogram_of_identical_values_still_has_width() -> None:
 
 # ------------------------------------------------------------------ verdicts
 
-def test_verdicts_against_openai() -> None:
-    totals = {"bastion": summary(200, 4, 1300.0, 130.0),
-              "openai": summary(200, 2, 1000.0, 100.0)}
-    error, p95, ttfb, agreement = kpis(totals, None)
-    assert (error.value, error.level) == ("2.0% vs 1.0%", "ok")
-    assert error.detail == "Bastion 4/200 vs OpenAI 2/200 (+1.0 pp)"
-    assert (p95.value, p95.level) == ("1.30x", "warn")
-    assert p95.detail == "Bastion 1.30 s vs OpenAI 1.00 s"
-    assert (ttfb.value, ttfb.level) == ("1.30x", "warn")
-    assert (agreement.value, agreement.level) == ("-", "info")
-
-
-@pytest.mark.parametrize(("errors", "level"), [(2, "ok"), (4, "ok"), (5, "warn"), (8, "warn"),
-                                               (9, "bad")])
-def test_error_rate_levels_in_points_above_openai(errors: int, level: str) -> None:
-    totals = {"bastion": summary(100, errors, 1.0), "openai": summary(100, 3, 1.0)}
-    assert kpis(totals, None)[0].level == level
-
-
-def test_verdicts_without_a_baseline_are_absolute() -> None:
-    error, p95, _, _ = kpis({"bastion": summary(100, 3, 250.0)}, None)
-    assert (error.value, error.level) == ("3.0%", "warn")
-    assert (p95.value, p95.level) == ("250 ms", "info")
-    error, *_ = kpis({"openai": summary(10, 0, 5.0)}, None)
-    assert error.level == "info"
-
-
 def test_mirror_stands_in_for_bastion_when_none_was_served() -> None:
     records = [rec("openai", duration=100.0, mirror=MirrorResult(200, 250.0, None, True, ()))
                for _ in range(99)]
@@ -218,7 +190,7 @@ def test_mirror_stands_in_for_bastion_when_none_was_served() -> None:
     error, p95, _, agreement = report.kpis
     assert error.detail.startswith("Bastion (mirror) 0/100 vs OpenAI 0/100")
     assert (p95.value, p95.level) == ("2.50x", "bad")
-    assert (agreement.value, agreement.level) == ("99.0%", "ok")
+    assert (agreement.value, agreement.level) == ("99.0%", "warn")  # CI 94.5 to 99.8 %
     assert report.requests == 100  # mirror copies are not extra requests
 
 
@@ -251,7 +223,8 @@ def test_skipped_and_failed_copies() -> None:
     assert (m.skipped, m.skip_reasons) == (3, (("max_in_flight", 2), ("streaming", 1)))
     report = build_report(LoadResult(records=records))
     assert report.totals["mirror"].requests == 2  # skipped copies are not observations
-    assert report.kpis[3].detail == "1 of 1 same shape; 1 status mismatches; 3 not copied"
+    assert report.kpis[3].value == "not enough data"
+    assert report.kpis[3].detail == "judged copies n=1; a verdict needs 30 a side"
     only_skipped = build_report(LoadResult(records=records[2:]))
     assert only_skipped.kpis[3].detail == (
         "3 exchanges not copied (max_in_flight 2, streaming 1)")

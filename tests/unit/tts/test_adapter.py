@@ -100,7 +100,8 @@ def test_riva_gets_key_voice_language_rate_and_linear_pcm() -> None:
                                        "encoding": 1, "sample_rate_hz": 22050,
                                        "voice_name": "English-US.Female-1"}]
             assert response.headers["x-bastion-edge-tts"] == (
-                "riva_voice=English-US.Female-1;chunks=1;characters=19;ssml_rate=none;atempo=1")
+                "riva_voice=English-US.Female-1;model=tts-1;chunks=1;characters=19;"
+                "ssml_rate=none;atempo=1")
             assert response.headers["x-bastion-edge-note"] == "instructions-ignored"
     run(scenario)
 
