@@ -23,7 +23,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_check_valid_file_prints_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["check", "--rules", str(SHIPPED)]) == 0
+    assert cli.main(["check", "--rules-only", "--rules", str(SHIPPED)]) == 0
     out = capsys.readouterr().out
     assert f"rules: {SHIPPED}" in out
     assert "upstream: https://api.qubittron.ai/v1" in out
@@ -54,6 +54,7 @@ def test_check_uses_bastion_rules_env_and_base_url_override(
     path.write_text("models:\n  gpt-4o: gpt-oss-120b\n")
     monkeypatch.setenv("BASTION_RULES", str(path))
     monkeypatch.setenv("BASTION_BASE_URL", "https://127.0.0.1:9443/v1")
+    monkeypatch.setenv("QUBITTRON_API_KEY", "bk-test")
     assert cli.main(["check"]) == 0
     out = capsys.readouterr().out
     assert f"rules: {path}" in out

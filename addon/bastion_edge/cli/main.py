@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bastion_edge.cli.key_advice import key_problems
 from bastion_edge.cli.run_state import RunState, env_target, remove_state, write_state
 from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
 from bastion_edge.deploy.app_env import app_environment
@@ -85,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
                             "model would serve each mapped id now; exit 1 if one has none")
     check.add_argument("--confdir", default=DEFAULT_CONFDIR,
                        help="where the upstream CA bundle is written (--live)")
+    check.add_argument("--rules-only", action="store_true",
+                       help="validate the rules file only: an unset Bastion key (variable "
+                            "or file the rules name) is not an error")
     check.set_defaults(handler=_cmd_check)
 
     sandbox = sub.add_parser("sandbox", help="run the local stand-in for Bastion")
@@ -139,6 +143,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (RulesError, OSError) as e:
         print(f"bastion-edge: rules {path}: {e}", file=sys.stderr)
         return 1
+    if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent says it once
+        for line in key_problems(rules, os.environ):
+            print(f"bastion-edge: {line}", file=sys.stderr, flush=True)
     problem = exposure_problem(rules, args.listen_host, args.mode or ["regular"])
     if problem and not args.allow_unauthenticated:
         print(f"bastion-edge: {problem}", file=sys.stderr)
@@ -330,16 +337,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return 1
     print(describe_rules(rules, os.environ))
     print(_check_extras(rules))
+    status = 0
+    if not args.rules_only:
+        for problem in key_problems(rules, os.environ):
+            print(f"bastion-edge check: {problem}", file=sys.stderr)
+            status = 1
     if args.live:
         from bastion_edge.cli.live_check import live_check
 
         confdir = Path(os.path.expanduser(args.confdir))
         confdir.mkdir(parents=True, exist_ok=True)
-        status, report = asyncio.run(
+        live_status, report = asyncio.run(
             live_check(rules, os.environ, confdir, describe_condition))
         print("\n" + report)
-        return status
-    return 0
+        status = max(status, live_status)
+    return status
 
 
 def _check_extras(rules: Rules) -> str:

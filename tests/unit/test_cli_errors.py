@@ -1,0 +1,107 @@
+"""Errors that say what to do: an unset Bastion key named at `check` and at start."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bastion_edge.cli import main as cli
+from bastion_edge.cli.key_advice import key_problems, near_name
+from bastion_edge.config.rules import parse_rules
+from bastion_edge.proxy.model_catalog import ModelCatalog
+
+SHIPPED = Path(__file__).resolve().parents[2] / "rules.yaml"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BASTION_BASE_URL", "BASTION_UPSTREAM_CA", "BASTION_RULES", "QUBITTRON_API_KEY",
+                 "QUBITRON_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_check_without_the_key_exits_1_naming_the_variable(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["check", "--rules", str(SHIPPED)]) == 1
+    captured = capsys.readouterr()
+    assert "gpt-oss-120b" in captured.out  # the table is still printed
+    assert ("bastion-edge check: QUBITTRON_API_KEY is not set: requests that use it will be "
+            "answered 401 bastion_key_missing; export it in the proxy's environment"
+            in captured.err)
+
+
+def test_check_suggests_the_misspelled_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUBITRON_API_KEY", "bk-secret-value")
+    assert cli.main(["check", "--rules", str(SHIPPED)]) == 1
+    err = capsys.readouterr().err
+    assert "QUBITTRON_API_KEY is not set" in err
+    assert "(QUBITRON_API_KEY is set: a misspelling of QUBITTRON_API_KEY?)" in err
+    assert "bk-secret-value" not in err
+
+
+def test_check_with_the_key_or_rules_only_exits_0(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli.main(["check", "--rules-only", "--rules", str(SHIPPED)]) == 0
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("QUBITTRON_API_KEY", "bk-x")
+    assert cli.main(["check", "--rules", str(SHIPPED)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_key_file_and_per_app_sources_are_named(tmp_path: Path) -> None:
+    empty = tmp_path / "key"
+    empty.write_text("\n")
+    rules = parse_rules(f"models: {{gpt-4o: gpt-oss-120b}}\nkeys: {{default_file: {empty}}}\n")
+    assert key_problems(rules, {}) == [
+        f"the Bastion key file {empty} is unreadable or empty: requests that use it will be "
+        "answered 401 bastion_key_missing; write the key into it"]
+    empty.write_text("bk-1\n")
+    assert key_problems(rules, {}) == []
+    apps = parse_rules("""
+models: {gpt-4o: gpt-oss-120b}
+clients:
+  apps:
+    - {name: billing, secret_sha256: "%s", bastion_key_env: KEY_BILLING}
+""" % ("a" * 64))
+    # every app has its own key: the default variable is never used, so not asked for
+    assert [p.split(":")[0] for p in key_problems(apps, {})] == ["KEY_BILLING is not set"]
+    assert key_problems(apps, {"KEY_BILLING": "bk"}) == []
+
+
+def test_near_name_ignores_far_and_empty_names() -> None:
+    assert near_name("QUBITTRON_API_KEY", {"QUBITRON_API_KEY": "x"}) == "QUBITRON_API_KEY"
+    assert near_name("QUBITTRON_API_KEY", {"QUBITRON_API_KEY": " "}) is None
+    assert near_name("QUBITTRON_API_KEY", {"OPENAI_API_KEY": "x", "HOME": "/"}) is None
+
+
+def test_catalog_says_a_missing_key_once_and_plainly(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    rules = parse_rules("models: {gpt-4o: gpt-oss-120b}\n")
+    catalog = ModelCatalog()
+    with caplog.at_level(logging.WARNING, logger="bastion_edge.proxy.model_catalog"):
+        for _ in range(3):
+            assert not asyncio.run(catalog.refresh(rules, {}, tmp_path))
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["bastion-edge: no Bastion key is set ($QUBITTRON_API_KEY): Bastion's "
+                        "model list is not read, every mapped model is taken as available"]
+
+
+def test_catalog_failure_before_any_list_does_not_claim_a_last_good_list(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    rules = parse_rules("models: {gpt-4o: gpt-oss-120b}\n")
+    catalog = ModelCatalog(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    with caplog.at_level(logging.WARNING, logger="bastion_edge.proxy.model_catalog"):
+        asyncio.run(catalog.refresh(rules, {"QUBITTRON_API_KEY": "bk"}, tmp_path))
+    message = caplog.records[-1].getMessage()
+    assert "keeping the last good list" not in message
+    assert "no list read yet" in message and "HTTP 500" in message
