@@ -8,11 +8,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mitmproxy import options, tls
+from mitmproxy.proxy.context import Context
+from mitmproxy.test import taddons, tflow
+from prometheus_client import CollectorRegistry
 
 from bastion_edge.cli import main as cli
 from bastion_edge.cli.key_advice import key_problems, near_name
 from bastion_edge.config.rules import parse_rules
 from bastion_edge.proxy.model_catalog import ModelCatalog
+from bastion_edge.proxy.tls_advice import TlsAdvice
 
 SHIPPED = Path(__file__).resolve().parents[2] / "rules.yaml"
 
@@ -105,3 +110,40 @@ def test_catalog_failure_before_any_list_does_not_claim_a_last_good_list(
     message = caplog.records[-1].getMessage()
     assert "keeping the last good list" not in message
     assert "no list read yet" in message and "HTTP 500" in message
+
+
+# ------------------------------------------------------------------ an app without the CA
+
+def _failed_handshake(peer: str, error: str) -> tls.TlsData:
+    client = tflow.tclient_conn()
+    client.peername = (peer, 50000)
+    client.sni = "api.openai.com"
+    client.error = error
+    return tls.TlsData(client, Context(client, options.Options()))
+
+
+UNKNOWN_CA = ("The client does not trust the proxy's certificate for api.openai.com "
+              "(tlsv1 alert unknown ca)")
+
+
+def test_untrusted_ca_is_advised_once_per_client_and_counted(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    registry = CollectorRegistry()
+    advice = TlsAdvice(registry, "/opt/venv/bin/bastion-edge env")
+    with taddons.context(advice) as tctx, \
+            caplog.at_level(logging.WARNING, logger="bastion_edge.proxy.tls_advice"):
+        tctx.options.confdir = str(tmp_path)
+        for peer in ("10.0.0.5", "10.0.0.5", "10.0.0.6"):
+            advice.tls_failed_client(_failed_handshake(peer, UNKNOWN_CA))
+        advice.tls_failed_client(_failed_handshake("10.0.0.7", "connection closed"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert messages[0].startswith(
+        "bastion-edge: the app at 10.0.0.5 does not trust the proxy's CA (tlsv1 alert "
+        "unknown ca for api.openai.com). Give it the CA: eval \"$(/opt/venv/bin/bastion-edge "
+        f"env --confdir {tmp_path})\"")
+    assert f"SSL_CERT_FILE={tmp_path}/ca-bundle.pem" in messages[0]
+    assert f"NODE_EXTRA_CA_CERTS={tmp_path}/mitmproxy-ca-cert.pem" in messages[0]
+    assert "10.0.0.6" in messages[1]
+    assert registry.get_sample_value("bastion_edge_client_tls_untrusted_total") == 3.0

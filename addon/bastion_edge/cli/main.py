@@ -15,6 +15,7 @@ from typing import Any
 
 from bastion_edge.cli.key_advice import key_problems
 from bastion_edge.cli.run_state import RunState, env_target, remove_state, write_state
+from bastion_edge.cli.self_command import self_command
 from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
 from bastion_edge.deploy.app_env import app_environment
 from bastion_edge.deploy.exposure import EXIT_EXPOSED, exposure_problem
@@ -181,6 +182,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     from bastion_edge.proxy.addon import BastionEdge
     from bastion_edge.proxy.connection_guard import ConnectionGuard
     from bastion_edge.proxy.gate import ProxyGate
+    from bastion_edge.proxy.tls_advice import TlsAdvice
 
     confdir = Path(os.path.expanduser(args.confdir))
     confdir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +202,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     state_files: list[Path] = []
     guard = ConnectionGuard(lambda: addon.rules.limits, addon.metrics)
     master.addons.add(guard, ProxyGate(addon), addon)
+    master.addons.add(TlsAdvice(addon.metrics.registry, f"{self_command()} env"))
     if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent announces the pool
         master.addons.add(_StartupBanner(args, confdir, state_files))
     opts.update(
