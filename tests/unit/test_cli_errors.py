@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -15,6 +19,15 @@ from prometheus_client import CollectorRegistry
 
 from bastion_edge.cli import main as cli
 from bastion_edge.cli.key_advice import key_problems, near_name
+from bastion_edge.cli.port_check import port_problem
+from bastion_edge.cli.run_state import (
+    STATE_FILE,
+    RunState,
+    read_state,
+    record_run,
+    remove_state,
+    write_state,
+)
 from bastion_edge.config.rules import parse_rules
 from bastion_edge.proxy.model_catalog import ModelCatalog
 from bastion_edge.proxy.tls_advice import TlsAdvice
@@ -147,3 +160,52 @@ def test_untrusted_ca_is_advised_once_per_client_and_counted(
     assert f"NODE_EXTRA_CA_CERTS={tmp_path}/mitmproxy-ca-cert.pem" in messages[0]
     assert "10.0.0.6" in messages[1]
     assert registry.get_sample_value("bastion_edge_client_tls_untrusted_total") == 3.0
+
+
+# ------------------------------------------------------------------ port in use, run-state
+
+def test_port_in_use_names_listen_port_and_the_recorded_holder(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert port_problem("127.0.0.1", port, tmp_path) == (
+            f"127.0.0.1:{port} is already in use: another process holds it. Stop it, or "
+            "choose another port with --listen-port")
+        write_state(RunState("127.0.0.1", port, str(tmp_path), os.getpid()))
+        assert port_problem("127.0.0.1", port, tmp_path) == (
+            f"127.0.0.1:{port} is already in use: a bastion-edge run (pid {os.getpid()}, "
+            f"confdir {tmp_path}) already listens there. Stop it, or choose another port "
+            "with --listen-port")
+    assert port_problem("127.0.0.1", port, tmp_path) is None  # released
+
+
+def test_run_on_a_taken_port_exits_1_before_mitmproxy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUBITTRON_API_KEY", "bk-x")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = cli.main(["run", "--rules", str(SHIPPED), "--listen-port", str(port),
+                         "--confdir", str(tmp_path), "--metrics-port", "0"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{port} is already in use" in err and "--listen-port" in err
+    assert "--mode regular@" not in err
+
+
+def test_the_record_is_kept_by_its_owner(tmp_path: Path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_state(RunState("127.0.0.1", 18080, str(tmp_path), owner.pid))
+        assert record_run(RunState("127.0.0.1", 18081, str(tmp_path), os.getpid())) == []
+        remove_state([tmp_path / STATE_FILE], os.getpid())  # the second run's exit
+        assert read_state(tmp_path) == RunState("127.0.0.1", 18080, str(tmp_path), owner.pid)
+    finally:
+        owner.kill()
+        owner.wait()
+    # its owner gone, the record is the next run's
+    assert record_run(RunState("127.0.0.1", 18081, str(tmp_path), os.getpid())) == [
+        tmp_path / STATE_FILE]

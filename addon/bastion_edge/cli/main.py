@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion_edge.cli.key_advice import key_problems
-from bastion_edge.cli.run_state import RunState, env_target, remove_state, write_state
+from bastion_edge.cli.run_state import RunState, env_target, record_run, remove_state
 from bastion_edge.cli.self_command import self_command
 from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
 from bastion_edge.deploy.app_env import app_environment
@@ -173,7 +173,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except PatchRefused as e:
             print(f"bastion-edge: {e}", file=sys.stderr)
             return 1
+    busy = _listen_port_problem(args)
+    if busy:
+        print(f"bastion-edge: {busy}", file=sys.stderr)
+        return 1
     return asyncio.run(_run_proxy(args, path))
+
+
+def _listen_port_problem(args: argparse.Namespace) -> str | None:
+    """The listen port taken (by whom), for the modes that listen on it; a worker joins
+    the port its pool holds, so it does not ask."""
+    if args.reuse_port or all("@" in mode for mode in args.mode or ["regular"]):
+        return None
+    from bastion_edge.cli.port_check import port_problem
+
+    return port_problem(args.listen_host, args.listen_port,
+                        Path(os.path.expanduser(args.confdir)))
 
 
 async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
@@ -250,8 +265,8 @@ class _StartupBanner:
         addrs = server.listen_addrs() if server else []
         port = addrs[0][1] if addrs else self.args.listen_port
         print(f"bastion-edge listening on {self.args.listen_host}:{port}", flush=True)
-        self.state_files.append(write_state(
-            RunState(self.args.listen_host, port, str(self.confdir), os.getpid())))
+        self.state_files += record_run(
+            RunState(self.args.listen_host, port, str(self.confdir), os.getpid()))
         web_url = getattr(ctx.master, "web_url", None)
         if web_url:
             print(f"mitmweb (rewritten flows annotated): {web_url}", flush=True)
@@ -296,7 +311,7 @@ def _run_workers(args: argparse.Namespace, path: Path) -> int:
         print(f"CA certificate: {confdir / PROXY_CA_CERT}", flush=True)
         print("An app needs:", flush=True)
         print(env_lines(confdir, args.listen_host, port), flush=True)
-        return [write_state(RunState(args.listen_host, port, str(confdir), os.getpid()))]
+        return record_run(RunState(args.listen_host, port, str(confdir), os.getpid()))
 
     return run_pool(args, path, announce, lambda files: remove_state(files, os.getpid()))
 
