@@ -5,10 +5,23 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
-from harness import BASTION_EDGE, Sandbox, proxy_env, start, start_proxy, wait_until
+import httpx
+from harness import (
+    BASTION_EDGE,
+    REPO,
+    Sandbox,
+    free_port,
+    proxy_env,
+    start,
+    start_proxy,
+    wait_until,
+)
 
 from bastion_edge.rehearsal.localrun import Proxy
 
@@ -71,3 +84,69 @@ def test_port_in_use_and_a_second_run_on_the_same_confdir(
     finally:
         assert first.process.stop() == 0, first.process.log()
     assert not state.exists()  # removed by its owner
+
+
+# ------------------------------------------------------------------ installable anywhere
+
+def _install_the_wheel(tmp: Path) -> Path:
+    """Build the wheel from a copy of the sources (nothing else of the checkout), install
+    it into a fresh venv; the dependencies come from the project's venv by a .pth line
+    (offline), the package itself only from the wheel. Returns the venv's bin folder."""
+    source = tmp / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    shutil.copytree(REPO / "addon" / "bastion_edge", source / "addon" / "bastion_edge",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp / "dist"), str(source)], check=True, timeout=600)
+    wheel = next((tmp / "dist").glob("bastion_edge-*.whl"))
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python3.*/site-packages"))
+    (site / "project-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
+                    "install", "-q", "--no-deps", "--no-index", str(wheel)],
+                   check=True, timeout=600)
+    return venv / "bin"
+
+
+def test_the_wheel_runs_check_and_run_from_an_empty_directory(tmp_path: Path) -> None:
+    bin_dir = _install_the_wheel(tmp_path)
+    edge = str(bin_dir / "bastion-edge")
+    empty, home = tmp_path / "empty", tmp_path / "home"
+    empty.mkdir()
+    home.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([edge, *args], cwd=empty, env={**env, **extra},
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    where = cli("--version")
+    assert where.returncode == 0 and where.stdout.startswith("bastion-edge 0.1.0 (mitmproxy 12.")
+    imported = subprocess.run([str(bin_dir / "python"), "-c",
+                               "import bastion_edge; print(bastion_edge.__file__)"],
+                              cwd=empty, env=env, capture_output=True, text=True, check=True)
+    assert imported.stdout.startswith(str(tmp_path / "venv"))  # the wheel, not the checkout
+    packaged = f"{tmp_path}/venv/lib/python"
+    checked = cli("check", QUBITTRON_API_KEY="bk-wheel")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith(f"rules: {packaged}")
+    assert "/site-packages/bastion_edge/data/rules.yaml" in checked.stdout.splitlines()[0]
+    unset = cli("check")
+    assert unset.returncode == 1 and "QUBITTRON_API_KEY is not set" in unset.stderr
+    # run, from the empty directory, without a key: it says so once, listens, is ready
+    metrics_port = free_port()
+    proxy = start([edge, "run", "--listen-port", "0", "--metrics-port", str(metrics_port)],
+                  tmp_path / "run.log", env, cwd=empty)
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{metrics_port}/readyz").status_code
+                   == 200 or proxy.popen.poll() is not None, what="the installed proxy")
+        assert proxy.popen.poll() is None, proxy.log()
+    finally:
+        assert proxy.stop() == 0, proxy.log()
+    log = proxy.log()
+    assert log.count("QUBITTRON_API_KEY is not set") == 1, log
+    assert "keeping the last good list" not in log
+    assert (home / ".bastion-edge" / "mitmproxy-ca-cert.pem").exists()

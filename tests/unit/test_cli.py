@@ -148,3 +148,31 @@ def test_key_hash_empty_stdin_exits_2(
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 2
     assert "usage: bastion-edge" in capsys.readouterr().out
+
+
+def test_packaged_default_rules_are_the_repos_rules_yaml() -> None:
+    assert cli.packaged_rules().read_bytes() == SHIPPED.read_bytes(), (
+        "addon/bastion_edge/data/rules.yaml is the packaged copy of rules.yaml: "
+        "cp rules.yaml addon/bastion_edge/data/rules.yaml")
+
+
+def test_rules_path_order_flag_env_local_packaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.rules_path(None) == cli.packaged_rules()
+    (tmp_path / "rules.yaml").write_text("models: {gpt-4o: x}\n")
+    assert cli.rules_path(None) == Path("rules.yaml")
+    monkeypatch.setenv("BASTION_RULES", "/etc/r.yaml")
+    assert cli.rules_path(None) == Path("/etc/r.yaml")
+    assert cli.rules_path("mine.yaml") == Path("mine.yaml")
+
+
+def test_version_names_the_project_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import tomllib
+
+    project = tomllib.loads((SHIPPED.parent / "pyproject.toml").read_text())["project"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith(f"bastion-edge {project['version']} (mitmproxy ")

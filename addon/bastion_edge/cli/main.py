@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bastion-edge",
         description="Zero-code OpenAI -> Bastion migration proxy (a mitmproxy addon).")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="run the proxy in the foreground")
@@ -132,7 +133,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def rules_path(given: str | None) -> Path:
-    return Path(given or os.environ.get("BASTION_RULES") or "rules.yaml")
+    """--rules, else $BASTION_RULES, else ./rules.yaml, else the packaged default (the
+    repo's rules.yaml, so an installed bastion-edge runs from any directory)."""
+    chosen = given or os.environ.get("BASTION_RULES")
+    if chosen:
+        return Path(chosen)
+    local = Path("rules.yaml")
+    return local if local.exists() else packaged_rules()
+
+
+def packaged_rules() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("bastion_edge") / "data" / "rules.yaml"))
+
+
+def _version() -> str:
+    from mitmproxy.version import VERSION
+
+    from bastion_edge import __version__
+
+    return (f"bastion-edge {__version__} (mitmproxy {VERSION}, Python "
+            f"{sys.version.split()[0]})")
 
 
 # ---------------------------------------------------------------------------- run
