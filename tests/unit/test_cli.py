@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,34 @@ def test_version_names_the_project_version(capsys: pytest.CaptureFixture[str]) -
         cli.main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith(f"bastion-edge {project['version']} (mitmproxy ")
+
+
+def _options(parser: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, argparse.Action,
+                                                                           str]]:
+    """Every flag of every (sub)command, with its rendered --help text."""
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _options(sub, f"{name} {sub_name}")
+        elif action.option_strings and action.help is not argparse.SUPPRESS and not isinstance(
+                action, argparse._HelpAction | argparse._VersionAction):
+            yield name, action, formatter._expand_help(action) if action.help else ""
+
+
+def test_every_flag_has_help_with_its_default() -> None:
+    missing = []
+    for name, action, text in _options(cli._parser(), "bastion-edge"):
+        boolean = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+        if not text or not (boolean or action.required or "default" in text.lower()):
+            missing.append(f"{name} {'/'.join(action.option_strings)}: {text!r}")
+    assert not missing, "flags without help or without their default:\n" + "\n".join(missing)
+
+
+def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "port the proxy listens on (0: any free port, printed at start) (default: 8080)" in out
+    assert "(default: ~/.bastion-edge)" in out
+    assert "(default: None)" not in out and "(default: False)" not in out

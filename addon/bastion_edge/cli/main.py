@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bastion_edge.cli.help_format import Parser
 from bastion_edge.cli.key_advice import key_problems
 from bastion_edge.cli.run_state import RunState, env_target, record_run, remove_state
 from bastion_edge.cli.self_command import self_command
@@ -38,25 +39,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = Parser(
         prog="bastion-edge",
         description="Zero-code OpenAI -> Bastion migration proxy (a mitmproxy addon).")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="run the proxy in the foreground")
-    run.add_argument("--listen-host", default="127.0.0.1")
-    run.add_argument("--listen-port", type=int, default=8080)
+    run.add_argument("--listen-host", default="127.0.0.1",
+                     help="address the proxy listens on (beyond loopback: declare "
+                          "clients.apps, or see --allow-unauthenticated)")
+    run.add_argument("--listen-port", type=int, default=8080,
+                     help="port the proxy listens on (0: any free port, printed at start)")
     run.add_argument("--mode", action="append", default=None, metavar="MODE",
                      help="mitmproxy proxy mode: regular (default) or transparent; "
                           "repeat to run several side by side (e.g. --mode regular "
                           "--mode transparent@8081)")
     run.add_argument("--rules", default=None,
-                     help="rules file (default: $BASTION_RULES, else ./rules.yaml)")
+                     help="rules file (default: $BASTION_RULES, else ./rules.yaml, else "
+                          "the packaged default)")
     run.add_argument("--confdir", default=DEFAULT_CONFDIR, help="CA and bundles live here")
-    run.add_argument("--metrics-host", default="127.0.0.1")
-    run.add_argument("--metrics-port", type=int, default=9090, help="0 disables")
-    run.add_argument("--access-log", default="", metavar="FILE|-")
+    run.add_argument("--metrics-host", default="127.0.0.1",
+                     help="address of /metrics, /healthz and /readyz")
+    run.add_argument("--metrics-port", type=int, default=9090,
+                     help="port of /metrics, /healthz and /readyz; 0 disables them")
+    run.add_argument("--access-log", default="", metavar="FILE|-",
+                     help="one JSON record per exchange (what `bastion-edge report` "
+                          "reads); -: stdout")
     run.add_argument("--access-log-bodies", action="store_true",
                      help="also log JSON bodies (credentials redacted)")
     run.add_argument("--shutdown-grace", type=float, default=20.0, metavar="SECONDS",
@@ -66,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                           "(anyone who can connect spends the Bastion key)")
     _add_worker_arguments(run)
     run.add_argument("--web", action="store_true", help="run inside mitmweb for inspection")
-    run.add_argument("--web-host", default="127.0.0.1")
-    run.add_argument("--web-port", type=int, default=8081)
+    run.add_argument("--web-host", default="127.0.0.1", help="mitmweb's address (--web)")
+    run.add_argument("--web-port", type=int, default=8081, help="mitmweb's port (--web)")
     run.set_defaults(handler=_cmd_run)
 
     env = sub.add_parser("env", help="print the environment an app needs")
@@ -82,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     env.set_defaults(handler=_cmd_env)
 
     check = sub.add_parser("check", help="validate a rules file and print the mapping")
-    check.add_argument("--rules", default=None)
+    check.add_argument("--rules", default=None,
+                       help="rules file (default: $BASTION_RULES, else ./rules.yaml, else "
+                            "the packaged default)")
     check.add_argument("--live", action="store_true",
                        help="also ask Bastion (GET /v1/models with the configured keys) which "
                             "model would serve each mapped id now; exit 1 if one has none")
@@ -94,13 +105,17 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_cmd_check)
 
     sandbox = sub.add_parser("sandbox", help="run the local stand-in for Bastion")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8443)
-    sandbox.add_argument("--tls-dir", default="~/.bastion-edge/sandbox")
+    sandbox.add_argument("--host", default="127.0.0.1", help="address the sandbox listens on")
+    sandbox.add_argument("--port", type=int, default=8443,
+                         help="its HTTPS port (0: any free port, printed at start)")
+    sandbox.add_argument("--tls-dir", default="~/.bastion-edge/sandbox",
+                         help="its CA (ca.pem, for BASTION_UPSTREAM_CA) and certificate")
     sandbox.add_argument("--http-port", type=int, default=None,
-                         help="also answer plain http here, with Bastion's redirect")
+                         help="also answer plain http here, with Bastion's redirect "
+                              "(default: off)")
     sandbox.add_argument("--riva-audio", default="wav",
-                         choices=("wav", "wav-placeholder-sizes", "pcm"))
+                         choices=("wav", "wav-placeholder-sizes", "pcm"),
+                         help="how the Riva stand-in answers speech")
     sandbox.add_argument("--persona", default="bastion", choices=("bastion", "openai"),
                          help="openai: stand in for OpenAI instead (cutover rehearsals)")
     sandbox.add_argument("--unavailable-model", action="append", default=[], metavar="ID",
@@ -108,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
                               "of /v1/models (repeatable; also PATCH /sandbox/models/ID)")
     sandbox.add_argument("--capabilities", default=None, metavar="RULES",
                          help="a rules file whose `capabilities:` the sandbox enforces: a "
-                              "field a model lacks answers 502 upstream_error")
+                              "field a model lacks answers 502 upstream_error (default: "
+                              "none enforced)")
     sandbox.set_defaults(handler=_cmd_sandbox)
 
     demo = sub.add_parser("demo", help="sandbox + proxy + real SDK calls, offline")
@@ -125,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     app_add.add_argument("name")
     app_add.add_argument("--proxy-host", default="127.0.0.1",
                          help="host name the app reaches the proxy by")
-    app_add.add_argument("--listen-port", type=int, default=8080)
+    app_add.add_argument("--listen-port", type=int, default=8080,
+                         help="the proxy's port, for the printed proxy URL")
     app_add.set_defaults(handler=_cmd_app_add)
     register_report(sub)
     register_redirect(sub)  # `redirect install|remove|show`, handled in redirect.py
@@ -495,9 +512,11 @@ def _register_try(sub: Any) -> None:
     try_ = sub.add_parser("try", help="the sandbox and the proxy wired together; prints the "
                                       "env lines to paste; runs until Ctrl-C")
     try_.add_argument("--rules", default=None,
-                      help="rules file (default: $BASTION_RULES, else ./rules.yaml)")
-    try_.add_argument("--confdir", default=DEFAULT_CONFDIR)
-    try_.add_argument("--listen-port", type=int, default=8080)
+                      help="rules file (default: $BASTION_RULES, else ./rules.yaml, else "
+                           "the packaged default)")
+    try_.add_argument("--confdir", default=DEFAULT_CONFDIR,
+                      help="the proxy's CA, the sandbox's CA and the logs (in try/)")
+    try_.add_argument("--listen-port", type=int, default=8080, help="the proxy's port")
     try_.set_defaults(handler=_cmd_try)
 
 
