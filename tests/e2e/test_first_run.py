@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import httpx
 from harness import (
+    APP_KEY,
     BASTION_EDGE,
     REPO,
     Sandbox,
@@ -23,6 +26,7 @@ from harness import (
     wait_until,
 )
 
+from bastion_edge.cli.try_it import READY_MARK
 from bastion_edge.rehearsal.localrun import Proxy
 
 ADVICE = "does not trust the proxy's CA"
@@ -150,3 +154,38 @@ def test_the_wheel_runs_check_and_run_from_an_empty_directory(tmp_path: Path) ->
     assert log.count("QUBITTRON_API_KEY is not set") == 1, log
     assert "keeping the last good list" not in log
     assert (home / ".bastion-edge" / "mitmproxy-ca-cert.pem").exists()
+
+
+# ------------------------------------------------------------------ try
+
+def test_try_names_its_access_log_and_shows_each_request(tmp_path: Path) -> None:
+    confdir, port, empty = tmp_path / "conf", free_port(), tmp_path / "empty"
+    empty.mkdir()
+    process = start([BASTION_EDGE, "try", "--confdir", str(confdir), "--listen-port", str(port)],
+                    tmp_path / "try.out", cwd=empty)  # no ./rules.yaml: the packaged rules
+    try:
+        wait_until(lambda: READY_MARK in process.log() or process.popen.poll() is not None,
+                   what="try's recipe")
+        printed = process.log()
+        access_log = confdir / "try" / "access.log"
+        assert f"access log: {access_log}  (bastion-edge report {access_log})" in printed
+        assert f'eval "$({BASTION_EDGE} env --confdir {confdir})"' in printed
+        exports = {}
+        for line in printed.splitlines():
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").partition("=")
+                exports[name] = shlex.split(value)[0]
+        done = subprocess.run(
+            ["curl", "-sS", "--fail-with-body", "https://api.openai.com/v1/chat/completions",
+             "-H", f"Authorization: Bearer {APP_KEY}", "-H", "content-type: application/json",
+             "-d", json.dumps({"model": "gpt-4o",
+                               "messages": [{"role": "user", "content": "hi"}]})],
+            env={"PATH": "/usr/bin:/bin", **exports}, capture_output=True, text=True,
+            timeout=30, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        wait_until(lambda: "POST /v1/chat/completions 200  gpt-4o -> gpt-oss-120b  (bastion)"
+                   in process.log(), what="try's line for the request")
+        assert access_log.exists()
+    finally:
+        process.popen.send_signal(signal.SIGINT)
+        assert process.popen.wait(30) == 0, process.log()

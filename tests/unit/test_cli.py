@@ -209,3 +209,22 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert "port the proxy listens on (0: any free port, printed at start) (default: 8080)" in out
     assert "(default: ~/.bastion-edge)" in out
     assert "(default: None)" not in out and "(default: False)" not in out
+
+
+def test_try_shows_new_access_log_records_one_line_each(tmp_path: Path) -> None:
+    from bastion_edge.cli.try_it import AccessLogTail
+
+    log = tmp_path / "access.log"
+    log.write_text('{"method": "GET", "path": "/old", "status": 200}\n')
+    tail = AccessLogTail(log)  # records from before try started are not shown
+    assert tail.new_lines() == []
+    with log.open("a") as f:
+        f.write('{"method": "POST", "path": "/v1/chat/completions", "status": 200, '
+                '"original_model": "gpt-4o", "upstream_model": "gpt-oss-120b", '
+                '"destination": "bastion"}\n{"method": "POST", "path": "/v1/embed')
+    assert tail.new_lines() == [
+        "POST /v1/chat/completions 200  gpt-4o -> gpt-oss-120b  (bastion)"]
+    with log.open("a") as f:
+        f.write('dings", "status": 400, "original_model": "nope", "destination": "proxy", '
+                '"error": "model_not_mapped"}\n')
+    assert tail.new_lines() == ["POST /v1/embeddings 400  nope  (proxy, model_not_mapped)"]
