@@ -180,19 +180,22 @@ def test_port_in_use_names_listen_port_and_the_recorded_holder(tmp_path: Path) -
     assert port_problem("127.0.0.1", port, tmp_path) is None  # released
 
 
-def test_run_on_a_taken_port_exits_1_before_mitmproxy(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one", "pool"])
+def test_run_on_a_taken_port_exits_1_naming_listen_port(
+    workers: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("QUBITTRON_API_KEY", "bk-x")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code = cli.main(["run", "--rules", str(SHIPPED), "--listen-port", str(port),
+        code = cli.main(["run", *workers, "--rules", str(SHIPPED), "--listen-port", str(port),
                          "--confdir", str(tmp_path), "--metrics-port", "0"])
     assert code == 1
     err = capsys.readouterr().err
-    assert f"127.0.0.1:{port} is already in use" in err and "--listen-port" in err
+    assert (f"127.0.0.1:{port} is already in use: another process holds it. Stop it, or "
+            "choose another port with --listen-port") in err
     assert "--mode regular@" not in err
 
 
@@ -209,18 +212,3 @@ def test_the_record_is_kept_by_its_owner(tmp_path: Path) -> None:
     # its owner gone, the record is the next run's
     assert record_run(RunState("127.0.0.1", 18081, str(tmp_path), os.getpid())) == [
         tmp_path / STATE_FILE]
-
-
-def test_a_pool_on_a_taken_port_names_listen_port(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("QUBITTRON_API_KEY", "bk-x")
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        code = cli.main(["run", "--workers", "2", "--rules", str(SHIPPED), "--listen-port",
-                         str(port), "--confdir", str(tmp_path), "--metrics-port", "0"])
-    assert code == 1
-    assert (f"127.0.0.1:{port} is already in use: another process holds it. Stop it, or "
-            "choose another port with --listen-port") in capsys.readouterr().err
