@@ -237,7 +237,8 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     state_files: list[Path] = []
     guard = ConnectionGuard(lambda: addon.rules.limits, addon.metrics)
     master.addons.add(guard, ProxyGate(addon), addon)
-    master.addons.add(TlsAdvice(addon.metrics.registry, f"{self_command()} env"))
+    if master.addons.get("tlsadvice") is None:  # unless BastionEdge carries it as a child
+        master.addons.add(TlsAdvice(addon.metrics.registry, f"{self_command()} env"))
     if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent announces the pool
         master.addons.add(_StartupBanner(args, confdir, state_files))
     opts.update(
