@@ -212,3 +212,13 @@ def test_the_record_is_kept_by_its_owner(tmp_path: Path) -> None:
     # its owner gone, the record is the next run's
     assert record_run(RunState("127.0.0.1", 18081, str(tmp_path), os.getpid())) == [
         tmp_path / STATE_FILE]
+
+
+def test_other_listen_failures_are_left_to_mitmproxy_or_named(tmp_path: Path) -> None:
+    import errno
+
+    assert port_problem("no-such-host.invalid", 8080, tmp_path) is None
+    refused = OSError(errno.EACCES, "Permission denied")
+    assert port_problem("127.0.0.1", 80, tmp_path, refused) == (
+        "cannot listen on 127.0.0.1:80: Permission denied; choose another address with "
+        "--listen-host or --listen-port")

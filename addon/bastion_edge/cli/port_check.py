@@ -15,20 +15,22 @@ from bastion_edge.cli.run_state import read_state
 
 
 def bind_error(host: str, port: int) -> OSError | None:
-    """Try to bind (not listen) as asyncio's server would; the error, or None."""
+    """Try to bind (not listen) as asyncio's server would: the "address in use" error, or
+    None. Other failures (no IPv6, an unknown host name) are left to mitmproxy to report."""
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        return OSError(errno.EADDRNOTAVAIL, str(e))
+    except OSError:
+        return None
     for family, kind, proto, _name, address in infos:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 probe.bind(address)
-            except OSError as e:
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
                 return e
     return None
 
