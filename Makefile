@@ -16,7 +16,8 @@ done; exit 1
 endef
 export FIND_PYTHON
 
-.PHONY: install install-test test lint demo bench clean node-deps node24 system-deps fuzz soak docs
+.PHONY: install install-test test lint demo bench clean node-deps node24 system-deps fuzz soak \
+  docs image test-image image-deps
 
 # Node side (sidecar/node): undici for the NODE_OPTIONS preload `bastion-edge env` prints,
 # and the official openai SDK for the end-to-end tests. Pinned by package-lock.json.
@@ -61,10 +62,44 @@ $(NODE24_DIR)/node_modules/.package-lock.json: $(NODE24_DIR)/package.json $(NODE
 system-deps:
 	@scripts/system-deps test
 
-test: system-deps install-test
+test: system-deps image-deps install-test
 	$(BIN)/ruff check addon tests bench sidecar
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# ---------------------------------------------------------------------------- the image
+# `make image`: the sidecar image with docker or podman, whichever is present (ENGINE=...
+# picks one). BASE_IMAGE: the FROM (default the official python:3.13-slim); when it can't
+# be had (no registry), podman/docker gets one made from Debian with mmdebstrap under that
+# name (scripts/debian-base), kept in the engine's store. BUILD_CA: a CA bundle lent to
+# pip as a build secret (an intercepting TLS proxy), never a layer of the image; default
+# the bundle pip already uses here (PIP_CERT), if any.
+ENGINE     ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || \
+                (command -v docker >/dev/null 2>&1 && echo docker))
+IMAGE      ?= bastion-edge:local
+BASE_IMAGE ?= python:3.13-slim
+BUILD_CA   ?= $(PIP_CERT)
+# podman: docker format, or the OCI format drops HEALTHCHECK; the host's network for the
+# build's apt and pip (podman's own may have no CNI plugins).
+BUILD_FLAGS = $(if $(filter podman,$(ENGINE)),--format docker --network host,)
+
+image:
+	@[ -n "$(ENGINE)" ] || { echo "error: make image needs docker or podman" >&2; exit 1; }
+	@$(ENGINE) image inspect $(BASE_IMAGE) >/dev/null 2>&1 \
+	  || timeout 60 $(ENGINE) pull -q docker.io/library/$(BASE_IMAGE) >/dev/null 2>&1 \
+	  || { [ "$(BASE_IMAGE)" = python:3.13-slim ] && scripts/debian-base $(ENGINE) $(BASE_IMAGE); }
+	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  --secret id=build_ca,src=$(or $(BUILD_CA),/dev/null) -t $(IMAGE) .
+	@$(ENGINE) image inspect --format '$(IMAGE): {{.Size}} bytes' $(IMAGE)
+
+# podman, runc and mmdebstrap for the image tests; where they can't be installed the
+# tests skip with one line naming what is missing.
+image-deps:
+	-@scripts/system-deps podman
+
+# The image tests alone (`make test` runs them too): build, then pods (tests/image).
+test-image: image-deps install-test
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/image
 
 lint: install-test
 	$(BIN)/ruff check addon tests bench sidecar
@@ -80,7 +115,7 @@ docs: $(BIN)/python
 	$(BIN)/mkdocs build --strict
 
 bench: install-test
-	$(BIN)/python bench/run.py --readme README.md
+	$(BIN)/python bench/run.py --readme docs/development/benchmarks.md
 
 # Longer property-based fuzzing of the parsers the proxy owns (tests/fuzz): random
 # seeds, many examples; `make test` runs the same properties in a bounded ~60 s profile.
@@ -88,14 +123,14 @@ fuzz: install-test
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/fuzz
 
 # Soak and abuse benchmark (not a test): mixed load, hot reloads, idle and slow clients;
-# writes its figures into the README. SOAK_SECONDS=600 by default.
+# writes its figures into docs/development/benchmarks.md. SOAK_SECONDS=600 by default.
 SOAK_SECONDS ?= 600
 soak: install-test
-	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) --readme README.md
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) --readme docs/development/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info addon/*.egg-info $(NODE_DIR)/node_modules \
 	  $(NODE24_DIR)/node_modules
 
 bench-batch: install-test
-	$(BIN)/python bench/batch_bench.py --readme README.md
+	$(BIN)/python bench/batch_bench.py --readme docs/development/benchmarks.md

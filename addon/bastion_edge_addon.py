@@ -10,5 +10,7 @@ from bastion_edge.proxy.connection_guard import ConnectionGuard
 from bastion_edge.proxy.gate import ProxyGate
 
 # ProxyGate first: it authenticates apps and checks egress before BastionEdge acts.
+# Both read the shared rules snapshot, not the root.
 edge = BastionEdge()
-addons = [ConnectionGuard(lambda: edge.rules.limits, edge.metrics), ProxyGate(edge), edge]
+addons = [ConnectionGuard(lambda: edge.shared.rules.limits, edge.shared.metrics),
+          ProxyGate(edge.shared), edge]

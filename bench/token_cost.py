@@ -4,7 +4,8 @@ accounting on, and with it patched out, in interleaved rounds (same process, sam
 Two requests: a JSON chat reply (usage read from the buffered body) and an SSE chat
 stream of 42 events, one per chunk as upstreams write them (the usage tap, and the
 usage-chunk strip the plan adds for a stream that did not ask for usage).
-`make bench` puts the figures in the README; `python bench/token_cost.py` prints them.
+`make bench` puts the figures in docs/development/benchmarks.md; `python
+bench/token_cost.py` prints them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from mitmproxy import http
 from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons, tflow
 
-from bastion_edge.proxy import addon as addon_module
+from bastion_edge.proxy import reply_path as addon_module
 from bastion_edge.proxy.addon import BastionEdge
 from bastion_edge.telemetry.token_metrics import TokenMetrics
 
@@ -58,19 +59,19 @@ def one_request(addon: Any | None, body: bytes, reply: bytes, sse: bool) -> None
                                    content_type="application/json")
     request.content = body
     if addon is not None:
-        addon.requestheaders(flow)
-        addon.request(flow)
+        addon.requests.requestheaders(flow)
+        addon.requests.request(flow)
     content_type = "text/event-stream" if sse else "application/json"
     flow.response = http.Response.make(200, b"" if sse else reply,
                                        {"content-type": content_type})
     if addon is not None:
-        addon.responseheaders(flow)
+        addon.replies.responseheaders(flow)
         stream = flow.response.stream
         if callable(stream):
             for chunk in SSE_CHUNKS:
                 stream(chunk)
             stream(b"")
-        addon.response(flow)
+        addon.replies.response(flow)
 
 
 @contextlib.contextmanager
@@ -113,7 +114,7 @@ async def measure(requests: int, rounds: int) -> dict[str, dict[str, float]]:
                     with accounting_off() if mode == "off" else contextlib.nullcontext():
                         spent = _timed(addon, body, reply, sse, requests) - building
                     samples[kind][mode].append(spent / requests * 1e6)
-        addon.timeouts.cancel_all()
+        addon.replies.timeouts.cancel_all()
     return {kind: {"on_us": statistics.median(by["on"]), "off_us": statistics.median(by["off"]),
                    "added_us": statistics.median(
                        on - off for on, off in zip(by["on"], by["off"], strict=True))}

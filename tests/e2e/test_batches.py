@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +193,43 @@ def test_one_app_cannot_see_another_apps_files_or_batches(
     assert mine.files.retrieve(batch.input_file_id).id == batch.input_file_id
 
 
-SLOW = "  concurrency: 1\n  requests_per_minute: 120\n"  # one line every 0.5 s
+ONE_AT_A_TIME = "  concurrency: 1\n"  # no rate limit: the sandbox's hold paces the lines
+
+
+def _hold(sandbox: Sandbox, method: str, tail: str = "",
+          body: dict[str, Any] | None = None) -> dict[str, Any]:
+    with sandbox.client() as c:
+        reply = c.request(method, f"https://127.0.0.1:{sandbox.port}/sandbox/hold{tail}",
+                          json=body)
+    reply.raise_for_status()
+    state: dict[str, Any] = reply.json()
+    return state
+
+
+@contextmanager
+def held_lines(sandbox: Sandbox, allowed: int) -> Iterator[None]:
+    """Chat lines after the first `allowed` wait at the sandbox's door until let in."""
+    _hold(sandbox, "PUT", body={"path": "/v1/chat/completions", "pass": allowed})
+    try:
+        yield
+    finally:
+        _hold(sandbox, "DELETE")
+
+
+def let_in_one_by_one(sandbox: Sandbox, until: Callable[[], bool], what: str) -> None:
+    """Let waiting lines in, one at a time, until `until()`. A line goes on only once
+    the one before it has gone in and it is seen waiting, so the proxy runs no more
+    lines than it starts before it notices (the cancel, the SIGTERM); no rate limit
+    is slept through."""
+    def step() -> bool:
+        if until():
+            return True
+        state = _hold(sandbox, "GET")
+        if state["waiting"] and state["passed"] == state["allowed"]:
+            _hold(sandbox, "POST", "/pass")
+        return False
+
+    wait_until(step, what=what)
 
 
 def sent_texts(sandbox: Sandbox) -> list[str]:
@@ -206,19 +244,23 @@ def wait_for_completed(client: openai.OpenAI, batch_id: str, at_least: int) -> N
 
 def test_cancel_mid_run(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch,
                         tmp_path: Path) -> None:
-    proxy = start_proxy(tmp_path, proxy_env(sandbox), rules=rules_file(tmp_path, SLOW))
+    proxy = start_proxy(tmp_path, proxy_env(sandbox),
+                        rules=rules_file(tmp_path, ONE_AT_A_TIME))
     try:
         client = make_client(monkeypatch, proxy)
         sandbox.clear_journal()
         lines = [chat_line(f"c-{i}", f"cancel-test {i}") for i in range(40)]
         uploaded = client.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))),
                                        purpose="batch")
-        batch = client.batches.create(input_file_id=uploaded.id,
-                                      endpoint="/v1/chat/completions",
-                                      completion_window="24h")
-        wait_for_completed(client, batch.id, 2)
-        cancelling = client.batches.cancel(batch.id)
-        assert cancelling.status in ("cancelling", "cancelled")
+        with held_lines(sandbox, 2):
+            batch = client.batches.create(input_file_id=uploaded.id,
+                                          endpoint="/v1/chat/completions",
+                                          completion_window="24h")
+            wait_for_completed(client, batch.id, 2)
+            cancelling = client.batches.cancel(batch.id)
+            assert cancelling.status in ("cancelling", "cancelled")
+            let_in_one_by_one(sandbox, lambda: client.batches.retrieve(batch.id).status
+                              == "cancelled", "the batch to be cancelled")
         done = finished(client, batch.id)
         assert done.status == "cancelled" and done.cancelled_at and done.cancelling_at
         completed = done.request_counts.completed
@@ -234,7 +276,7 @@ def test_cancel_mid_run(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch,
 def test_restart_mid_run_loses_and_repeats_no_line(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    rules = rules_file(tmp_path, SLOW)
+    rules = rules_file(tmp_path, ONE_AT_A_TIME)
     proxy = start_proxy(tmp_path, proxy_env(sandbox), rules=rules)
     lines = [chat_line(f"r-{i}", f"restart-test {i}") for i in range(16)]
     sandbox.clear_journal()
@@ -242,12 +284,16 @@ def test_restart_mid_run_loses_and_repeats_no_line(
         client = make_client(monkeypatch, proxy)
         uploaded = client.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))),
                                        purpose="batch")
-        batch = client.batches.create(input_file_id=uploaded.id,
-                                      endpoint="/v1/chat/completions",
-                                      completion_window="24h")
-        wait_for_completed(client, batch.id, 3)
+        with held_lines(sandbox, 3):
+            batch = client.batches.create(input_file_id=uploaded.id,
+                                          endpoint="/v1/chat/completions",
+                                          completion_window="24h")
+            wait_for_completed(client, batch.id, 3)
+            proxy.process.popen.send_signal(signal.SIGTERM)  # mid-run
+            let_in_one_by_one(sandbox, lambda: proxy.process.popen.poll() is not None,
+                              "the proxy to exit")
     finally:
-        assert proxy.process.stop() == 0  # SIGTERM mid-run
+        assert proxy.process.stop() == 0
     before = len(sent_texts(sandbox))
     assert 3 <= before < 16
     again = start_proxy(tmp_path, proxy_env(sandbox), rules=rules)
@@ -321,7 +367,7 @@ def test_two_proxies_sharing_redis_take_over_without_repeating_a_line(
     from redis_server import running_redis
 
     with running_redis(tmp_path) as url:
-        rules = rules_file(tmp_path, f"  store: {url}\n{SLOW}")
+        rules = rules_file(tmp_path, f"  store: {url}\n{ONE_AT_A_TIME}")
         env = proxy_env(sandbox)
         one = start_proxy(tmp_path / "one", env, rules=rules)
         two = start_proxy(tmp_path / "two", env, rules=rules)
@@ -332,15 +378,19 @@ def test_two_proxies_sharing_redis_take_over_without_repeating_a_line(
             on_one, on_two = make_client(monkeypatch, one), make_client(monkeypatch, two)
             uploaded = on_one.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))),
                                            purpose="batch")
-            batch = on_two.batches.create(input_file_id=uploaded.id,  # replica two sees it
-                                          endpoint="/v1/chat/completions",
-                                          completion_window="24h")
-            wait_for_completed(on_one, batch.id, 3)
-            with redis.Redis.from_url(url) as r:
-                holder = r.get(f"bastion-edge:batches:lease:{batch.id}")
-            assert holder is not None
-            first = proxies.pop(int(holder.decode().split(":")[1]))
-            assert first.process.stop() == 0  # the runner stops; its lease is released
+            with held_lines(sandbox, 3):
+                batch = on_two.batches.create(input_file_id=uploaded.id,  # two sees it
+                                              endpoint="/v1/chat/completions",
+                                              completion_window="24h")
+                wait_for_completed(on_one, batch.id, 3)
+                with redis.Redis.from_url(url) as r:
+                    holder = r.get(f"bastion-edge:batches:lease:{batch.id}")
+                assert holder is not None
+                first = proxies.pop(int(holder.decode().split(":")[1]))
+                first.process.popen.send_signal(signal.SIGTERM)
+                let_in_one_by_one(sandbox, lambda: first.process.popen.poll() is not None,
+                                  "the lease holder to exit")
+            assert first.process.stop() == 0  # the runner stopped; its lease is released
             (survivor,) = proxies.values()
             client = make_client(monkeypatch, survivor)
             done = finished(client, batch.id)

@@ -18,7 +18,7 @@ import pytest
 from conftest import make_client
 from harness import Proxy, Sandbox, proxy_env, start_proxy, start_sandbox
 
-from bastion_edge.sandbox import speech_seconds
+from bastion_sandbox import speech_seconds
 
 TEXT = "Zero-code migration works. The app never changed a line."
 

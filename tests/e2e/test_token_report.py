@@ -18,6 +18,7 @@ from typing import Any
 import av
 import openai
 import pytest
+import yaml
 from harness import (
     APP_KEY,
     BASTION_EDGE,
@@ -31,9 +32,9 @@ from trust_support import BILLING_SECRET, rules_with_apps, with_credentials
 
 from bastion_edge.report.token_render import ESTIMATE_COLOUR
 
-PRICES = ("usage:\n  currency: EUR\n  prices:\n"
-          "    gpt-4o: {input: 2.5, output: 10}\n"
-          "    gpt-oss-120b: {input: 0.2, output: 0.8}\n")
+# Replaces the shipped `usage:` (a second top-level `usage:` is refused as a duplicate key).
+PRICES = {"currency": "EUR", "prices": {"gpt-4o": {"input": 2.5, "output": 10},
+                                         "gpt-oss-120b": {"input": 0.2, "output": 0.8}}}
 SPLIT = "cutover:\n  mode: split\n  split_percent: 50\n  sticky_by: conversation\n"
 
 
@@ -48,7 +49,10 @@ class Run:
 def run(sandbox: Sandbox, openai_standin: Sandbox,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("split")
-    rules = rules_with_apps(tmp, SPLIT + PRICES)
+    rules = rules_with_apps(tmp, SPLIT)
+    document = yaml.safe_load(rules.read_text())
+    document["usage"] = PRICES
+    rules.write_text(yaml.safe_dump(document))
     env = proxy_env(sandbox, QUBITTRON_API_KEY_BILLING=BASTION_KEY,
                     BASTION_OPENAI_URL=f"https://127.0.0.1:{openai_standin.port}")
     proxy: Proxy = start_proxy(tmp, env, rules)

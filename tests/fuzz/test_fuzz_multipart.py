@@ -1,5 +1,6 @@
 """The multipart field rewriter, buffered and streamed in arbitrary chunks: file bytes
-byte-exact, every `model` field mapped, streamed == buffered, rewriting idempotent."""
+byte-exact, every `model` field mapped (to the first one's mapping), streamed ==
+buffered, rewriting idempotent."""
 
 from __future__ import annotations
 
@@ -61,8 +62,8 @@ def test_streamed_equals_buffered_and_file_bytes_are_exact(
     assert rewriter.count == len(models)
     assert found == (models[0] if models else None)
     assert part(b"file", file_bytes, b"a.wav") in buffered  # byte-exact
-    for m in models:
-        assert part(b"model", mapped(m)) in buffered
+    if models:  # every `model` part carries the first one's mapping
+        assert buffered.count(part(b"model", mapped(models[0]))) >= len(models)
     again, _ = replace_form_field(buffered, BOUNDARY, b"model", mapped)
     assert again == buffered  # idempotent
 

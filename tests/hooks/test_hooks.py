@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mitmproxy import connection, exceptions, http
+from mitmproxy import connection, exceptions, hooks, http
 from mitmproxy.addons import proxyserver
 from mitmproxy.flow import Error
 from mitmproxy.proxy.layers.http import _http1
@@ -79,8 +79,8 @@ def app_flow(
 
 
 def send(addon: BastionEdge, flow: http.HTTPFlow) -> None:
-    addon.requestheaders(flow)
-    addon.request(flow)
+    addon.requests.requestheaders(flow)
+    addon.requests.request(flow)
 
 
 def respond(
@@ -94,17 +94,17 @@ def respond(
     """Upstream answers: headers, then the body (through `response.stream` if set)."""
     flow.response = http.Response.make(status, b"", {"content-type": content_type})
     flow.response.data.content = None  # as mitmproxy has it at responseheaders time
-    addon.responseheaders(flow)
+    addon.replies.responseheaders(flow)
     stream = flow.response.stream
     if callable(stream):
         sent = [stream(body[i:i + chunk]) for i in range(0, len(body), chunk)]
         assert b"" not in sent, "an empty chunk would end a chunked reply"
         out = b"".join(s if isinstance(s, bytes) else b"".join(s) for s in sent)
         out += stream(b"")
-        addon.response(flow)
+        addon.replies.response(flow)
         return out
     flow.response.content = body
-    addon.response(flow)
+    addon.replies.response(flow)
     return flow.response.content or b""
 
 
@@ -146,7 +146,7 @@ async def test_addon_sets_mitmproxy_options(rules_path: Path) -> None:
         assert tctx.options.allow_hosts == [addon.rules.allow_hosts_regex()]
         assert tctx.options.allow_hosts == [r"^(?:api\.openai\.com|api\.qubittron\.ai)(?::\d+)?$"]
         assert addon.rules.upstream.base_url == "https://127.0.0.1:9443/v1"  # env override
-        assert addon.rules_loaded
+        assert addon.shared.rules_loaded
 
 
 async def test_allow_hosts_follow_rules_swap(rules_path: Path, tmp_path: Path) -> None:
@@ -185,8 +185,7 @@ async def test_env_http_base_url_rejected_as_options_error(rules_path: Path) -> 
 async def test_readiness_needs_rules_and_a_listening_proxy(rules_path: Path) -> None:
     with edge(rules_path) as (addon, _):
         assert addon.readiness() == (False, "proxy not listening")  # proxyserver not started
-        addon.rules_loaded = False
-        assert addon.readiness() == (False, "rules not loaded")
+    assert BastionEdge(environ=dict(ENV)).readiness() == (False, "rules not loaded")
 
 
 # ------------------------------------------------------------------ request rewriting
@@ -274,7 +273,7 @@ async def test_large_multipart_streamed_with_model_replaced(rules_path: Path) ->
             "content-type": f"multipart/form-data; boundary={BOUNDARY}"})
         flow.request.headers["content-length"] = str(len(original))
         flow.request.data.content = None  # the body is still on the wire
-        addon.requestheaders(flow)
+        addon.requests.requestheaders(flow)
         assert len(original) > STREAM_UPLOADS_OVER
         assert callable(flow.request.stream)
         assert flow.request.headers["transfer-encoding"] == "chunked"
@@ -284,7 +283,7 @@ async def test_large_multipart_streamed_with_model_replaced(rules_path: Path) ->
                         for i in range(0, len(original), 65536))
         sent += _bytes(flow.request.stream(b""))
         assert sent == multipart_body(audio, "whisper-large-v3")
-        addon.request(flow)
+        addon.requests.request(flow)
         assert flow.response is None
         respond(addon, flow, b'{"text": "hi"}')
         assert flow.response.headers["x-bastion-edge-upstream-model"] == "whisper-large-v3"
@@ -316,7 +315,7 @@ async def test_missing_key_answers_401_and_never_reaches_openai(rules_path: Path
 
 async def test_unmapped_model_answers_400_naming_rules(rules_path: Path) -> None:
     with edge(rules_path) as (addon, _):
-        addon.keeps_flows = True  # annotations are for mitmweb
+        addon.recorder.keeps_flows = True  # annotations are for mitmweb
         flow = app_flow(body=chat("claude-3-opus"))
         send(addon, flow)
         error = envelope(flow)
@@ -324,7 +323,7 @@ async def test_unmapped_model_answers_400_naming_rules(rules_path: Path) -> None
         assert error["code"] == "model_not_mapped"
         assert error["param"] == "model"
         assert str(rules_path) in error["message"]
-        addon.response(flow)
+        addon.replies.response(flow)
         assert flow.comment.endswith("refused: model_not_mapped")
         metrics = generate_latest(addon.metrics.registry).decode()
         assert 'bastion_edge_proxy_errors_total{code="model_not_mapped"} 1.0' in metrics
@@ -380,7 +379,7 @@ async def test_flows_with_response_or_not_live_skipped(rules_path: Path) -> None
         dead = app_flow(body=chat())
         dead.live = False
         for flow in (answered, dead):
-            addon.requestheaders(flow)
+            addon.requests.requestheaders(flow)
             assert flow.request.host == "api.openai.com"
             assert METADATA_KEY not in flow.metadata
 
@@ -390,7 +389,7 @@ async def test_flows_with_response_or_not_live_skipped(rules_path: Path) -> None
 
 async def test_response_headers_name_upstream_model_and_redact_key(rules_path: Path) -> None:
     with edge(rules_path) as (addon, _):
-        addon.keeps_flows = True  # as under mitmweb: flows stay on screen
+        addon.recorder.keeps_flows = True  # as under mitmweb: flows stay on screen
         flow = app_flow(body=chat())
         send(addon, flow)
         assert flow.request.headers["authorization"] == f"Bearer {BASTION_KEY}"
@@ -453,7 +452,7 @@ async def test_connect_failure_answered_with_json_envelope(rules_path: Path) -> 
         send(addon, flow)
         never_connected(flow)
         flow.error = Error("[Errno 111] Connect call failed ('127.0.0.1', 9443)")
-        addon.error(flow)
+        addon.replies.error(flow)
         raw = _http1.make_error_response(502, flow.error.msg)
         head, _, body = raw.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 502")
@@ -487,7 +486,7 @@ async def test_error_classification(
         if not connected:
             never_connected(flow)
         flow.error = Error(message)
-        addon.error(flow)
+        addon.replies.error(flow)
         assert exchange_of(flow).upstream_error == code
         error = json.loads(_http1.make_error_response(502, flow.error.msg)
                            .partition(b"\r\n\r\n")[2])["error"]
@@ -499,7 +498,7 @@ async def test_client_disconnect_gets_no_envelope(rules_path: Path) -> None:
         flow = app_flow(body=chat())
         send(addon, flow)
         flow.error = Error("Client disconnected.")
-        addon.error(flow)
+        addon.replies.error(flow)
         assert exchange_of(flow).upstream_error is None
         page = _http1.make_error_response(502, flow.error.msg)
         assert b"text/html" in page.partition(b"\r\n\r\n")[0].lower()
@@ -514,7 +513,7 @@ async def test_no_response_headers_in_time_is_504(tmp_path: Path) -> None:
         await asyncio.sleep(0.15)
         assert exchange_of(flow).timed_out
         flow.error = Error("Connection killed.")
-        addon.error(flow)
+        addon.replies.error(flow)
         error = json.loads(_http1.make_error_response(502, flow.error.msg)
                            .partition(b"\r\n\r\n")[2])["error"]
         assert error["code"] == "upstream_timeout"
@@ -531,7 +530,7 @@ async def test_response_in_time_cancels_timeout(tmp_path: Path) -> None:
         respond(addon, flow, b"{}")
         await asyncio.sleep(0.1)
         assert not exchange_of(flow).timed_out
-        assert addon.timeouts._timers == {}
+        assert addon.replies.timeouts._timers == {}
 
 
 # ------------------------------------------------------------------ observability
@@ -553,7 +552,7 @@ async def test_access_log_has_fields_and_no_keys(rules_path: Path, tmp_path: Pat
         respond(addon, flow, b'{"model": "gpt-oss-120b"}')
         refused = app_flow(body=chat("nope"))
         send(addon, refused)
-        addon.response(refused)
+        addon.replies.response(refused)
         tctx.configure(addon, bastion_access_log="")  # closes the file
     text = log_path.read_text()
     assert APP_KEY not in text
@@ -597,7 +596,7 @@ async def test_metrics_count_requests_with_bounded_labels(rules_path: Path) -> N
 
 async def test_flow_annotated_for_mitmweb(rules_path: Path) -> None:
     with edge(rules_path) as (addon, _):
-        addon.keeps_flows = True  # as in mitmweb; plain mitmdump skips the annotation
+        addon.recorder.keeps_flows = True  # as in mitmweb; plain mitmdump skips the annotation
         flow = app_flow(body=chat())
         send(addon, flow)
         respond(addon, flow, b'{"usage":{"prompt_tokens":12,"completion_tokens":5,'
@@ -659,16 +658,17 @@ async def test_small_multipart_unmapped_model_refused(rules_path: Path) -> None:
 async def test_watcher_follows_rules_option_change(rules_path: Path, tmp_path: Path) -> None:
     second = write_rules(tmp_path, "models: {gpt-4o: from-second-file}\n", "second.yaml")
     with edge(rules_path) as (addon, tctx):
-        await addon.running()
+        await tctx.master.addons.invoke_addon(addon, hooks.RunningHook())
         try:
             tctx.configure(addon, bastion_rules=str(second))
             assert addon.rules.source == str(second)
             rules_path.write_text("models: {gpt-4o: from-old-file}\n")
-            assert addon.watcher is not None
-            addon.watcher.poll()
+            watcher = addon.rules_source.watcher
+            assert watcher is not None
+            watcher.poll()
             assert addon.rules.source == str(second)
         finally:
-            await addon.done()
+            await tctx.master.addons.invoke_addon(addon, hooks.DoneHook())
 
 
 async def test_small_multipart_mixed_case_boundary_model_replaced(rules_path: Path) -> None:

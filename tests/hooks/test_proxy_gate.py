@@ -46,7 +46,7 @@ def gate(tmp_path: Path, extra: str = APPS) -> Iterator[tuple[ProxyGate, Bastion
     rules = tmp_path / "rules.yaml"
     rules.write_text(SHIPPED_RULES + extra)
     edge = BastionEdge(environ=dict(ENV))
-    front = ProxyGate(edge)
+    front = ProxyGate(edge.shared)
     with taddons.context(proxyserver.Proxyserver(), front, edge) as tctx:
         tctx.configure(edge, bastion_rules=str(rules), bastion_metrics_port=0)
         yield front, edge
@@ -100,7 +100,7 @@ def test_an_authenticated_connect_identifies_the_requests_in_its_tunnel(tmp_path
         hook(front.requestheaders(inner))
         assert inner.metadata[APP_METADATA_KEY] == "billing"
         assert "proxy-authorization" not in inner.request.headers  # never upstream
-        edge.requestheaders(inner)
+        edge.requests.requestheaders(inner)
         assert inner.request.headers["authorization"] == "Bearer bk-billing"  # its own key
 
 
@@ -109,7 +109,7 @@ def test_a_plain_request_without_credentials_gets_407(tmp_path: Path) -> None:
         flow = api_flow()
         hook(front.requestheaders(flow))
         assert flow.response is not None and flow.response.status_code == 407
-        edge.requestheaders(flow)
+        edge.requests.requestheaders(flow)
         assert flow.request.headers["authorization"] == "Bearer sk-app"  # untouched, unsent
         ok = api_flow(proxy_authorization=basic("billing", SECRET))
         hook(front.requestheaders(ok))
@@ -135,7 +135,7 @@ def test_transparent_traffic_is_the_named_app(tmp_path: Path) -> None:
         flow = transparent_flow()
         hook(front.requestheaders(flow))
         assert flow.response is None and flow.metadata[APP_METADATA_KEY] == "billing"
-        edge.requestheaders(flow)
+        edge.requests.requestheaders(flow)
         assert flow.request.headers["authorization"] == "Bearer bk-billing"
 
 
@@ -190,11 +190,34 @@ def test_finished_flows_show_no_key(tmp_path: Path) -> None:
     with gate(tmp_path) as (front, edge):
         flow = api_flow(proxy_authorization=basic("billing", SECRET))
         hook(front.requestheaders(flow))
-        edge.requestheaders(flow)
+        edge.requests.requestheaders(flow)
         assert flow.request.headers["authorization"] == "Bearer bk-billing"  # what is sent
         flow.error = Error("connection refused")
         front.error(flow)  # no mitmweb or flow file: nothing kept, nothing to redact
         assert flow.request.headers["authorization"] == "Bearer bk-billing"
-        edge.keeps_flows = True  # mitmweb: the finished flow stays on screen
+        front.keeps_flows = True  # mitmweb: the finished flow stays on screen
         front.error(flow)
         assert flow.request.headers["authorization"] == REDACTED
+
+
+def test_the_gate_reads_the_shared_snapshot_not_the_root() -> None:
+    """No addon<->gate import cycle: the gate imports nothing of the root addon, not
+    even for type checking."""
+    import ast
+
+    from bastion_edge.proxy import gate as gate_module
+
+    tree = ast.parse(Path(gate_module.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "bastion_edge.proxy.addon" not in imported
+    assert "bastion_edge.proxy.shared" in imported
+
+
+def test_own_ports_and_upstreams_come_from_the_listeners_owners(tmp_path: Path) -> None:
+    with gate(tmp_path) as (front, edge):
+        ports = {"tts": 4101, "admin": 4102}
+        edge.shared.listener(lambda: ports["tts"], dialed=True)
+        edge.shared.listener(lambda: ports["admin"], dialed=False)
+        assert {4101, 4102} <= front.own_ports()
+        assert ("127.0.0.1", 4101) in front.own_upstreams()
+        assert ("127.0.0.1", 4102) not in front.own_upstreams()  # /metrics is not dialed

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mitmproxy import exceptions, http
+from mitmproxy import exceptions, hooks, http
 from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons, tflow
 
 from bastion_edge.config.rules import ResponsesStateRules
-from bastion_edge.core.planner import Policy
 from bastion_edge.proxy.addon import BastionEdge
 from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
 from bastion_edge.proxy.responses import ResponsesKeeper
@@ -36,14 +35,14 @@ async def addons(
     rules = tmp_path / "rules.yaml"
     rules.write_text(rules_text)
     edge = BastionEdge(environ=environ or dict(ENV))
-    state = edge.responses
+    state = edge.requests.responses
     with taddons.context(proxyserver.Proxyserver(), edge) as tctx:
         tctx.configure(edge, confdir=str(tmp_path / "confdir"), bastion_rules=str(rules),
                        bastion_metrics_port=0)
         try:
             yield edge, state
         finally:
-            await edge.done()
+            await tctx.master.addons.invoke_addon(edge, hooks.DoneHook())
 
 
 def app_flow(path: str, body: dict[str, Any] | None = None, method: str = "POST",
@@ -60,8 +59,8 @@ def app_flow(path: str, body: dict[str, Any] | None = None, method: str = "POST"
 
 
 async def send(edge: BastionEdge, state: ResponsesKeeper, flow: http.HTTPFlow) -> None:
-    edge.requestheaders(flow)
-    await _awaited(edge.request(flow))
+    edge.requests.requestheaders(flow)
+    await _awaited(edge.requests.request(flow))
 
 
 async def _awaited(result: Any) -> None:
@@ -76,7 +75,7 @@ async def respond(edge: BastionEdge, state: ResponsesKeeper, flow: http.HTTPFlow
     flow.response = http.Response.make(200, b"", {
         "content-type": content_type, **{k.replace("_", "-"): v for k, v in headers.items()}})
     flow.response.data.content = None
-    edge.responseheaders(flow)
+    edge.replies.responseheaders(flow)
     stream = flow.response.stream
     if callable(stream):
         out = b"".join(_bytes(stream(body[i:i + 11])) for i in range(0, len(body), 11))
@@ -84,7 +83,7 @@ async def respond(edge: BastionEdge, state: ResponsesKeeper, flow: http.HTTPFlow
     else:
         flow.response.raw_content = body  # buffered: the bytes as they came off the wire
         out = b""
-    await _awaited(edge.response(flow))
+    await _awaited(edge.replies.response(flow))
     return out or (flow.response.raw_content or b"")
 
 
@@ -170,8 +169,8 @@ async def test_store_false_upstream_error_and_foreign_key_leave_nothing(tmp_path
         await send(edge, state, failed)
         failed.response = http.Response.make(502, b'{"error": {}}',
                                              {"content-type": "application/json"})
-        edge.responseheaders(failed)
-        await _awaited(edge.response(failed))
+        edge.replies.responseheaders(failed)
+        await _awaited(edge.replies.response(failed))
         kept = app_flow("/v1/responses", {"model": "gpt-4o", "input": "x"})
         await send(edge, state, kept)
         await respond(edge, state, kept, json.dumps(reply("resp_k", "m", "t")).encode())
@@ -220,14 +219,14 @@ async def test_hot_reloaded_retention_and_store(tmp_path: Path) -> None:
         assert isinstance(first, SqliteStore)
         assert first.path == tmp_path / "confdir" / "responses.sqlite3"
         rules = edge.rules.responses_state
-        edge.policy = Policy.of(replace(edge.rules, responses_state=replace(rules, ttl_seconds=5)))
+        edge.shared.publish(replace(edge.rules, responses_state=replace(rules, ttl_seconds=5)))
         state.follow(edge.rules.responses_state)
         assert state.store is first and first.retention.ttl_seconds == 5
         other = tmp_path / "elsewhere.sqlite3"
-        edge.policy = Policy.of(replace(edge.rules, responses_state=ResponsesStateRules(f"sqlite://{other}")))
+        edge.shared.publish(replace(edge.rules, responses_state=ResponsesStateRules(f"sqlite://{other}")))
         state.follow(edge.rules.responses_state)
         assert isinstance(state.store, SqliteStore) and state.store.path == other
-        edge.policy = Policy.of(replace(edge.rules, responses_state=ResponsesStateRules(
+        edge.shared.publish(replace(edge.rules, responses_state=ResponsesStateRules(
             encryption_key_env="UNSET_KEY")))
         state.follow(edge.rules.responses_state)  # rejected: keeps serving from the last good store
         assert isinstance(state.store, SqliteStore) and state.store.path == other

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from bastion_edge.sandbox import RunningSandbox, SandboxConfig, SandboxThread
+from bastion_sandbox import RunningSandbox, SandboxConfig, SandboxThread
 
 KEY = "bastion-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

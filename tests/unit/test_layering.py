@@ -82,3 +82,19 @@ def patches_mitmproxy(path: Path) -> bool:
 def test_only_the_seams_module_patches_mitmproxy_internals() -> None:
     patching = [p.name for p in sorted(PACKAGE.rglob("*.py")) if patches_mitmproxy(p)]
     assert patching == ["mitmproxy_seams.py"]
+
+
+# The unit tests mirror the source tree: tests/unit/<package>/test_<...>.py holds the tests
+# of addon/bastion_edge/<package>/ (sandbox/: the bastion_sandbox package), so a module's
+# tests are found by its path, not by a grep.
+UNIT_TESTS = Path(__file__).resolve().parent
+TOP_LEVEL_TESTS = {"test_docs.py", "test_layering.py", "test_sqlite_wal.py", "test_errors.py"}
+
+
+def test_unit_tests_mirror_the_source_packages() -> None:
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()} | {"sandbox"}
+    misplaced = sorted(
+        str(path.relative_to(UNIT_TESTS)) for path in UNIT_TESTS.rglob("test_*.py")
+        if (path.parent == UNIT_TESTS and path.name not in TOP_LEVEL_TESTS)
+        or (path.parent != UNIT_TESTS and path.parent.name not in packages))
+    assert not misplaced, f"unit tests outside a folder named for their package: {misplaced}"

@@ -12,14 +12,58 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from bastion_edge.state.crypto import BodyCipher
 
 CHUNK = 256 * 1024
+# A line is a request body: one longer than the shipped body limit (limits:
+# max_json_body_bytes) is refused at validation and never held whole.
+MAX_LINE_BYTES = 16 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
+
+
+class LineTooLong(bytes):
+    """Stands for a line longer than the limit: empty, its length in `size`. The line
+    itself is never held (only up to the limit, then dropped)."""
+
+    size: int
+
+    def __new__(cls, size: int) -> LineTooLong:
+        line = super().__new__(cls, b"")
+        line.size = size
+        return line
+
+
+def split_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """Chunks of bytes, line by line (without the newline), in linear time; a line over
+    `max_line` bytes comes out as a LineTooLong after its end was skipped over."""
+    held = bytearray()
+    skipped = -1  # bytes of the overlong line being skipped, -1: not skipping
+    for chunk in chunks:
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = memoryview(chunk)[start:] if end < 0 else memoryview(chunk)[start:end]
+            if skipped >= 0:
+                skipped += len(piece)
+            elif len(held) + len(piece) > max_line:
+                skipped = len(held) + len(piece)
+                held = bytearray()  # give the memory back, not just its contents
+            else:
+                held += piece
+            if end < 0:
+                break
+            yield LineTooLong(skipped) if skipped >= 0 else bytes(held)
+            held.clear()
+            skipped = -1
+            start = end + 1
+    if skipped >= 0:
+        yield LineTooLong(skipped)
+    elif held:
+        yield bytes(held)
 
 
 class BlobDir:

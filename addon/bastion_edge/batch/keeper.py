@@ -1,6 +1,7 @@
 """The proxy side of Files and Batches: opens the store, runs the API server and runner.
 
-Not an addon of its own: `BastionEdge` calls it where a plan says `batch_action`.
+Its lifecycle is the `BatchesAddon` child of `BastionEdge` (proxy/lifecycle.py); the
+request path calls `register` where a plan says `batch_action`.
 """
 
 from __future__ import annotations

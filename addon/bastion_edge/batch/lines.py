@@ -40,7 +40,7 @@ def plan_line(line: BatchLine, endpoint: str, creator: Creator, policy: Policy,
                      creator.key_sha256)
     if plan is None:
         return None, raw
-    plan = plan.evolve(notes=(*plan.notes, BATCH_NOTE))
+    plan = plan._replace(notes=(*plan.notes, BATCH_NOTE))
     if line.body.get("stream") is True:
         return refused(plan, bad_request("Batch lines cannot stream; remove 'stream'.",
                                          "invalid_value", "stream")), raw

@@ -31,7 +31,7 @@ from bastion_edge.batch import shapes
 from bastion_edge.batch.access import line_record
 from bastion_edge.batch.lines import plan_line
 from bastion_edge.batch.metrics import BatchMetrics
-from bastion_edge.batch.pacing import RateLimit, backoff_seconds
+from bastion_edge.batch.pacing import MONOTONIC, PaceClock, RateLimit, backoff_seconds
 from bastion_edge.batch.shapes import BatchLine, Json
 from bastion_edge.batch.store import BatchStore, BatchStoreError, Creator, blob_lines
 from bastion_edge.batch.validate import check_input
@@ -70,13 +70,15 @@ class BatchRunner:
     def __init__(self, store: Callable[[], BatchStore | None], metrics: BatchMetrics,
                  context: Callable[[], RunContext], rules: Callable[[], BatchRules],
                  access_log: Callable[[AccessRecord], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 pace: PaceClock = MONOTONIC) -> None:
         self._store = store
         self._metrics = metrics
         self._context = context
         self._rules = rules
         self._log = access_log
         self._clock = clock  # batch timestamps and the completion window
+        self._pace = pace  # the rate limit and the retry back-off
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._running: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, int] = {}  # batch id -> lines not finished
@@ -84,7 +86,7 @@ class BatchRunner:
         self._loop_task: asyncio.Task[None] | None = None
         self._slots: asyncio.Semaphore | None = None
         self._slots_size = 0
-        self._rate = RateLimit()
+        self._rate = RateLimit(pace)
         self._stopping = False
 
     def start(self) -> None:
@@ -375,11 +377,11 @@ class BatchRunner:
                     return None, None, {"code": "upstream_unreachable",
                                         "message": f"Bastion did not answer: {type(e).__name__}"}
                 self._metrics.retries.inc()
-                await asyncio.sleep(backoff_seconds(attempt, None))
+                await self._pace.sleep(backoff_seconds(attempt, None))
                 continue
             if reply.status_code in RETRIED and attempt < ATTEMPTS - 1:
                 self._metrics.retries.inc()
-                await asyncio.sleep(backoff_seconds(attempt, reply.headers.get("retry-after")))
+                await self._pace.sleep(backoff_seconds(attempt, reply.headers.get("retry-after")))
                 continue
             try:
                 parsed: Any = reply.json()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bastion_edge.batch.blobs import split_lines
 from bastion_edge.batch.shapes import Json
 from bastion_edge.state.crypto import BodyCipher
 from bastion_edge.state.store import store_location as responses_store_location
@@ -72,14 +73,8 @@ class Blobs(Protocol):
 
 
 def blob_lines(blobs: Blobs, name: str, sealed: bool) -> Iterator[bytes]:
-    """A blob's plain bytes, line by line (without the newline)."""
-    rest = b""
-    for chunk in blobs.read(name, sealed):
-        rest += chunk
-        *complete, rest = rest.split(b"\n")
-        yield from complete
-    if rest:
-        yield rest
+    """A blob's plain bytes, line by line (without the newline; see split_lines)."""
+    return split_lines(blobs.read(name, sealed))
 
 
 class BatchStore(Protocol):

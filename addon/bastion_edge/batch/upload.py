@@ -51,7 +51,7 @@ async def receive_upload(request: web.Request, blobs: Blobs, file_id: str,
                 stored = (part.filename or "upload", writer)
                 await _copy(part, writer, max_bytes)
             elif part.name == "purpose":
-                purpose = (await part.read(decode=True))[:MAX_FIELD].decode("utf-8", "replace")
+                purpose = await _small_field(part)
             else:
                 await part.release()
         if stored is None:
@@ -67,6 +67,20 @@ async def receive_upload(request: web.Request, blobs: Blobs, file_id: str,
         if stored is not None:
             stored[1].discard()
         raise
+
+
+async def _small_field(part: BodyPartReader) -> str:
+    """A short text part (`purpose`), refused with OpenAI's envelope past MAX_FIELD bytes.
+
+    Not `part.read()`: past the app's client_max_size that raises aiohttp's
+    HTTPRequestEntityTooLarge, a plain-text 413 no OpenAI SDK can read."""
+    data = bytearray()
+    while chunk := await part.read_chunk(MAX_FIELD + 1):
+        data += chunk
+        if len(data) > MAX_FIELD:
+            raise bad_request(f"'{part.name}' is longer than {MAX_FIELD} bytes.",
+                              "invalid_value", part.name)
+    return bytes(part.decode(bytes(data))).decode("utf-8", "replace")
 
 
 async def _copy(part: BodyPartReader, writer: BlobWriting, max_bytes: int) -> None:

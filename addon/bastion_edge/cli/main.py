@@ -24,8 +24,8 @@ from bastion_edge.cli.rules_file import version_line
 from bastion_edge.cli.run_state import RunState, env_target, record_run, remove_state
 from bastion_edge.cli.self_command import self_command
 from bastion_edge.config.rules import RulesError, apply_environment, load_rules
-from bastion_edge.deploy.app_env import app_environment
-from bastion_edge.deploy.exposure import EXIT_EXPOSED, exposure_problem
+from bastion_edge.deploy.app_env import app_environment, exported_app_env
+from bastion_edge.deploy.exposure import EXIT_EXPOSED, exposure_problem, mode_problem
 from bastion_edge.deploy.node_preload import node_env
 from bastion_edge.deploy.redirect import register as register_redirect
 from bastion_edge.deploy.tls_bundles import CLIENT_BUNDLE, PROXY_CA_CERT, client_bundle
@@ -58,9 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--listen-port", type=int, default=8080,
                      help="port the proxy listens on (0: any free port, printed at start)")
     run.add_argument("--mode", action="append", default=None, metavar="MODE",
-                     help="mitmproxy proxy mode: regular (default) or transparent; "
-                          "repeat to run several side by side (e.g. --mode regular "
-                          "--mode transparent@8081)")
+                     help="mitmproxy proxy mode: regular (default) or transparent (no "
+                          "other mode starts); repeat to run several side by side (e.g. "
+                          "--mode regular --mode transparent@8081)")
+    run.add_argument("--transparent-redirect-only", action="store_true",
+                     help="a transparent listener beyond loopback receives only what the "
+                          "redirect rules send it (a firewall drops direct connections); "
+                          "without this such a listener is refused when apps are declared")
     run.add_argument("--rules", default=None,
                      help="rules file (default: $BASTION_RULES, else ./rules.yaml, else "
                           "the packaged default)")
@@ -167,8 +171,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent says it once
         for line in key_problems(rules, os.environ):
             print(f"bastion-edge: {line}", file=sys.stderr, flush=True)
-    problem = exposure_problem(rules, args.listen_host, args.mode or ["regular"])
-    if problem and not args.allow_unauthenticated:
+    problem = mode_problem(rules, args.listen_host, args.mode or ["regular"],
+                           args.transparent_redirect_only)
+    if not problem and not args.allow_unauthenticated:
+        problem = exposure_problem(rules, args.listen_host, args.mode or ["regular"])
+    if problem:
         print(f"bastion-edge: {problem}", file=sys.stderr)
         return EXIT_EXPOSED
     from bastion_edge.proxy.mitmproxy_seams import SeamRefused, verify_request_path
@@ -235,10 +242,10 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
         master = proxy_master(opts, args.mode or ["regular"])
     addon = BastionEdge()
     state_files: list[Path] = []
-    guard = ConnectionGuard(lambda: addon.rules.limits, addon.metrics)
-    master.addons.add(guard, ProxyGate(addon), addon)
+    guard = ConnectionGuard(lambda: addon.shared.rules.limits, addon.shared.metrics)
+    master.addons.add(guard, ProxyGate(addon.shared), addon)
     if master.addons.get("tlsadvice") is None:  # unless BastionEdge carries it as a child
-        master.addons.add(TlsAdvice(addon.metrics.registry, f"{self_command()} env"))
+        master.addons.add(TlsAdvice(addon.shared.metrics.registry, f"{self_command()} env"))
     if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent announces the pool
         master.addons.add(_StartupBanner(args, confdir, state_files))
     opts.update(
@@ -349,6 +356,8 @@ def ensure_ca(confdir: Path) -> Path:
 
 
 def env_lines(confdir: Path, host: str, port: int) -> str:
+    if (exported := exported_app_env()) is not None:  # in the sidecar: the app's view
+        return exported
     ensure_ca(confdir)
     bundle = client_bundle(confdir)
     values = app_environment(f"http://{host}:{port}", bundle, confdir / PROXY_CA_CERT)
@@ -368,7 +377,7 @@ def _cmd_env(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- others
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from bastion_edge.sandbox import SandboxConfig, run_sandbox
+    from bastion_sandbox import SandboxConfig, run_sandbox
 
     capabilities = {}
     if args.capabilities:

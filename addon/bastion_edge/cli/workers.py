@@ -193,6 +193,8 @@ def worker_argv(args: argparse.Namespace, port: int, path: Path, backlog: int) -
         argv.append("--access-log-bodies")
     if a.allow_unauthenticated:
         argv.append("--allow-unauthenticated")
+    if a.transparent_redirect_only:
+        argv.append("--transparent-redirect-only")
     return argv
 
 

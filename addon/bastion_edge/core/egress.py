@@ -1,7 +1,12 @@
 """Where an app may tunnel: the egress decision, over plain values.
 
 Refused: loopback, link-local (169.254.0.0/16 with cloud metadata, fe80::/10),
-unspecified addresses, and the proxy's own ports on any local address. `egress.allow`
+unspecified addresses, the cloud metadata/host services outside link-local (AWS
+fd00:ec2::/32, Alibaba 100.100.100.200, Azure's wire server 168.63.129.16), and the
+proxy's own ports on any local address. An IPv6 address that carries an IPv4 one
+(IPv4-mapped, IPv4-compatible, NAT64 64:ff9b::/96 and 64:ff9b:1::/48 at every RFC 6052
+prefix length, 6to4, Teredo) is refused if the carried address is: the decision is
+taken on the address dialled and on everything it may reach. `egress.allow`
 makes exceptions: a host name as the app asked for it, or a network of the resolved
 address; an entry without a port covers every port except the proxy's own (those
 need an entry naming the port). Every resolved address must pass, and the caller
@@ -20,6 +25,13 @@ from bastion_edge.errors import ApiError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _LINK_LOCAL_V4 = ipaddress.ip_network("169.254.0.0/16")
+_METADATA: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, str] = {
+    ipaddress.ip_network("fd00:ec2::/32"): "AWS's IPv6 instance metadata",
+    ipaddress.ip_network("100.100.100.200/32"): "Alibaba Cloud's metadata service",
+    ipaddress.ip_network("168.63.129.16/32"): "Azure's host wire server",
+}
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +70,10 @@ class EgressPolicy:
             return Verdict(False, f"{host} did not resolve")
         name = host.lower().rstrip(".")
         for text in addresses:
-            verdict = self._decide_one(name, port, normalize(text))
-            if not verdict.allowed:
-                return verdict
+            for ip in reachable_through(normalize(text)):
+                verdict = self._decide_one(name, port, ip)
+                if not verdict.allowed:
+                    return verdict
         return Verdict(True)
 
     def _decide_one(self, name: str, port: int, ip: Address) -> Verdict:
@@ -76,6 +89,31 @@ class EgressPolicy:
         return Verdict(False, f"{ip} is {kind}") if kind else Verdict(True)
 
 
+def reachable_through(ip: Address) -> list[Address]:
+    """`ip` and every IPv4 address a packet to it may be translated or tunnelled to."""
+    found: list[Address] = [ip]
+    if isinstance(ip, ipaddress.IPv4Address):
+        return found
+    raw = ip.packed
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if raw[:12] == bytes(12) and int(ip) > 1:  # IPv4-compatible ::a.b.c.d
+        found.append(ipaddress.IPv4Address(raw[12:]))
+    if ip in _NAT64_WELL_KNOWN:
+        found.append(ipaddress.IPv4Address(raw[12:]))
+    if ip in _NAT64_LOCAL:  # RFC 6052: the prefix length is the operator's; try each
+        found += [ipaddress.IPv4Address(raw[6:8] + raw[9:11]),  # /48 (octet 8 is "u")
+                  ipaddress.IPv4Address(raw[7:8] + raw[9:12]),  # /56
+                  ipaddress.IPv4Address(raw[9:13]),  # /64
+                  ipaddress.IPv4Address(raw[12:])]  # /96
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found += list(ip.teredo)
+    # 0.0.0.0 read from a prefix length not in use is not a destination a translator sends to
+    return [found[0], *(v4 for v4 in found[1:] if not v4.is_unspecified)]
+
+
 def _forbidden_kind(ip: Address) -> str | None:
     if ip.is_loopback:
         return "a loopback address"
@@ -83,6 +121,9 @@ def _forbidden_kind(ip: Address) -> str | None:
         return "the unspecified address"
     if ip.is_link_local or ip in _LINK_LOCAL_V4:
         return "a link-local address (cloud metadata lives here)"
+    for network, what in _METADATA.items():
+        if ip in network:
+            return what
     return None
 
 

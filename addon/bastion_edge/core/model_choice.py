@@ -94,9 +94,9 @@ def retried_on(plan: Plan, model: str) -> Plan:
         resolution = Resolution(requested, model, "fallbacks", 0)
     rewrites = plan.rewrites if REWRITE_MODEL in plan.rewrites else (*plan.rewrites,
                                                                      REWRITE_MODEL)
-    return plan.evolve(upstream_model=model, resolution=resolution, fallback_models=remaining,
-                       rewrites=rewrites,
-                       notes=(*plan.notes, f"404 model_not_found from {failed}: retried on "
+    return plan._replace(upstream_model=model, resolution=resolution, fallback_models=remaining,
+                         rewrites=rewrites,
+                         notes=(*plan.notes, f"404 model_not_found from {failed}: retried on "
                                            f"{model}"))
 
 

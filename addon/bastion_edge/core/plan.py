@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from bastion_edge.core.facts import RequestFacts
 from bastion_edge.core.keys import KeyChoice
@@ -104,7 +104,13 @@ class Route(NamedTuple):
 
 
 class Plan(NamedTuple):
-    """Immutable (a tuple: cheap to copy with `evolve`, which the hot path does twice)."""
+    """Immutable: a tuple, cheap to copy, which the hot path does twice.
+
+    Changed with `plan._replace(field=value, ...)` (the public copy-with-changes method
+    of every NamedTuple; the underscore only keeps it apart from field names). mypy
+    checks each keyword against the fields below, name and type, so a misspelt or
+    mistyped change fails `make lint` instead of silently adding nothing.
+    """
 
     kind: HostKind
     endpoint: str
@@ -137,10 +143,6 @@ class Plan(NamedTuple):
     batch_action: BatchAction | None = None  # a Files/Batch API call the proxy answers
     resource_id: str | None = None  # the file or batch a batch action is about
     strip_usage: bool = False  # include_usage added upstream: keep its chunk from the app
-
-    def evolve(self, **changes: Any) -> Plan:
-        """A copy with `changes`."""
-        return self._replace(**changes)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields

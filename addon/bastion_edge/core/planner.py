@@ -10,6 +10,8 @@ split by conversation waits for the body to choose between Bastion and OpenAI.
 
 To add a rule condition: a field on `RequestFacts` and a test in `Condition.matches`.
 To add an endpoint: its path in `core/facts.py`, then its body step here.
+The head step lives in `head_step.py` (re-exported here); `plan_needs.py` says what the
+body step needs fetched first (Responses history, referenced items).
 """
 
 from __future__ import annotations
@@ -18,294 +20,67 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-from bastion_edge.config.rules import Rules
-from bastion_edge.core.cutover import OPENAI, CutoverRules, conversation_key, destination_for
+from bastion_edge.core.cutover import OPENAI, conversation_key, destination_for
 from bastion_edge.core.facts import (
-    BATCHES,
-    CHAT,
-    COMPLETIONS,
-    EMBEDDINGS,
-    FILES,
     IMAGES_GENERATIONS,
-    MODELS,
     RESPONSES,
-    SPEECH,
     RequestFacts,
-    classify_endpoint,
     facts_from_json,
-    is_collection_path,
-    key_sha256,
+)
+from bastion_edge.core.head_step import (
+    APP_CREDENTIAL_HEADERS,
+    JSON_ENDPOINTS,
+    STREAM_UPLOADS_OVER,
+    Policy,
+    partition_of,
+    plan_head,
+    refused,
+    sticky_key,
+    to_openai,
+    with_resolution,
 )
 from bastion_edge.core.item_refs import referenced_ids, resolve_references
-from bastion_edge.core.keys import KeyChoice, KeyFileReader, select_key
-from bastion_edge.core.limits import head_violation, path_violation
+from bastion_edge.core.keys import KeyFileReader
 from bastion_edge.core.model_choice import choose_model
-from bastion_edge.core.model_map import ModelMap, Resolution
+from bastion_edge.core.model_map import Resolution
 from bastion_edge.core.plan import (
-    REWRITE_HOST,
-    REWRITE_HTTPS,
     REWRITE_KEY,
     REWRITE_MODEL,
     REWRITE_STORE,
-    REWRITE_TTS,
-    BatchAction,
     BodyStep,
     Decision,
     Destination,
     Plan,
     Route,
-    StoreAction,
 )
-from bastion_edge.core.request import ParsedBody, RequestHead, requested_model_of
+from bastion_edge.core.request import ParsedBody, requested_model_of
 from bastion_edge.core.request_adapt import adapt_for_bastion
 from bastion_edge.core.responses import (
-    ANONYMOUS,
     History,
     Item,
     expand_request,
     input_as_items,
     turn_from_request,
 )
-from bastion_edge.core.rewrite import decide_model, model_not_string_error, rewrite_model_path
-from bastion_edge.core.routing import HostKind, Target, bastion_target, classify_host
+from bastion_edge.core.rewrite import decide_model, model_not_string_error
+from bastion_edge.core.routing import Target
 from bastion_edge.core.usage import STREAM_USAGE_NOTE, adds_stream_usage, with_stream_usage
 from bastion_edge.errors import ApiError, bad_request
 from bastion_edge.streams.form_checks import form_field_error
 from bastion_edge.streams.multipart import boundary_from_content_type, replace_form_field
 
-JSON_ENDPOINTS = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, IMAGES_GENERATIONS, RESPONSES})
-# Multipart uploads larger than this are streamed through, not buffered.
-STREAM_UPLOADS_OVER = 1024 * 1024
-# The app's own credentials: never sent to Bastion, only ever back to OpenAI.
-APP_CREDENTIAL_HEADERS = ("authorization", "openai-organization", "openai-project")
 # OpenAI's default when images.generations omits `model`; Bastion requires one.
 IMAGES_DEFAULT_MODEL = "dall-e-2"
 
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """One rules snapshot and what is derived from it; swapped whole on reload."""
-
-    rules: Rules
-    models: ModelMap
-
-    @classmethod
-    def of(cls, rules: Rules) -> Policy:
-        return cls(rules, ModelMap(rules))
-
-
-# ---------------------------------------------------------------------- head step
-
-
-def plan_head(head: RequestHead, policy: Policy, environ: Mapping[str, str],
-              files: KeyFileReader | None = None, app_key_sha256: str | None = None,
-              ) -> Plan | None:
-    """The plan before the body arrives; None for traffic that is not ours.
-
-    Keys come from `environ` and, for `keys.default_file` / `bastion_key_file`, `files`.
-    `app_key_sha256` stands in for an app key the head does not carry (a batch line runs
-    with its creator's key hash, never the key itself).
-    """
-    rules = policy.rules
-    kind = classify_host(rules, head.host)
-    if kind is None:
-        return None
-    endpoint = classify_endpoint(head.path)
-    https = (REWRITE_HTTPS,) if head.scheme == "http" else ()
-    target = bastion_target(rules.upstream, kind, head.path)
-    violation = head_violation(head.header_fields, rules.limits) or path_violation(
-        head.path, api_only=kind is HostKind.OPENAI)
-    if kind is HostKind.BASTION:
-        passthrough = Plan(kind=kind, endpoint=endpoint, method=head.method,
-                           path=head.bare_path, decision=Decision.PASSTHROUGH,
-                           route=Route(Destination.BASTION, target),
-                           facts=RequestFacts(endpoint), rewrites=https)
-        return passthrough if violation is None else refused(passthrough, violation)
-    credentials = {name: head.headers[name]
-                   for name in APP_CREDENTIAL_HEADERS if name in head.headers}
-    facts = RequestFacts(endpoint=endpoint, headers=head.headers,
-                         app_key_sha256=key_sha256(credentials.get("authorization"))
-                         or app_key_sha256,
-                         client_ip=head.client, app=head.app)
-    hold = Route(Destination.BASTION, target, drop_headers=tuple(credentials))
-    plan = Plan(kind=kind, endpoint=endpoint, method=head.method, path=head.bare_path,
-                decision=Decision(rules.cutover.mode), route=hold, facts=facts,
-                body_step=_body_step(head, endpoint), rewrites=(*https, REWRITE_HOST),
-                partition=partition_of(facts), app_credentials=credentials)
-    if violation is not None:  # never forwarded, never given a key
-        return refused(plan, violation)
-    try:
-        return _plan_openai_head(plan, head, policy, environ, files)
-    except ApiError as e:
-        return refused(plan, e)
-
-
-def _body_step(head: RequestHead, endpoint: str) -> BodyStep:
-    content_type = head.headers.get("content-type", "")
-    boundary = boundary_from_content_type(content_type)
-    if boundary is not None:
-        length = head.headers.get("content-length")
-        small = length is not None and length.isdigit() and int(length) <= STREAM_UPLOADS_OVER
-        if small or head.http_version not in ("HTTP/1.1", "HTTP/1.0"):
-            return BodyStep.FORM
-        return BodyStep.STREAMED_FORM
-    if (endpoint in JSON_ENDPOINTS and head.method == "POST" and is_collection_path(head.path)
-            and "multipart" not in content_type):
-        return BodyStep.JSON
-    return BodyStep.NONE
-
-
-def partition_of(facts: RequestFacts) -> str:
-    """Whose Responses state a request may see: its app, else its key, else its address
-    (keyless clients never share one partition)."""
-    if facts.app:
-        return f"app:{facts.app}"
-    if facts.app_key_sha256:
-        return facts.app_key_sha256
-    return f"client:{facts.client_ip}" if facts.client_ip else ANONYMOUS
-
-
-def sticky_key(facts: RequestFacts) -> str:
-    """What keeps one app on one side of a split: its name, key or address."""
-    return facts.app or facts.app_key_sha256 or facts.client_ip or ""
-
-
-def _plan_openai_head(
-    plan: Plan, head: RequestHead, policy: Policy, environ: Mapping[str, str],
-    files: KeyFileReader | None,
-) -> Plan:
-    rules = policy.rules
-    cutover = rules.cutover
-    by_conversation = cutover.mode == "split" and cutover.sticky_by == "conversation"
-    if cutover.mode != "rewrite":
-        if by_conversation:
-            if plan.body_step is BodyStep.JSON and plan.endpoint != RESPONSES:
-                key = select_key(rules, plan.facts, environ, files)
-                return plan.evolve(key=key, body_step=BodyStep.CONVERSATION)
-            if plan.body_step is not BodyStep.STREAMED_FORM and _goes_to_openai(plan, cutover):
-                return to_openai(plan, head.query, rules, environ, files)
-        elif _goes_to_openai(plan, cutover):
-            return to_openai(plan, head.query, rules, environ, files)
-    key = select_key(rules, plan.facts, environ, files)
-    return _to_bastion(plan, head, policy, key)
-
-
-def _goes_to_openai(plan: Plan, cutover: CutoverRules) -> bool:
-    """Sticky per app."""
-    return destination_for(cutover, sticky_key(plan.facts)) == OPENAI
-
-
-def _to_bastion(plan: Plan, head: RequestHead, policy: Policy, key: KeyChoice) -> Plan:
-    """Bastion with its key; audio.speech via the TTS adapter; stored Responses from the
-    store; a model id in the path mapped."""
-    hold = plan.route
-    if plan.endpoint == SPEECH and head.method == "POST":
-        return plan.evolve(key=key, route=Route(Destination.TTS, hold.target,
-                                                  drop_headers=hold.drop_headers),
-                       rewrites=(*plan.rewrites, REWRITE_TTS), body_step=BodyStep.NONE)
-    bastion = Route(Destination.BASTION, hold.target, {"authorization": f"Bearer {key.key}"},
-                    hold.drop_headers)
-    plan = plan.evolve(key=key, route=bastion, rewrites=(*plan.rewrites, REWRITE_KEY))
-    if plan.endpoint == RESPONSES and not is_collection_path(head.path):
-        return _store_action(plan, head)
-    if plan.endpoint in (FILES, BATCHES):
-        return _batch_action(plan, head)
-    if plan.endpoint == MODELS and head.method == "GET":
-        return _model_path(plan, head, policy)
-    return plan
-
-
-def _store_action(plan: Plan, head: RequestHead) -> Plan:
-    """GET/DELETE /v1/responses/{id} and GET .../input_items: Bastion keeps no state."""
-    parts = head.bare_path.rstrip("/").split("/")
-    if len(parts) not in (4, 5) or parts[:3] != ["", "v1", "responses"]:
-        return plan
-    response_id, sub = parts[3], parts[4] if len(parts) == 5 else None
-    action = None
-    if sub is None and head.method == "GET":
-        if dict(parse_qsl(head.query)).get("stream", "").lower() == "true":
-            raise bad_request("bastion-edge does not replay stored responses as a stream; "
-                              "retrieve without stream=true.", "unsupported_parameter",
-                              "stream")
-        action = StoreAction.RETRIEVE
-    elif sub is None and head.method == "DELETE":
-        action = StoreAction.DELETE
-    elif sub == "input_items" and head.method == "GET":
-        action = StoreAction.INPUT_ITEMS
-    if action is None:
-        return plan  # e.g. POST .../cancel: upstream answers
-    return plan.evolve(store_action=action, response_id=response_id,
-                   route=Route(Destination.PROXY, plan.route.target,
-                               drop_headers=plan.route.drop_headers))
-
-
-_BATCH_ACTIONS = {
-    ("files", None, None, "POST"): BatchAction.FILE_CREATE,
-    ("files", None, None, "GET"): BatchAction.FILE_LIST,
-    ("files", "id", None, "GET"): BatchAction.FILE_RETRIEVE,
-    ("files", "id", None, "DELETE"): BatchAction.FILE_DELETE,
-    ("files", "id", "content", "GET"): BatchAction.FILE_CONTENT,
-    ("batches", None, None, "POST"): BatchAction.BATCH_CREATE,
-    ("batches", None, None, "GET"): BatchAction.BATCH_LIST,
-    ("batches", "id", None, "GET"): BatchAction.BATCH_RETRIEVE,
-    ("batches", "id", "cancel", "POST"): BatchAction.BATCH_CANCEL,
-}
-
-
-def _batch_action(plan: Plan, head: RequestHead) -> Plan:
-    """/v1/files and /v1/batches: Bastion has neither, the proxy's batch server answers.
-
-    Nothing of the app's goes upstream; the app's partition travels with the plan."""
-    parts = head.bare_path.rstrip("/").split("/")[2:]  # ["files", id?, sub?]
-    resource = parts[1] if len(parts) > 1 else None
-    sub = parts[2] if len(parts) > 2 else None
-    action = _BATCH_ACTIONS.get((parts[0], "id" if resource else None, sub, head.method)) \
-        if len(parts) <= 3 else None
-    if action is None:
-        raise ApiError(404, f"Invalid URL ({head.method} {head.bare_path})", "unknown_url")
-    return plan.evolve(batch_action=action, resource_id=resource, body_step=BodyStep.NONE,
-                       route=Route(Destination.BATCH, plan.route.target,
-                                   drop_headers=plan.route.drop_headers),
-                       rewrites=tuple(r for r in plan.rewrites if r != REWRITE_KEY))
-
-
-def _model_path(plan: Plan, head: RequestHead, policy: Policy) -> Plan:
-    """`GET /v1/models/{id}`: the id mapped, the path placed under the base URL."""
-    original, resolution = rewrite_model_path(head.path, plan.facts, policy.rules,
-                                              policy.models)
-    if resolution is None:
-        return plan
-    target = bastion_target(policy.rules.upstream, HostKind.OPENAI, original)
-    plan = _with_resolution(plan, resolution.requested, resolution.upstream, resolution)
-    return plan.evolve(route=plan.route._replace(target=target))
-
-
-def to_openai(plan: Plan, query: str, rules: Rules, environ: Mapping[str, str],
-              files: KeyFileReader | None = None) -> Plan:
-    """Unchanged (but over https) to OpenAI, with the app's own credentials."""
-    base = urlsplit(rules.cutover.openai_base_url)
-    path = plan.path + (f"?{query}" if query else "")
-    target = Target("https", base.hostname or "api.openai.com", base.port or 443, path)
-    route = Route(Destination.OPENAI, target, put_headers=dict(plan.app_credentials),
-                  drop_headers=("authorization",))
-    key, skip = None, None
-    step = BodyStep.OBSERVE if plan.body_step in (BodyStep.JSON, BodyStep.CONVERSATION) \
-        else BodyStep.NONE
-    if plan.decision is Decision.MIRROR:
-        skip = None if step is BodyStep.OBSERVE else "not mirrored endpoint"
-        try:  # the key of the copy mirrored to Bastion
-            key = select_key(rules, plan.facts, environ, files)
-        except ApiError as e:
-            skip = skip or e.code
-    mirror_target = plan.route.target if plan.decision is Decision.MIRROR else None
-    return plan.evolve(route=route, key=key, body_step=step, mirror_skip=skip,
-                       mirror_target=mirror_target,
-                       rewrites=tuple(r for r in plan.rewrites if r == REWRITE_HTTPS))
-
-
 # ---------------------------------------------------------------------- body step
+
+__all__ = [  # the head step's names, re-exported: callers import the planner
+    "APP_CREDENTIAL_HEADERS", "IMAGES_DEFAULT_MODEL", "JSON_ENDPOINTS",
+    "STREAM_UPLOADS_OVER", "Policy", "answered_from_store", "form_model",
+    "history_wanted", "partition_of", "plan_body", "plan_head", "references_wanted",
+    "refused", "sticky_key", "to_openai",
+]
 
 
 def history_wanted(plan: Plan, body: ParsedBody) -> str | None:
@@ -377,12 +152,12 @@ def _split_by_conversation(
     sticky = key or sticky_key(plan.facts)
     cutover = policy.rules.cutover
     if destination_for(cutover, sticky) == OPENAI:
-        return to_openai(plan.evolve(body_step=BodyStep.JSON), _query(plan.route.target),
+        return to_openai(plan._replace(body_step=BodyStep.JSON), _query(plan.route.target),
                          policy.rules, environ, files)
     assert plan.key is not None
     route = Route(Destination.BASTION, plan.route.target,
                   {"authorization": f"Bearer {plan.key.key}"}, plan.route.drop_headers)
-    return plan.evolve(route=route, body_step=BodyStep.JSON,
+    return plan._replace(route=route, body_step=BodyStep.JSON,
                    rewrites=(*plan.rewrites, REWRITE_KEY))
 
 
@@ -492,15 +267,15 @@ def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
     if mapped.changed or expanded is not None or strip_usage:
         new_body = _serialise(mapped.body)
     resolution = mapped.resolution
-    models = {} if resolution is None else {
-        "resolution": resolution, "upstream_model": resolution.upstream,
-        "original_model": mapped.requested or resolution.requested}
-    return plan.evolve(facts=mapped.facts, stream=parsed.get("stream") is True,
-                       app_store=app_store, body=new_body, capture=capture,
-                       notes=(*notes, *mapped.notes), strip_usage=strip_usage,
-                       rewrites=(*plan.rewrites, *mapped.rewrites),
-                       fallback_models=mapped.fallback_models,
-                       fallback_reason=mapped.fallback_reason, **models)
+    return plan._replace(
+        facts=mapped.facts, stream=parsed.get("stream") is True, app_store=app_store,
+        body=new_body, capture=capture, notes=(*notes, *mapped.notes),
+        strip_usage=strip_usage, rewrites=(*plan.rewrites, *mapped.rewrites),
+        fallback_models=mapped.fallback_models, fallback_reason=mapped.fallback_reason,
+        resolution=plan.resolution if resolution is None else resolution,
+        upstream_model=plan.upstream_model if resolution is None else resolution.upstream,
+        original_model=plan.original_model if resolution is None
+        else mapped.requested or resolution.requested)
 
 
 def _rewrite_form(plan: Plan, body: ParsedBody, policy: Policy,
@@ -521,7 +296,7 @@ def _rewrite_form(plan: Plan, body: ParsedBody, policy: Policy,
     if refusal is not None:
         raise refusal
     final = outcome[-1] if outcome else plan
-    return final.evolve(body=new_raw if new_raw != body.raw else None)
+    return final._replace(body=new_raw if new_raw != body.raw else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,17 +322,17 @@ def form_model(plan: Plan, policy: Policy, old: bytes, *, streaming: bool,
             raise
         # Too late for a 400 (the upload is already streaming): let upstream reject it.
         note = f"streamed upload kept unmapped model: {e.code}"
-        return FormModel(old, plan.evolve(original_model=requested, upstream_model=requested,
-                                      notes=(*plan.notes, note)))
+        return FormModel(old, plan._replace(original_model=requested, upstream_model=requested,
+                                        notes=(*plan.notes, note)))
     if choice is not None:
         resolution = _chosen(resolution, requested, choice.model)
-        plan = plan.evolve(notes=(*plan.notes, *choice.notes),
-                           fallback_models=() if streaming else choice.fallbacks,
-                           fallback_reason=choice.passed_over)
+        plan = plan._replace(notes=(*plan.notes, *choice.notes),
+                             fallback_models=() if streaming else choice.fallbacks,
+                             fallback_reason=choice.passed_over)
     if resolution is None or not resolution.changed:
-        return FormModel(old, plan.evolve(original_model=requested, upstream_model=requested))
+        return FormModel(old, plan._replace(original_model=requested, upstream_model=requested))
     return FormModel(resolution.upstream.encode(),
-                     _with_resolution(plan, requested, resolution.upstream, resolution))
+                     with_resolution(plan, requested, resolution.upstream, resolution))
 
 
 def _observe(plan: Plan, body: ParsedBody, policy: Policy,
@@ -570,22 +345,22 @@ def _observe(plan: Plan, body: ParsedBody, policy: Policy,
         stream = (body.json_or_none() or {}).get("stream") is True
         refused_copy = _mirror_skip(plan, policy, stream) or note \
             if plan.decision is Decision.MIRROR else None
-        return plan.evolve(original_model=requested_model_of(body), stream=stream,
+        return plan._replace(original_model=requested_model_of(body), stream=stream,
                        notes=(*plan.notes, note), mirror_skip=refused_copy)
     stream = body.json_object().get("stream") is True
     would = ("host", "key", *mapped.rewrites)
-    plan = plan.evolve(stream=stream, notes=(*plan.notes, "would rewrite: " + ",".join(would),
-                                             *mapped.notes))
+    plan = plan._replace(stream=stream, notes=(*plan.notes, "would rewrite: " + ",".join(would),
+                                               *mapped.notes))
     if mapped.resolution is not None:
         upstream = mapped.body.get("model")
-        plan = plan.evolve(original_model=mapped.requested,
+        plan = plan._replace(original_model=mapped.requested,
                        upstream_model=upstream if isinstance(upstream, str) else None)
     if plan.decision is Decision.MIRROR:
         skip: str | None = _mirror_skip(plan, policy, stream) or plan.mirror_skip
         mirror_body = None
         if skip is None:
             mirror_body = _serialise(mapped.body) if mapped.changed else body.raw
-        plan = plan.evolve(mirror_skip=skip, mirror_body=mirror_body)
+        plan = plan._replace(mirror_skip=skip, mirror_body=mirror_body)
     return plan
 
 
@@ -598,25 +373,8 @@ def _mirror_skip(plan: Plan, policy: Policy, stream: bool) -> str | None:
 # ---------------------------------------------------------------------- outcomes
 
 
-def refused(plan: Plan, error: ApiError, requested_model: str | None = None) -> Plan:
-    """The proxy answers `error`; the route stays the fail-closed hold."""
-    hold = Route(Destination.BASTION, plan.route.target, drop_headers=plan.route.drop_headers)
-    return plan.evolve(refusal=error, route=hold,
-                   original_model=plan.original_model or requested_model)
-
-
 def answered_from_store(plan: Plan) -> Plan:
-    return plan.evolve(notes=(*plan.notes, "answered from the response store"))
-
-
-def _with_resolution(plan: Plan, requested: str, upstream: str,
-                     resolution: Resolution | None) -> Plan:
-    rewrites = plan.rewrites
-    if requested != upstream and REWRITE_MODEL not in rewrites:
-        rewrites = (*rewrites, REWRITE_MODEL)
-    return plan.evolve(original_model=requested, upstream_model=upstream,
-                   resolution=resolution if resolution is not None else plan.resolution,
-                   rewrites=rewrites)
+    return plan._replace(notes=(*plan.notes, "answered from the response store"))
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one, not per call

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bastion_edge.deploy.app_env import app_environment
+from bastion_edge.deploy.app_env import EXPORTED_ENV_VAR, app_environment
 from bastion_edge.deploy.tls_bundles import PROXY_CA_CERT, client_bundle
 
 # Every variable the entrypoint reads, with its default. The examples in
@@ -42,7 +42,7 @@ ENV_VARS: dict[str, str] = {
     "BASTION_ALLOW_UNAUTHENTICATED": "false",  # listen beyond loopback with no apps declared
     "BASTION_WORKERS": "1",  # proxy processes sharing the port (0: one per core)
     "BASTION_LISTEN_BACKLOG": "0",  # accept queue (0: asyncio's 100; 1024 with workers)
-    # Read by the proxy itself (see the README): QUBITTRON_API_KEY, BASTION_BASE_URL,
+    # Read by the proxy itself (docs/reference/environment.md): QUBITTRON_API_KEY, BASTION_BASE_URL,
     # BASTION_UPSTREAM_CA, BASTION_OPENAI_URL and any key variables the rules name.
 }
 EXPORTED_CA = "bastion-edge-ca.pem"
@@ -135,12 +135,26 @@ def export_for_app(config: SidecarConfig) -> Path | None:
     return env_file
 
 
+def health_url(config: SidecarConfig) -> str:
+    """What the image's HEALTHCHECK asks: /readyz on the metrics port the sidecar uses
+    (healthy = the proxy accepts requests, what compose's `service_healthy` waits for)."""
+    host = config.metrics_host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # every interface: loopback is one of them
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.metrics_port}/readyz"
+
+
 def main(environ: Mapping[str, str] | None = None) -> int:
     from bastion_edge.cli.main import main as cli_main
 
     config = SidecarConfig.from_environ(os.environ if environ is None else environ)
     exported = export_for_app(config)
-    if exported is not None:
-        print(f"bastion-edge sidecar: app environment written to {exported}", flush=True)
     print(f"bastion-edge sidecar: CA {config.confdir / PROXY_CA_CERT}", flush=True)
+    if exported is not None and config.app_ca_dir is not None:
+        print(f"bastion-edge sidecar: app environment written to {exported} (the app mounts "
+              f"it at {config.app_ca_dir / EXPORTED_ENV}); the proxy's log shows it below",
+              flush=True)
+        os.environ[EXPORTED_ENV_VAR] = str(exported)  # `run` announces the app's view
     return cli_main(config.run_argv())

@@ -22,7 +22,7 @@ import logging
 import socket
 import weakref
 from collections.abc import Coroutine, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mitmproxy import connection, ctx, http
 from mitmproxy.proxy import mode_specs, server_hooks
@@ -37,9 +37,7 @@ from bastion_edge.core.proxy_auth import (
 from bastion_edge.core.routing import classify_host
 from bastion_edge.errors import ApiError
 from bastion_edge.proxy.exchange import METADATA_KEY
-
-if TYPE_CHECKING:
-    from bastion_edge.proxy.addon import BastionEdge
+from bastion_edge.proxy.shared import Shared, keeps_flows
 
 log = logging.getLogger("bastion_edge")
 
@@ -50,9 +48,13 @@ PROXY_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode)
 
 
 class ProxyGate:
-    def __init__(self, edge: BastionEdge) -> None:
-        self.edge = edge
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared  # the rules snapshot, metrics, internal listener ports
+        self.keeps_flows = False  # mitmweb or a flow file: redact what stays on screen
         self.authenticated: MutableMapping[connection.Client, str] = weakref.WeakKeyDictionary()
+
+    def running(self) -> None:
+        self.keeps_flows = keeps_flows(ctx.options)
 
     # ------------------------------------------------------------------ who
 
@@ -63,7 +65,7 @@ class ProxyGate:
         if app is not None:
             self.authenticated[flow.client_conn] = app
         request = flow.request
-        if classify_host(self.edge.rules, request.host) is None:
+        if classify_host(self.shared.rules, request.host) is None:
             await self._check_egress(flow, request.host, request.port)
 
     def requestheaders(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
@@ -75,7 +77,7 @@ class ProxyGate:
             return None
         request = flow.request
         if (isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode)
-                and classify_host(self.edge.rules, request.host) is None):
+                and classify_host(self.shared.rules, request.host) is None):
             return self._check_egress(flow, request.host, request.port)
         return None
 
@@ -84,7 +86,7 @@ class ProxyGate:
         header = flow.request.headers.get(PROXY_AUTHORIZATION)
         if header is not None:
             del flow.request.headers[PROXY_AUTHORIZATION]  # never upstream, never shown
-        clients = self.edge.rules.clients
+        clients = self.shared.rules.clients
         if not isinstance(flow.client_conn.proxy_mode, PROXY_MODES):
             app = clients.transparent_app
             if app is None and clients.apps:
@@ -100,7 +102,7 @@ class ProxyGate:
         else:
             found = authenticate(clients.apps, header)
             if isinstance(found, Refusal):
-                self.edge.metrics.proxy_errors.labels("proxy_authentication_required").inc()
+                self.shared.metrics.proxy_errors.labels("proxy_authentication_required").inc()
                 log.info("bastion-edge: 407 for %s (%s credentials)",
                          _peer(flow), found.reason)
                 _refuse(flow, proxy_auth_required(found), dict([PROXY_AUTHENTICATE]))
@@ -113,11 +115,10 @@ class ProxyGate:
     # ------------------------------------------------------------------ where
 
     def policy(self) -> EgressPolicy:
-        return EgressPolicy(self.edge.rules.egress.allow, self.own_ports())
+        return EgressPolicy(self.shared.rules.egress.allow, self.own_ports())
 
     def own_ports(self) -> frozenset[int]:
-        ports = {port for port in (self.edge.tts.port, self.edge.batches.server.port,
-                                   self.edge.admin.port if self.edge.admin else None,
+        ports = {port for port in (*self.shared.internal_ports(),
                                    getattr(ctx.options, "web_port", None)) if port}
         server = ctx.master.addons.get("proxyserver")
         if server is not None:
@@ -125,12 +126,10 @@ class ProxyGate:
         return frozenset(ports)
 
     def own_upstreams(self) -> frozenset[tuple[str, int]]:
-        rules = self.edge.rules
+        rules = self.shared.rules
         upstreams = {(rules.upstream.host.lower(), rules.upstream.port)}
-        if self.edge.tts.port:
-            upstreams.add(("127.0.0.1", self.edge.tts.port))
-        if self.edge.batches.server.port:  # /v1/files and /v1/batches
-            upstreams.add(("127.0.0.1", self.edge.batches.server.port))
+        for port in self.shared.dialed_ports():  # TTS adapter, /v1/files and /v1/batches
+            upstreams.add(("127.0.0.1", port))
         if rules.cutover.mode != "rewrite":
             from urllib.parse import urlsplit
 
@@ -164,17 +163,17 @@ class ProxyGate:
         server.address = (addresses[0], port)
 
     def _refused(self, host: str, port: int, verdict: Verdict) -> None:
-        self.edge.metrics.proxy_errors.labels("egress_refused").inc()
+        self.shared.metrics.proxy_errors.labels("egress_refused").inc()
         log.warning("bastion-edge: egress to %s:%s refused: %s", host, port, verdict.reason)
 
     # ------------------------------------------------------------------ what shows
 
     def response(self, flow: http.HTTPFlow) -> None:
-        if self.edge.keeps_flows:  # mitmweb, flow files: what stays on screen
+        if self.keeps_flows:  # mitmweb, flow files: what stays on screen
             redact(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        if self.edge.keeps_flows:
+        if self.keeps_flows:
             redact(flow)
 
 

@@ -17,8 +17,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
+from mitmproxy import http
 
 from bastion_edge.core.mirror_compare import shape_differences
+from bastion_edge.core.plan import Plan
+from bastion_edge.proxy.shared import Shared
+from bastion_edge.telemetry.access_log import AccessRecord
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +119,63 @@ class Mirror:
     async def drain(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class MirrorAddon:
+    """The mirror as a child addon of `BastionEdge`: sends the copy, logs the record
+    once compared, and on `done` waits for the copies still in flight (listed before
+    the access log, so their records are written before it closes)."""
+
+    name = "bastion_mirror"
+
+    def __init__(self, shared: Shared, client: Callable[[], httpx.AsyncClient],
+                 write_log: Callable[[AccessRecord], None]) -> None:
+        self.shared = shared
+        self.client = client
+        self.write_log = write_log
+        self.copies = Mirror()
+
+    async def done(self) -> None:
+        await self.copies.drain()
+
+    async def drain(self) -> None:
+        await self.copies.drain()
+
+    def mirror(self, flow: http.HTTPFlow, plan: Plan, record: AccessRecord,
+               primary_json: Callable[[], Any]) -> None:
+        """Send Bastion a rewritten copy of what OpenAI just answered; log when compared."""
+        copy = mirror_copy(flow, plan, primary_json)
+        if isinstance(copy, str):
+            self._done(record, {"skipped": copy})
+            return
+        endpoint = record.endpoint
+
+        def done(result: MirrorResult) -> None:
+            verdict = "error" if result.error else "match" if result.shape_match else "mismatch"
+            self.shared.metrics.mirror_duration.labels(endpoint).observe(
+                result.duration_ms / 1000)
+            self._done(record, result.to_dict(), verdict)
+
+        limit = self.shared.rules.cutover.mirror_max_in_flight
+        if not self.copies.try_send(self.client(), copy, limit, done):
+            self._done(record, {"skipped": "max_in_flight"})
+
+    def _done(self, record: AccessRecord, mirror: dict[str, object],
+              verdict: str = "skipped") -> None:
+        self.shared.metrics.mirror.labels(verdict).inc()
+        record.mirror = mirror
+        self.write_log(record)
+
+
+def mirror_copy(flow: http.HTTPFlow, plan: Plan,
+                primary_json: Callable[[], Any]) -> MirrorRequest | str:
+    """The request Bastion gets, or why there is none."""
+    assert flow.response is not None
+    if plan.mirror_body is None or plan.key is None or plan.mirror_target is None:
+        return plan.mirror_skip or "not mirrored endpoint"
+    return MirrorRequest(
+        method=plan.method, url=plan.mirror_target.url,
+        headers={"content-type": "application/json",
+                 "authorization": f"Bearer {plan.key.key}"},
+        body=plan.mirror_body, stream=plan.stream,
+        primary_status=flow.response.status_code, primary_json=primary_json())

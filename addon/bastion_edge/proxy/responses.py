@@ -1,6 +1,7 @@
 """Responses state for apps, since Bastion keeps none: the proxy side of the store.
 
-Not an addon of its own: `BastionEdge` calls it where a plan needs it.
+Its lifecycle is the `ResponsesAddon` child of `BastionEdge` (proxy/lifecycle.py); the
+request and reply paths call it where a plan needs it.
 
   history   the stored conversation behind a `previous_response_id` (the planner
             expands the request with it and chooses the model once)

@@ -14,12 +14,16 @@ whatever the body size and wherever the field sits.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Callable
 
 MAX_PART_HEADERS = 16 * 1024
 MAX_FIELD_VALUE = 64 * 1024
 
-_NAME = re.compile(rb'(?i)content-disposition:[^\r\n]*?;\s*name="([^"]*)"')
+_DISPOSITION = re.compile(rb"(?im)^content-disposition:([^\r\n]*)")
+# One `;`-separated parameter: a token, `=`, then a quoted string (with \-escapes) or a token.
+_PARAM = re.compile(rb';\s*([^\s=;]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;]*))')
+_CONTINUATION = re.compile(rb"name\*(\d+)(\*?)")
 _BOUNDARY = re.compile(r'(?i)boundary="?([^";]+)"?')
 
 
@@ -31,14 +35,48 @@ def boundary_from_content_type(content_type: str) -> bytes | None:
     return found.group(1).strip().encode() if found else None
 
 
+def part_names(headers: bytes) -> set[bytes]:
+    """Every `name` parameter of a part's Content-Disposition headers, quoted or not
+    (`name=model` and `name="model"` are one field to a server), also in RFC 2231/5987
+    form (`name*=UTF-8''model`, `name*0=mo; name*1=del`, as aiohttp reads them).
+    Parameters are read in order, quotes respected, so a `filename="; name=model"`
+    names nothing."""
+    names = set()
+    for disposition in _DISPOSITION.finditer(headers):
+        pieces: dict[int, bytes] = {}
+        for param in _PARAM.finditer(disposition.group(1)):
+            key = param.group(1).lower()
+            quoted = param.group(2)
+            value = re.sub(rb"\\(.)", rb"\1", quoted) if quoted is not None else param.group(3)
+            if key == b"name":
+                names.add(value)
+            elif key == b"name*":
+                names.add(_extended(value))
+            elif (split := _CONTINUATION.fullmatch(key)) is not None:
+                number, extended = split.groups()
+                pieces[int(number)] = _extended(value) if extended else value
+        if pieces:
+            names.add(b"".join(pieces[n] for n in sorted(pieces)))
+    return names
+
+
+def _extended(value: bytes) -> bytes:
+    """An RFC 5987 ext-value (`charset'lang'percent-encoded`) as bytes."""
+    encoded = value.split(b"'", 2)[-1]
+    return urllib.parse.unquote_to_bytes(encoded)
+
+
 class FormFieldRewriter:
     """Feeds chunks through, replacing the value of every part named `field`.
 
-    `replace(old_value) -> new_value` is called once per such part, when it is complete
-    (a second `model` field must not slip through unmapped). `found` holds the first
-    original value afterwards (None if the field never came), `count` how many came;
+    `replace(old_value) -> new_value` is called for the first such part, when it is
+    complete; every later part named `field` gets that same new value, so a second
+    `model` field can neither slip through unmapped nor disagree with the first (a
+    streamed upload is past the point where a 400 could answer it; the buffered path
+    refuses duplicates, see form_checks). `found` holds the first original value
+    afterwards (None if the field never came), `count` how many came;
     `overflowed` is True when a part's headers or the field's value were too large to
-    hold, after which the rest passes unchanged.
+    hold: that part passes unchanged, later parts are still looked at.
     """
 
     def __init__(self, boundary: bytes, field: bytes, replace: Callable[[bytes], bytes]) -> None:
@@ -50,6 +88,7 @@ class FormFieldRewriter:
         self._virtual_left = 2
         self._state = self._scan
         self.found: bytes | None = None
+        self._new: bytes = b""
         self.count = 0
         self.overflowed = False
         self.done = False  # the field was replaced (or can no longer be): pure passthrough
@@ -92,32 +131,41 @@ class FormFieldRewriter:
             return False
         stop = self._buf.find(b"\r\n\r\n")
         if stop < 0:
-            if len(self._buf) > MAX_PART_HEADERS or end:
-                self.overflowed = len(self._buf) > MAX_PART_HEADERS
+            if end:
                 self._finish()
+            elif len(self._buf) > MAX_PART_HEADERS:
+                return self._give_up_on_part()
             return False
         stop += 4
         headers = bytes(self._buf[:stop])
         out += headers
         del self._buf[:stop]
-        name = _NAME.search(headers)
-        self._state = self._value if name and name.group(1) == self._field else self._scan
+        self._state = self._value if self._field in part_names(headers) else self._scan
         return True
 
     def _value(self, out: bytearray, end: bool) -> bool:
         at = self._buf.find(self._delimiter)
         if at < 0:
-            if len(self._buf) > MAX_FIELD_VALUE or end:
-                self.overflowed = len(self._buf) > MAX_FIELD_VALUE
+            if end:
                 self._finish()
+            elif len(self._buf) > MAX_FIELD_VALUE:
+                return self._give_up_on_part()
             return False
         value = bytes(self._buf[:at])
         if self.found is None:
             self.found = value
+            self._new = self._replace(value)
         self.count += 1
-        out += self._replace(value)
+        out += self._new
         del self._buf[:at]
         self._state = self._scan  # a later part may carry the field again
+        return True
+
+    def _give_up_on_part(self) -> bool:
+        """This part is too large to hold: it passes as it is, and the next one is
+        looked at (a `model` part after it is still replaced)."""
+        self.overflowed = True
+        self._state = self._scan
         return True
 
     def _finish(self) -> None:
