@@ -13,11 +13,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bastion_edge.cli.cutover import cutover_banner, describe_cutover
+from bastion_edge.cli.check_cmd import cmd_check
+from bastion_edge.cli.check_cmd import describe_condition as describe_condition
+from bastion_edge.cli.check_cmd import describe_rules as describe_rules
+from bastion_edge.cli.cutover import cutover_banner
 from bastion_edge.cli.cutover import register as register_cutover
+from bastion_edge.cli.help_format import Parser
+from bastion_edge.cli.key_advice import key_problems
+from bastion_edge.cli.rules_file import packaged_rules as packaged_rules
+from bastion_edge.cli.rules_file import rules_path as rules_path
+from bastion_edge.cli.rules_file import version_line
 from bastion_edge.cli.rules_suggest import register as register_rules
-from bastion_edge.cli.run_state import RunState, env_target, remove_state, write_state
-from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules
+from bastion_edge.cli.run_state import RunState, env_target, record_run, remove_state
+from bastion_edge.cli.self_command import self_command
+from bastion_edge.config.rules import RulesError, apply_environment, load_rules
 from bastion_edge.deploy.app_env import app_environment, exported_app_env
 from bastion_edge.deploy.exposure import EXIT_EXPOSED, exposure_problem, mode_problem
 from bastion_edge.deploy.node_preload import node_env
@@ -39,14 +48,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = Parser(
         prog="bastion-edge",
         description="Zero-code OpenAI -> Bastion migration proxy (a mitmproxy addon).")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="run the proxy in the foreground")
-    run.add_argument("--listen-host", default="127.0.0.1")
-    run.add_argument("--listen-port", type=int, default=8080)
+    run.add_argument("--listen-host", default="127.0.0.1",
+                     help="address the proxy listens on (beyond loopback: declare "
+                          "clients.apps, or see --allow-unauthenticated)")
+    run.add_argument("--listen-port", type=int, default=8080,
+                     help="port the proxy listens on (0: any free port, printed at start)")
     run.add_argument("--mode", action="append", default=None, metavar="MODE",
                      help="mitmproxy proxy mode: regular (default) or transparent (no "
                           "other mode starts); repeat to run several side by side (e.g. "
@@ -56,11 +69,16 @@ def _parser() -> argparse.ArgumentParser:
                           "redirect rules send it (a firewall drops direct connections); "
                           "without this such a listener is refused when apps are declared")
     run.add_argument("--rules", default=None,
-                     help="rules file (default: $BASTION_RULES, else ./rules.yaml)")
+                     help="rules file (default: $BASTION_RULES, else ./rules.yaml, else "
+                          "the packaged default)")
     run.add_argument("--confdir", default=DEFAULT_CONFDIR, help="CA and bundles live here")
-    run.add_argument("--metrics-host", default="127.0.0.1")
-    run.add_argument("--metrics-port", type=int, default=9090, help="0 disables")
-    run.add_argument("--access-log", default="", metavar="FILE|-")
+    run.add_argument("--metrics-host", default="127.0.0.1",
+                     help="address of /metrics, /healthz and /readyz")
+    run.add_argument("--metrics-port", type=int, default=9090,
+                     help="port of /metrics, /healthz and /readyz; 0 disables them")
+    run.add_argument("--access-log", default="", metavar="FILE|-",
+                     help="one JSON record per exchange (what `bastion-edge report` "
+                          "reads); -: stdout")
     run.add_argument("--access-log-bodies", action="store_true",
                      help="also log JSON bodies (credentials redacted)")
     run.add_argument("--shutdown-grace", type=float, default=20.0, metavar="SECONDS",
@@ -70,8 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                           "(anyone who can connect spends the Bastion key)")
     _add_worker_arguments(run)
     run.add_argument("--web", action="store_true", help="run inside mitmweb for inspection")
-    run.add_argument("--web-host", default="127.0.0.1")
-    run.add_argument("--web-port", type=int, default=8081)
+    run.add_argument("--web-host", default="127.0.0.1", help="mitmweb's address (--web)")
+    run.add_argument("--web-port", type=int, default=8081, help="mitmweb's port (--web)")
     run.set_defaults(handler=_cmd_run)
 
     env = sub.add_parser("env", help="print the environment an app needs")
@@ -86,22 +104,31 @@ def _parser() -> argparse.ArgumentParser:
     env.set_defaults(handler=_cmd_env)
 
     check = sub.add_parser("check", help="validate a rules file and print the mapping")
-    check.add_argument("--rules", default=None)
+    check.add_argument("--rules", default=None,
+                       help="rules file (default: $BASTION_RULES, else ./rules.yaml, else "
+                            "the packaged default)")
     check.add_argument("--live", action="store_true",
                        help="also ask Bastion (GET /v1/models with the configured keys) which "
                             "model would serve each mapped id now; exit 1 if one has none")
     check.add_argument("--confdir", default=DEFAULT_CONFDIR,
                        help="where the upstream CA bundle is written (--live)")
-    check.set_defaults(handler=_cmd_check)
+    check.add_argument("--rules-only", action="store_true",
+                       help="validate the rules file only: an unset Bastion key (variable "
+                            "or file the rules name) is not an error")
+    check.set_defaults(handler=cmd_check)
 
     sandbox = sub.add_parser("sandbox", help="run the local stand-in for Bastion")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8443)
-    sandbox.add_argument("--tls-dir", default="~/.bastion-edge/sandbox")
+    sandbox.add_argument("--host", default="127.0.0.1", help="address the sandbox listens on")
+    sandbox.add_argument("--port", type=int, default=8443,
+                         help="its HTTPS port (0: any free port, printed at start)")
+    sandbox.add_argument("--tls-dir", default="~/.bastion-edge/sandbox",
+                         help="its CA (ca.pem, for BASTION_UPSTREAM_CA) and certificate")
     sandbox.add_argument("--http-port", type=int, default=None,
-                         help="also answer plain http here, with Bastion's redirect")
+                         help="also answer plain http here, with Bastion's redirect "
+                              "(default: off)")
     sandbox.add_argument("--riva-audio", default="wav",
-                         choices=("wav", "wav-placeholder-sizes", "pcm"))
+                         choices=("wav", "wav-placeholder-sizes", "pcm"),
+                         help="how the Riva stand-in answers speech")
     sandbox.add_argument("--persona", default="bastion", choices=("bastion", "openai"),
                          help="openai: stand in for OpenAI instead (cutover rehearsals)")
     sandbox.add_argument("--unavailable-model", action="append", default=[], metavar="ID",
@@ -109,7 +136,8 @@ def _parser() -> argparse.ArgumentParser:
                               "of /v1/models (repeatable; also PATCH /sandbox/models/ID)")
     sandbox.add_argument("--capabilities", default=None, metavar="RULES",
                          help="a rules file whose `capabilities:` the sandbox enforces: a "
-                              "field a model lacks answers 502 upstream_error")
+                              "field a model lacks answers 502 upstream_error (default: "
+                              "none enforced)")
     sandbox.set_defaults(handler=_cmd_sandbox)
 
     demo = sub.add_parser("demo", help="sandbox + proxy + real SDK calls, offline")
@@ -126,17 +154,14 @@ def _parser() -> argparse.ArgumentParser:
     app_add.add_argument("name")
     app_add.add_argument("--proxy-host", default="127.0.0.1",
                          help="host name the app reaches the proxy by")
-    app_add.add_argument("--listen-port", type=int, default=8080)
+    app_add.add_argument("--listen-port", type=int, default=8080,
+                         help="the proxy's port, for the printed proxy URL")
     app_add.set_defaults(handler=_cmd_app_add)
     register_report(sub)
     register_cutover(sub)
     register_rules(sub)
     register_redirect(sub)  # `redirect install|remove|show`, handled in redirect.py
     return parser
-
-
-def rules_path(given: str | None) -> Path:
-    return Path(given or os.environ.get("BASTION_RULES") or "rules.yaml")
 
 
 # ---------------------------------------------------------------------------- run
@@ -148,6 +173,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (RulesError, OSError) as e:
         print(f"bastion-edge: rules {path}: {e}", file=sys.stderr)
         return 1
+    if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent says it once
+        for line in key_problems(rules, os.environ):
+            print(f"bastion-edge: {line}", file=sys.stderr, flush=True)
     problem = mode_problem(rules, args.listen_host, args.mode or ["regular"],
                            args.transparent_redirect_only)
     if not problem and not args.allow_unauthenticated:
@@ -177,7 +205,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except PatchRefused as e:
             print(f"bastion-edge: {e}", file=sys.stderr)
             return 1
+    busy = _listen_port_problem(args)
+    if busy:
+        print(f"bastion-edge: {busy}", file=sys.stderr)
+        return 1
     return asyncio.run(_run_proxy(args, path))
+
+
+def _listen_port_problem(args: argparse.Namespace) -> str | None:
+    """The listen port taken (by whom), for the modes that listen on it; a worker joins
+    the port its pool holds, so it does not ask."""
+    if args.reuse_port or all("@" in mode for mode in args.mode or ["regular"]):
+        return None
+    from bastion_edge.cli.port_check import port_problem
+
+    return port_problem(args.listen_host, args.listen_port,
+                        Path(os.path.expanduser(args.confdir)))
 
 
 async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
@@ -186,6 +229,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     from bastion_edge.proxy.addon import BastionEdge
     from bastion_edge.proxy.connection_guard import ConnectionGuard
     from bastion_edge.proxy.gate import ProxyGate
+    from bastion_edge.proxy.tls_advice import TlsAdvice
 
     confdir = Path(os.path.expanduser(args.confdir))
     confdir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +249,8 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     state_files: list[Path] = []
     guard = ConnectionGuard(lambda: addon.shared.rules.limits, addon.shared.metrics)
     master.addons.add(guard, ProxyGate(addon.shared), addon)
+    if master.addons.get("tlsadvice") is None:  # unless BastionEdge carries it as a child
+        master.addons.add(TlsAdvice(addon.shared.metrics.registry, f"{self_command()} env"))
     if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent announces the pool
         master.addons.add(_StartupBanner(args, confdir, state_files))
     opts.update(
@@ -253,8 +299,8 @@ class _StartupBanner:
         port = addrs[0][1] if addrs else self.args.listen_port
         print(f"bastion-edge listening on {self.args.listen_host}:{port}", flush=True)
         print(cutover_banner(rules_path(self.args.rules)), flush=True)
-        self.state_files.append(write_state(
-            RunState(self.args.listen_host, port, str(self.confdir), os.getpid())))
+        self.state_files += record_run(
+            RunState(self.args.listen_host, port, str(self.confdir), os.getpid()))
         web_url = getattr(ctx.master, "web_url", None)
         if web_url:
             print(f"mitmweb (rewritten flows annotated): {web_url}", flush=True)
@@ -300,7 +346,7 @@ def _run_workers(args: argparse.Namespace, path: Path) -> int:
         print(f"CA certificate: {confdir / PROXY_CA_CERT}", flush=True)
         print("An app needs:", flush=True)
         print(env_lines(confdir, args.listen_host, port), flush=True)
-        return [write_state(RunState(args.listen_host, port, str(confdir), os.getpid()))]
+        return record_run(RunState(args.listen_host, port, str(confdir), os.getpid()))
 
     return run_pool(args, path, announce, lambda files: remove_state(files, os.getpid()))
 
@@ -335,101 +381,6 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------- check
-
-def _cmd_check(args: argparse.Namespace) -> int:
-    path = rules_path(args.rules)
-    try:
-        rules = apply_environment(load_rules(path), os.environ)
-    except (RulesError, OSError) as e:
-        print(f"{path}: {e}", file=sys.stderr)
-        return 1
-    print(describe_rules(rules, os.environ))
-    print(_check_extras(rules))
-    if args.live:
-        from bastion_edge.cli.live_check import live_check
-
-        confdir = Path(os.path.expanduser(args.confdir))
-        confdir.mkdir(parents=True, exist_ok=True)
-        status, report = asyncio.run(
-            live_check(rules, os.environ, confdir, describe_condition))
-        print("\n" + report)
-        return status
-    return 0
-
-
-def _check_extras(rules: Rules) -> str:
-    """Which known OpenAI ids each glob covers; embedding mappings that change size."""
-    from bastion_edge.core.embedding_dims import size_change_warnings
-    from bastion_edge.core.known_models import coverage_report, known_openai_ids
-
-    mapping = [(rule.pattern, [choice.use for choice in rule.choices]) for rule in rules.models]
-    warnings = size_change_warnings(mapping, rules.embedding_dimensions)
-    return "\n".join(["", coverage_report(rules.models, known_openai_ids()), *warnings])
-
-
-def describe_rules(rules: Rules, environ: os._Environ[str] | dict[str, str]) -> str:
-    """The effective configuration as a human-readable table (never key values)."""
-    lines = [
-        f"rules: {rules.source} (sha256 {rules.sha256[:12]})",
-        f"upstream: {rules.upstream.base_url}"
-        + (f" (CA {rules.upstream.ca_file})" if rules.upstream.ca_file else ""),
-        f"intercepted: openai={', '.join(rules.openai_hosts)}  "
-        f"bastion={', '.join(rules.bastion_hosts)}",
-        f"unmapped models: {rules.unmapped_models}   reply model: {rules.reply_model}",
-        *describe_cutover(rules),
-        "",
-        f"{'OpenAI model':<28} {'when':<44} Bastion model",
-        f"{'-' * 28} {'-' * 44} {'-' * 30}",
-    ]
-    for rule in rules.models:
-        for i, choice in enumerate(rule.choices):
-            name = rule.pattern if i == 0 else ""
-            lines.append(f"{name:<28} {describe_condition(choice.when):<44} {choice.use}")
-    lines += ["", "keys:"]
-    if rules.key_file:
-        status = "readable" if os.access(rules.key_file, os.R_OK) else "NOT READABLE"
-        lines.append(f"  default: file {rules.key_file} ({status})")
-    else:
-        status = "set" if environ.get(rules.key_env) else "NOT SET"
-        lines.append(f"  default: ${rules.key_env} ({status})")
-    for key_rule in rules.key_rules:
-        status = "set" if environ.get(key_rule.env) else "NOT SET"
-        lines.append(f"  when {describe_condition(key_rule.when)}: ${key_rule.env} ({status})")
-    if rules.clients.apps:
-        lines += ["", "apps (proxy credentials required):"]
-        for app in rules.clients.apps:
-            key = (f"file {app.bastion_key_file}" if app.bastion_key_file else
-                   f"${app.bastion_key_env}" if app.bastion_key_env else "by keys rules")
-            lines.append(f"  {app.name:<20} key: {key}")
-        if rules.clients.transparent_app:
-            lines.append(f"  transparent listeners: {rules.clients.transparent_app}")
-    if rules.egress.allow:
-        lines.append("egress exceptions: " + ", ".join(a.text for a in rules.egress.allow))
-    if rules.tts.voices:
-        lines += ["", f"tts: {rules.tts.path}  default voice {rules.tts.default_voice}"]
-        lines += [f"  {k:<10} -> {v}" for k, v in rules.tts.voices.items()]
-    return "\n".join(lines)
-
-
-def describe_condition(condition: Any) -> str:
-    parts = []
-    if condition.endpoints:
-        parts.append("endpoint=" + "|".join(condition.endpoints))
-    if condition.has_image is not None:
-        parts.append(f"has_image={str(condition.has_image).lower()}")
-    if condition.prompt_tokens_over is not None:
-        parts.append(f"prompt_tokens>{condition.prompt_tokens_over}")
-    parts += [f"header {k}={v}" for k, v in condition.headers]
-    if condition.app_key_sha256:
-        parts.append("app_key_sha256=" + "|".join(condition.app_key_sha256))
-    if condition.clients:
-        parts.append("client=" + "|".join(str(n) for n in condition.clients))
-    if condition.apps:
-        parts.append("app=" + "|".join(condition.apps))
-    return ", ".join(parts) or "(always)"
-
-
 # ---------------------------------------------------------------------------- others
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
@@ -460,9 +411,11 @@ def _register_try(sub: Any) -> None:
     try_ = sub.add_parser("try", help="the sandbox and the proxy wired together; prints the "
                                       "env lines to paste; runs until Ctrl-C")
     try_.add_argument("--rules", default=None,
-                      help="rules file (default: $BASTION_RULES, else ./rules.yaml)")
-    try_.add_argument("--confdir", default=DEFAULT_CONFDIR)
-    try_.add_argument("--listen-port", type=int, default=8080)
+                      help="rules file (default: $BASTION_RULES, else ./rules.yaml, else "
+                           "the packaged default)")
+    try_.add_argument("--confdir", default=DEFAULT_CONFDIR,
+                      help="the proxy's CA, the sandbox's CA and the logs (in try/)")
+    try_.add_argument("--listen-port", type=int, default=8080, help="the proxy's port")
     try_.set_defaults(handler=_cmd_try)
 
 

@@ -1,14 +1,16 @@
 """Where a running `bastion-edge run` listens, recorded for `bastion-edge env`.
 
-`run` writes `run-state.json` into its confdir once it listens and removes it when it
-stops. `env` (for its `--confdir`, default ~/.bastion-edge) reads it instead of assuming
-port 8080; its own flags still win. A record whose process is gone is ignored.
+`run` writes `run-state.json` (with its pid) into its confdir once it listens and
+removes it when it stops, unless another live `run` already keeps the record there.
+`env` (for its `--confdir`, default ~/.bastion-edge) reads it instead of assuming port
+8080; its own flags still win. A record whose process is gone is ignored.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,13 +32,35 @@ class RunState:
         return "127.0.0.1" if self.listen_host in _ANY_ADDRESS else self.listen_host
 
 
-def write_state(state: RunState) -> Path:
-    """Record `state` in its confdir (atomically: a reader never sees half a file)."""
+def write_state(state: RunState) -> Path | None:
+    """Record `state` in its confdir (atomically: a reader never sees half a file).
+
+    The record is kept by its owner: while another live process's record is there, it is
+    left alone and None is returned (a second `run` on the same confdir neither takes
+    the record nor removes it on exit)."""
     path = Path(state.confdir) / STATE_FILE
+    current = read_state(Path(state.confdir))
+    if current is not None and current.pid != state.pid:
+        return None
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
     temporary.write_text(json.dumps(asdict(state)))
     temporary.replace(path)
     return path
+
+
+def record_run(state: RunState) -> list[Path]:
+    """`write_state`, saying on stderr when another running `run` keeps the record; the
+    files to remove at exit."""
+    path = write_state(state)
+    if path is not None:
+        return [path]
+    owner = read_state(Path(state.confdir))
+    pid = owner.pid if owner is not None else "?"
+    print(f"bastion-edge: another bastion-edge run (pid {pid}) keeps the record in "
+          f"{Path(state.confdir) / STATE_FILE}: `bastion-edge env --confdir {state.confdir}` "
+          "points at that one; give this one's port with --listen-port",
+          file=sys.stderr, flush=True)
+    return []
 
 
 def remove_state(paths: list[Path], pid: int) -> None:

@@ -216,7 +216,9 @@ async def _run_pool(args: argparse.Namespace, path: Path, announce: Callable[[in
     try:
         holder = hold_port(a.listen_host, a.listen_port)
     except OSError as e:
-        print(f"bastion-edge: cannot listen on {a.listen_host}:{a.listen_port}: {e}",
+        from bastion_edge.cli.port_check import port_problem
+
+        print(f"bastion-edge: {port_problem(a.listen_host, a.listen_port, Path(a.confdir), e)}",
               file=sys.stderr)
         return 1
     port = holder.getsockname()[1]

@@ -98,6 +98,7 @@ class ModelCatalog:
         self._rules: Rules | None = None
         self._wake: asyncio.Event | None = None  # made in start(), on the running loop
         self._task: asyncio.Task[None] | None = None
+        self._said_no_key = False  # the missing key is logged once, not per refresh
 
     # ---------------------------------------------------------------- lookups
 
@@ -130,6 +131,7 @@ class ModelCatalog:
         """Read every configured key's list; True when all were read."""
         self._rules = rules
         keys = configured_keys(rules, environ)
+        had_list = bool(self._lists)
         read: dict[str, frozenset[str]] = {}
         errors: list[str] = []
         if not keys:
@@ -161,10 +163,25 @@ class ModelCatalog:
             if self.metrics is not None:
                 self.metrics.models_refresh_failures.inc()
             if self.log_failures:
-                log.warning("bastion-edge: reading Bastion's model list failed (keeping the last "
-                            "good list): %s", "; ".join(errors))
+                self._log_failure(rules, keys, had_list, errors)
         self._publish()
         return ok
+
+    def _log_failure(self, rules: Rules, keys: Mapping[str, str], had_list: bool,
+                     errors: list[str]) -> None:
+        """Plainly, and a missing key once (not at every refresh)."""
+        if not keys:
+            if not self._said_no_key:
+                self._said_no_key = True
+                log.warning("bastion-edge: no Bastion key is set ($%s): Bastion's model list "
+                            "is not read, every mapped model is taken as available",
+                            rules.key_env)
+            return
+        self._said_no_key = False
+        kept = ("keeping the last good list" if had_list
+                else "no list read yet: every mapped model is taken as available")
+        log.warning("bastion-edge: reading Bastion's model list failed (%s): %s",
+                    kept, "; ".join(errors))
 
     def _publish(self) -> None:
         if self.metrics is None or self._rules is None:

@@ -86,9 +86,10 @@ class Process:
         return self.popen.returncode
 
 
-def start(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Process:
+def start(args: list[str], log_path: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> Process:
     log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
-    popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     return Process(popen, log_path)
 
 

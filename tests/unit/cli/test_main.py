@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_check_valid_file_prints_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["check", "--rules", str(SHIPPED)]) == 0
+    assert cli.main(["check", "--rules-only", "--rules", str(SHIPPED)]) == 0
     out = capsys.readouterr().out
     assert f"rules: {SHIPPED}" in out
     assert "upstream: https://api.qubittron.ai/v1" in out
@@ -54,6 +56,7 @@ def test_check_uses_bastion_rules_env_and_base_url_override(
     path.write_text("models:\n  gpt-4o: gpt-oss-120b\n")
     monkeypatch.setenv("BASTION_RULES", str(path))
     monkeypatch.setenv("BASTION_BASE_URL", "https://127.0.0.1:9443/v1")
+    monkeypatch.setenv("QUBITTRON_API_KEY", "bk-test")
     assert cli.main(["check"]) == 0
     out = capsys.readouterr().out
     assert f"rules: {path}" in out
@@ -147,3 +150,81 @@ def test_key_hash_empty_stdin_exits_2(
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 2
     assert "usage: bastion-edge" in capsys.readouterr().out
+
+
+def test_packaged_default_rules_are_the_repos_rules_yaml() -> None:
+    assert cli.packaged_rules().read_bytes() == SHIPPED.read_bytes(), (
+        "addon/bastion_edge/data/rules.yaml is the packaged copy of rules.yaml: "
+        "cp rules.yaml addon/bastion_edge/data/rules.yaml")
+
+
+def test_rules_path_order_flag_env_local_packaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.rules_path(None) == cli.packaged_rules()
+    (tmp_path / "rules.yaml").write_text("models: {gpt-4o: x}\n")
+    assert cli.rules_path(None) == Path("rules.yaml")
+    monkeypatch.setenv("BASTION_RULES", "/etc/r.yaml")
+    assert cli.rules_path(None) == Path("/etc/r.yaml")
+    assert cli.rules_path("mine.yaml") == Path("mine.yaml")
+
+
+def test_version_names_the_project_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import tomllib
+
+    project = tomllib.loads((SHIPPED.parent / "pyproject.toml").read_text())["project"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith(f"bastion-edge {project['version']} (mitmproxy ")
+
+
+def _options(parser: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, argparse.Action,
+                                                                           str]]:
+    """Every flag of every (sub)command, with its rendered --help text."""
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _options(sub, f"{name} {sub_name}")
+        elif action.option_strings and action.help is not argparse.SUPPRESS and not isinstance(
+                action, argparse._HelpAction | argparse._VersionAction):
+            yield name, action, formatter._expand_help(action) if action.help else ""
+
+
+def test_every_flag_has_help_with_its_default() -> None:
+    missing = []
+    for name, action, text in _options(cli._parser(), "bastion-edge"):
+        boolean = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+        if not text or not (boolean or action.required or "default" in text.lower()):
+            missing.append(f"{name} {'/'.join(action.option_strings)}: {text!r}")
+    assert not missing, "flags without help or without their default:\n" + "\n".join(missing)
+
+
+def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "port the proxy listens on (0: any free port, printed at start) (default: 8080)" in out
+    assert "(default: ~/.bastion-edge)" in out
+    assert "(default: None)" not in out and "(default: False)" not in out
+
+
+def test_try_shows_new_access_log_records_one_line_each(tmp_path: Path) -> None:
+    from bastion_edge.cli.try_it import AccessLogTail
+
+    log = tmp_path / "access.log"
+    log.write_text('{"method": "GET", "path": "/old", "status": 200}\n')
+    tail = AccessLogTail(log)  # records from before try started are not shown
+    assert tail.new_lines() == []
+    with log.open("a") as f:
+        f.write('{"method": "POST", "path": "/v1/chat/completions", "status": 200, '
+                '"original_model": "gpt-4o", "upstream_model": "gpt-oss-120b", '
+                '"destination": "bastion"}\n{"method": "POST", "path": "/v1/embed')
+    assert tail.new_lines() == [
+        "POST /v1/chat/completions 200  gpt-4o -> gpt-oss-120b  (bastion)"]
+    with log.open("a") as f:
+        f.write('dings", "status": 400, "original_model": "nope", "destination": "proxy", '
+                '"error": "model_not_mapped"}\n')
+    assert tail.new_lines() == ["POST /v1/embeddings 400  nope  (proxy, model_not_mapped)"]
