@@ -8,7 +8,9 @@ minute first waits for a fresh minute when too little of the current one is left
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import io
 import re
 import ssl
 import time
@@ -277,5 +279,32 @@ def test_a_redis_outage_follows_the_outage_mode(
                                  r'kind="store_outage"\}') == 1
         assert metric(proxy, rf'bastion_edge_quota_store_errors_total\{{mode="{mode}",'
                              r'operation="admit"\}') == 1
+    finally:
+        stop(proxy)
+
+
+def test_a_batch_runs_at_its_creators_quota_instead_of_failing_lines(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    from test_batches import chat_line, finished, jsonl
+
+    proxy = start_proxy(tmp_path, proxy_env(sandbox), rules(tmp_path, "{requests_per_minute: 2}"))
+    try:
+        fresh_minute(30)
+        marker = uuid.uuid4().hex
+        client = app_client(proxy)
+        uploaded = client.files.create(file=("in.jsonl", io.BytesIO(jsonl(
+            [chat_line(f"line-{i}", f"{marker} {i}") for i in range(3)]))), purpose="batch")
+        batch = client.batches.create(input_file_id=uploaded.id,
+                                      endpoint="/v1/chat/completions", completion_window="24h")
+        done = finished(client, batch.id, timeout=150)  # the third line waits for a minute
+        assert done.status == "completed"
+        assert done.request_counts is not None
+        assert (done.request_counts.completed, done.request_counts.failed) == (3, 0)
+        sent = sorted(entry["time"] for entry in sandbox.journal()
+                      if marker in str(entry.get("body")))
+        assert len(sent) == 3
+        per_minute = collections.Counter(int(at // 60) for at in sent)
+        assert max(per_minute.values()) <= 2  # sent at the quota's pace, never 3 in a minute
     finally:
         stop(proxy)
