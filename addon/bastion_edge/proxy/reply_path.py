@@ -156,6 +156,8 @@ class ReplyPath:
             flow.response = outcome.response
             set_headers(flow.response.headers, {UPSTREAM_MODEL_HEADER: exchange.upstream_model
                                                 or "", REWRITES_HEADER: ",".join(plan.rewrites)})
+            if exchange.quota is not None:  # one admission for all the tries
+                put_rate_limit_headers(flow.response.headers, exchange.quota)
             if flow.response.headers.get("content-type", "").startswith("text/event-stream"):
                 exchange.streamed_reply = True
                 self._buffered_stream(flow, plan)
