@@ -23,7 +23,7 @@ RUN --mount=type=secret,id=build_ca \
 FROM ${BASE_IMAGE}
 WORKDIR /app
 # iptables: the same image serves as the transparent-mode init container
-# (`bastion-edge redirect install`, see "Transparent interception" in the README).
+# (`bastion-edge redirect install`, see docs/how-to/transparent.md).
 COPY scripts/system-deps ./scripts/
 RUN scripts/system-deps image \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log

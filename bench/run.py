@@ -8,8 +8,8 @@ All paths talk real TLS to the same sandbox on this machine:
 `bastion-edge run` is the product; `mitmdump -s` carries the same addon on top of all
 of mitmdump's default addons, so it shows what the addon itself costs.
 The client is aiohttp (cheaper per request than the proxies, so it is not the
-bottleneck). Results go to stdout as a Markdown table and, with --readme, into the
-README between the bench markers.
+bottleneck). Results go to stdout as a Markdown table and, with --readme, into that
+file (docs/development/benchmarks.md) between the bench markers.
 """
 
 from __future__ import annotations

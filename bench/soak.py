@@ -10,7 +10,8 @@ For `--seconds` (default 600) it keeps, at once:
     read slowly.
 It samples the proxy's RSS and open fds every second and the p99 latency per window,
 then stops the load, lets the proxy settle, and reports start / peak / end. With
---readme the figures go into the README between the soak markers.
+--readme FILE (docs/development/benchmarks.md) the figures go into FILE between the soak
+markers.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ accounting on, and with it patched out, in interleaved rounds (same process, sam
 Two requests: a JSON chat reply (usage read from the buffered body) and an SSE chat
 stream of 42 events, one per chunk as upstreams write them (the usage tap, and the
 usage-chunk strip the plan adds for a stream that did not ask for usage).
-`make bench` puts the figures in the README; `python bench/token_cost.py` prints them.
+`make bench` puts the figures in docs/development/benchmarks.md; `python
+bench/token_cost.py` prints them.
 """
 
 from __future__ import annotations

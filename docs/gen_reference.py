@@ -377,8 +377,11 @@ DOCS: dict[str, str | tuple[str, str]] = {
                                   "`request_too_large`.",
     "limits.header_timeout_seconds": "No complete request headers by then (after connect "
                                      "or CONNECT): closed.",
-    "limits.idle_timeout_seconds": "No new request on a kept-alive connection by then: "
-                                   "closed.",
+    "limits.idle_timeout_seconds": "No new request on a kept-alive connection, or no new "
+                                   "byte of a request body, by then: closed.",
+    "limits.max_buffered_body_bytes_total": "All request bodies the process buffers at once "
+                                            "(at least `max_json_body_bytes`); past it: 503 "
+                                            "`server_overloaded` with `retry-after`.",
     "limits.max_client_connections": "More at once are refused at accept (per worker).",
     "limits.max_header_bytes": "All request header lines together; over it: 431.",
     "limits.max_header_count": "Request header fields; over it: 431.",

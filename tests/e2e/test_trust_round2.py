@@ -28,7 +28,7 @@ def authed(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     assert running.process.stop() == 0, running.process.log()
 
 
-README = REPO / "README.md"
+SECURITY = REPO / "docs" / "operate" / "security.md"
 
 
 def reports_url(proxy: Proxy) -> str:
@@ -216,7 +216,7 @@ def test_a_mode_without_apps_and_egress_enforced_is_refused_at_start(
     assert "refusing --mode" in output or "nonsense" in output
 
 
-# Row 16: what the README promises keyless clients is what they get.
+# Row 16: what the docs' Security page promises keyless clients is what they get.
 def keyless_upload(proxy: Proxy, name: str) -> str:
     env = proxy.app_env()
     with httpx.Client(proxy=env["HTTPS_PROXY"], timeout=60,
@@ -234,13 +234,13 @@ def keyless_file_ids(proxy: Proxy) -> set[str]:
         return {f["id"] for f in http.get("https://api.openai.com/v1/files").json()["data"]}
 
 
-def test_keyless_clients_on_one_address_share_a_partition_as_the_readme_says(
+def test_keyless_clients_on_one_address_share_a_partition_as_the_docs_say(
     proxy: Proxy
 ) -> None:
     # Two clients, two connections, no key, no app: only the address tells them apart.
     first, second = keyless_upload(proxy, "one.jsonl"), keyless_upload(proxy, "two.jsonl")
     assert {first, second} <= keyless_file_ids(proxy)
-    security = README.read_text().split("## Security", 1)[1].split("\n## ", 1)[0]
+    security = SECURITY.read_text()
     promise = " ".join(security.split())
     assert "keyless clients never share one" not in promise
     assert ("keyless clients on one address (one host, or everything behind one NAT) "

@@ -149,6 +149,25 @@ async def test_addon_sets_mitmproxy_options(rules_path: Path) -> None:
         assert addon.shared.rules_loaded
 
 
+async def test_mitmweb_shows_the_comment_column_unless_the_user_chose_columns(
+    rules_path: Path,
+) -> None:
+    from mitmproxy.tools.web.webaddons import WebAddon
+
+    addon = BastionEdge(environ=dict(ENV))
+    with taddons.context(proxyserver.Proxyserver(), WebAddon(), addon) as tctx:
+        tctx.configure(addon, bastion_rules=str(rules_path), bastion_metrics_port=0)
+        addon.recorder.running()
+        assert tctx.options.web_columns[-1] == "comment"
+        assert "path" in tctx.options.web_columns  # mitmweb's defaults kept
+    addon = BastionEdge(environ=dict(ENV))
+    with taddons.context(proxyserver.Proxyserver(), WebAddon(), addon) as tctx:
+        tctx.configure(addon, bastion_rules=str(rules_path), bastion_metrics_port=0,
+                       web_columns=["path", "status"])
+        addon.recorder.running()
+        assert tctx.options.web_columns == ["path", "status"]
+
+
 async def test_allow_hosts_follow_rules_swap(rules_path: Path, tmp_path: Path) -> None:
     other = write_rules(tmp_path, "intercept: {openai_hosts: [oai.internal], bastion_hosts: []}\n"
                                   "models: {gpt-4o: gpt-oss-120b}\n")
@@ -324,7 +343,9 @@ async def test_unmapped_model_answers_400_naming_rules(rules_path: Path) -> None
         assert error["param"] == "model"
         assert str(rules_path) in error["message"]
         addon.replies.response(flow)
-        assert flow.comment.endswith("refused: model_not_mapped")
+        assert "refused: model_not_mapped (answered by the proxy, nothing sent)" in flow.comment
+        # mitmweb's list tells it apart from a request that went to Bastion
+        assert flow.marked == ":no_entry:"
         metrics = generate_latest(addon.metrics.registry).decode()
         assert 'bastion_edge_proxy_errors_total{code="model_not_mapped"} 1.0' in metrics
 

@@ -13,7 +13,8 @@
   <p>blob:<file id>    list of 256 KiB chunks (Fernet tokens when encrypted)
 
 File bytes live in Redis so replicas need no shared disk; a file costs Redis about its
-size in memory (measured in the README), bounded per file by `batches.max_file_bytes`.
+size in memory (measured in docs/development/benchmarks.md), bounded per file by
+`batches.max_file_bytes`.
 Status changes are compare-and-set scripts, so a cancel and a runner never overwrite
 each other; result writes are HSETNX, so no line's result is stored twice.
 """

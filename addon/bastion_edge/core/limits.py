@@ -4,6 +4,7 @@ Each returns the envelope to answer, or None when the input is acceptable:
   head_violation   header count / size / control bytes (431, 400)
   path_violation   dot segments, encoded separators, paths outside the API (400)
   body_too_large   a buffered body over `max_json_body_bytes` (413)
+  bodies_over_budget  all buffered bodies over `max_buffered_body_bytes_total` (503)
 and `header_value` makes any text safe to put into a response or request header.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from bastion_edge.config.limits import LimitsRules
-from bastion_edge.errors import ApiError
+from bastion_edge.errors import SERVER_ERROR, ApiError
 
 # Which limit a rejection hit: the `limit` label of bastion_edge_limit_rejections_total.
 LIMIT_BODY = "max_json_body_bytes"
@@ -28,9 +29,14 @@ LIMIT_HEADER_TIMEOUT = "header_timeout_seconds"
 LIMIT_IDLE_TIMEOUT = "idle_timeout_seconds"
 LIMIT_JSON = "json_structure"
 LIMIT_TRAILERS = "trailers"
+LIMIT_BUFFERED_TOTAL = "max_buffered_body_bytes_total"
 LIMIT_NAMES = (LIMIT_BODY, LIMIT_HEADER_BYTES, LIMIT_HEADER_COUNT, LIMIT_HEADER_BYTES_INVALID,
                LIMIT_PATH, LIMIT_CONNECTIONS, LIMIT_HEADER_TIMEOUT, LIMIT_IDLE_TIMEOUT,
-               LIMIT_JSON, LIMIT_TRAILERS)
+               LIMIT_JSON, LIMIT_TRAILERS, LIMIT_BUFFERED_TOTAL)
+
+# A client refused for lack of body budget is told to retry after this long: bodies in
+# flight are usually done within seconds (and the OpenAI SDKs retry a 503 by themselves).
+BUDGET_RETRY_SECONDS = 1
 
 # Nesting deeper than this is refused (400 invalid_json): the rewrite code and the
 # encoder recurse, and no API request needs it (OpenAI's structured outputs allow 10).
@@ -43,9 +49,14 @@ _UNSAFE_HEADER_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 class LimitError(ApiError):
     """An envelope error that also names the limit it enforces (a metric label)."""
 
-    def __init__(self, limit: str, status: int, message: str, code: str) -> None:
-        super().__init__(status, message, code)
+    def __init__(self, limit: str, status: int, message: str, code: str, *,
+                 type: str | None = None, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        if type is None:
+            super().__init__(status, message, code)
+        else:
+            super().__init__(status, message, code, type)
         self.limit = limit
+        self.headers = headers  # extra response headers (retry-after)
 
 
 def header_value(text: str) -> str:
@@ -85,7 +96,7 @@ def path_violation(path: str, *, api_only: bool = True) -> LimitError | None:
 
     Refused: anything not starting with `/v1/` (or exactly `/v1`), dot segments (`.`,
     `..`, also percent-encoded), encoded `/` or `\\`, backslashes, control characters.
-    Only paths that pass get the Bastion key; see "Limits" in the README.
+    Only paths that pass get the Bastion key; see docs/operate/limits.md.
     """
     bare = path.split("?", 1)[0]
     if api_only and bare != "/v1" and not bare.startswith("/v1/"):
@@ -114,6 +125,17 @@ def body_too_large(size: int, limits: LimitsRules) -> LimitError | None:
                       f"The request body is larger than bastion-edge's limit of "
                       f"{limits.max_json_body_bytes} bytes (limits.max_json_body_bytes).",
                       "request_too_large")
+
+
+def bodies_over_budget(limits: LimitsRules) -> LimitError:
+    """The buffered bodies of all clients together would pass the process's budget."""
+    return LimitError(
+        LIMIT_BUFFERED_TOTAL, 503,
+        f"bastion-edge is holding as many request bodies as it may "
+        f"({limits.max_buffered_body_bytes_total} bytes, "
+        f"limits.max_buffered_body_bytes_total); retry shortly.",
+        "server_overloaded", type=SERVER_ERROR,
+        headers=(("retry-after", str(BUDGET_RETRY_SECONDS)),))
 
 
 def json_structure_error(value: Any) -> LimitError | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 # instead of the sidecar's own confdir and listen address.
 EXPORTED_ENV_VAR = "BASTION_APP_ENV_FILE"
 NODE_NOTE = ("# Node's fetch honours HTTPS_PROXY from Node 24 on (NODE_USE_ENV_PROXY=1 above); "
-             "for older Node, see 'Transparent interception' in the README")
+             "for older Node, see docs/how-to/transparent.md")
 
 
 def app_environment(proxy_url: str, bundle: Path, proxy_ca: Path) -> dict[str, str]:

@@ -42,7 +42,7 @@ ENV_VARS: dict[str, str] = {
     "BASTION_ALLOW_UNAUTHENTICATED": "false",  # listen beyond loopback with no apps declared
     "BASTION_WORKERS": "1",  # proxy processes sharing the port (0: one per core)
     "BASTION_LISTEN_BACKLOG": "0",  # accept queue (0: asyncio's 100; 1024 with workers)
-    # Read by the proxy itself (see the README): QUBITTRON_API_KEY, BASTION_BASE_URL,
+    # Read by the proxy itself (docs/reference/environment.md): QUBITTRON_API_KEY, BASTION_BASE_URL,
     # BASTION_UPSTREAM_CA, BASTION_OPENAI_URL and any key variables the rules name.
 }
 EXPORTED_CA = "bastion-edge-ca.pem"

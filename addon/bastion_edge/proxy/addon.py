@@ -8,8 +8,11 @@ the flow hooks). The list order is therefore the start AND the shutdown order:
     catalog        Bastion's live model list
     key_files      watched key files
     admin          /metrics, /healthz, /readyz (and a pool worker's socket)
+    conversations  /v1/conversations and /v1/traces/ingest answered; `conversation`
+                   on /v1/responses expanded (conversations_addon.py)
     requests       the request path: plan_head, plan_body, routing (request_path.py)
     replies        the reply path: streaming, fallback, errors (reply_path.py)
+    conv. replies  appends a completed response's items to its conversation
     tts            the in-process speech adapter
     mirror         mirrored copies to Bastion: drained on done
     responses      the Responses store
@@ -38,6 +41,7 @@ from bastion_edge.config.key_files import KeyFiles
 from bastion_edge.config.rules import Rules
 from bastion_edge.core.planner import Policy
 from bastion_edge.proxy import mitmproxy_seams
+from bastion_edge.proxy.conversations_addon import ConversationsAddon
 from bastion_edge.proxy.lifecycle import (
     AccessLogAddon,
     AdminAddon,
@@ -98,13 +102,20 @@ class BastionEdge:
             shared, recorder=self.recorder, responses=responses, timeouts=timeouts,
             catalog=catalog, mirror=self.mirror, client=self.upstream.client,
             worker_id=environ.get(WORKER_ID_ENV, ""))
+        # Conversations and trace uploads: answered before the request path plans them;
+        # its `replies` wraps the reply stream after the reply path has set it.
+        self.conversations = ConversationsAddon(
+            lambda: shared.rules.responses_state, registry, environ,
+            otel=lambda: self.recorder.otel)
         self.addons: list[object] = [
             self.rules_source,
             CatalogAddon(shared, catalog),
             KeyFilesAddon(key_files),
             AdminAddon(shared, self.readiness),
+            self.conversations,
             self.requests,
             self.replies,
+            self.conversations.replies,
             TtsAddon(shared, tts),
             self.mirror,
             ResponsesAddon(shared, responses),

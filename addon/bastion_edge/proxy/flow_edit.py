@@ -186,14 +186,26 @@ def annotate(flow: http.HTTPFlow, exchange: Exchange) -> None:
     if exchange.original_model and exchange.upstream_model:
         summary += f"; model {exchange.original_model} -> {exchange.upstream_model}"
     if exchange.plan.refusal is not None:
-        summary += f"; refused: {exchange.plan.refusal.code}"
+        summary += f"; refused: {exchange.plan.refusal.code} (answered by the proxy, nothing sent)"
     if exchange.plan.decision not in ("rewrite", "passthrough"):
         summary += f"; {exchange.decision} -> {exchange.destination}"
     summary += "".join(f"; {note}" for note in exchange.notes)
     if exchange.plan.refusal is None:
         summary += f"; {tokens_phrase(exchange.usage, exchange.tts_characters)}"
     flow.comment = f"bastion-edge: {summary}"
-    flow.marked = ":arrows_counterclockwise:" if exchange.rewrites else ":eye:"
+    flow.marked = flow_marker(exchange)
+
+
+def flow_marker(exchange: Exchange) -> str:
+    """mitmweb's marker: refused by the proxy, rewritten, or only observed."""
+    if exchange.plan.refusal is not None:
+        return ":no_entry:"
+    return ":arrows_counterclockwise:" if exchange.rewrites else ":eye:"
+
+
+def with_comment_column(columns: Sequence[str]) -> list[str] | None:
+    """mitmweb's flow-list columns with the comment (our annotation) shown; None if it is."""
+    return None if "comment" in columns else [*columns, "comment"]
 
 
 def tokens_phrase(usage: Usage | None, tts_characters: int | None = None) -> str:

@@ -7,7 +7,7 @@ error with full knowledge of the flow and registers an envelope for that exact e
 message object; mitmproxy's HTTP/1 error-page builder, wrapped here, consumes it.
 Errors of flows that are not ours keep mitmproxy's page.
 
-HTTP/2 clients (rare for API SDKs) still get mitmproxy's page; see the README.
+HTTP/2 clients (rare for API SDKs) still get mitmproxy's page; see docs/operate/known-limits.md.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def render(error: ApiError) -> bytes:
         error.status,
         json.dumps(error.envelope()).encode(),
         {"Content-Type": "application/json", "Connection": "close",
-         "X-Bastion-Edge-Error": error.code},
+         "X-Bastion-Edge-Error": error.code, **dict(getattr(error, "headers", ()))},
     )
     return http1.assemble_response(response)
 

@@ -7,6 +7,10 @@ What the guard does; `mitmproxy_seams.py` wires it into mitmproxy (checked, once
   client gets the 413 envelope, so at most limit + one chunk is ever held. The addon
   sets the limit per flow (`BODY_LIMIT_KEY`) for the bodies it buffers; mitmproxy's
   global `body_size_limit` would also kill large streamed uploads and replies.
+- Every buffered request body (ours or not) reserves its bytes in one process-wide
+  `BodyBudget` as they arrive (`limits.max_buffered_body_bytes_total`); a chunk that does
+  not fit refuses the body with 503 and `retry-after`. `BodyBudgetRelease` (an addon)
+  gives a flow's bytes back when it ends, and a client's when it disconnects.
 - A chunked request with trailers makes mitmproxy's HTTP/1 reader raise
   NotImplementedError, which left the client without an answer and the flow unfinished.
   It now gets a 400 envelope and the flow ends through the `error` hook.
@@ -27,10 +31,12 @@ from mitmproxy.proxy.layers.http._events import ErrorCode, ResponseProtocolError
 from mitmproxy.proxy.layers.http._hooks import HttpErrorHook
 
 from bastion_edge.config.limits import LimitsRules
+from bastion_edge.core.body_budget import BodyBudget
 from bastion_edge.core.limits import (
     LIMIT_HEADER_BYTES,
     LIMIT_TRAILERS,
     LimitError,
+    bodies_over_budget,
     body_too_large,
 )
 from bastion_edge.proxy import gateway_errors
@@ -62,15 +68,43 @@ def guard_headers(server: Any, limits: LimitsRules,
         server.state = server.done
 
 
-def guard_body(stream: Any, request: bool) -> Generator[Any, Any, bool]:
-    """Before mitmproxy's `HttpStream.check_body_size`: True when the flow's own limit
-    refused the buffered request body (mitmproxy's check is then skipped)."""
-    limits = stream.flow.metadata.get(BODY_LIMIT_KEY) if request and stream.flow else None
-    if isinstance(limits, LimitsRules) and stream.request_body_buf:
-        error = body_too_large(len(stream.request_body_buf), limits)
-        if error is not None:
-            return (yield from _refuse_body(stream, error))
-    return False
+BUDGET = BodyBudget()  # this process's buffered request bodies
+
+
+def guard_body(stream: Any, request: bool, limits: LimitsRules) -> Generator[Any, Any, bool]:
+    """Before mitmproxy's `HttpStream.check_body_size` (called on every buffered chunk):
+    True when the flow's own limit or the process's body budget refused the buffered
+    request body (mitmproxy's check is then skipped)."""
+    if not request or stream.flow is None or not stream.request_body_buf:
+        return False
+    size = len(stream.request_body_buf)
+    own = stream.flow.metadata.get(BODY_LIMIT_KEY)
+    error = body_too_large(size, own) if isinstance(own, LimitsRules) else None
+    if error is None and not BUDGET.reserve(
+            holder_of(stream.flow), size, limits.max_buffered_body_bytes_total):
+        error = bodies_over_budget(limits)
+    if error is None:
+        return False
+    BUDGET.release(holder_of(stream.flow))
+    return (yield from _refuse_body(stream, error))
+
+
+def holder_of(flow: mflow.Flow) -> tuple[str, str]:
+    return flow.client_conn.id, flow.id
+
+
+class BodyBudgetRelease:
+    """A flow's reserved body bytes go back to the budget when it ends (its body is
+    held on the flow until then), a client's when it disconnects (whatever ended)."""
+
+    def response(self, flow: mflow.Flow) -> None:
+        BUDGET.release(holder_of(flow))
+
+    def error(self, flow: mflow.Flow) -> None:
+        BUDGET.release(holder_of(flow))
+
+    def client_disconnected(self, client: Any) -> None:
+        BUDGET.release_client(client.id)
 
 
 def refuse_trailers(connection: Any) -> Generator[Any, Any, None]:

@@ -3,8 +3,8 @@
 A seam is one replaced function or module attribute, named, with the sha256 of the source
 it was read against (`inspect.getsource`, dedented) in the pinned mitmproxy. Before
 patching, each seam's current source is hashed; an unknown digest refuses the start with
-the mitmproxy version found and the seam's name (see the README, "mitmproxy seams: how to
-upgrade mitmproxy"). What each replacement does lives with its concern:
+the mitmproxy version found and the seam's name (see docs/development/architecture.md,
+"mitmproxy seams: how to upgrade mitmproxy"). What each replacement does lives with its concern:
 `gateway_errors.py` (the OpenAI envelope of mitmproxy's own error pages), `http_guard.py`
 (request limits mitmproxy cannot enforce itself); the listener patch (`reuse_port`) is
 small enough to live here whole.
@@ -36,7 +36,8 @@ class SeamRefused(RuntimeError):
 PatchRefused = SeamRefused  # the listener patch's older name (cli/main.py)
 
 UPGRADE_HINT = ("review the new code against bastion_edge/proxy/mitmproxy_seams.py and add "
-                "its digest there (README: \"mitmproxy seams: how to upgrade mitmproxy\")")
+                "its digest there (docs/development/architecture.md, \"mitmproxy seams: "
+                "how to upgrade mitmproxy\")")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +179,7 @@ def install(limits: Callable[[], LimitsRules] | None = None,
                                             _Installed.state.counted)
 
     def check_body_size(self: Any, request: bool) -> Generator[Any, Any, bool]:
-        refused = yield from http_guard.guard_body(self, request)
+        refused = yield from http_guard.guard_body(self, request, _Installed.state.limits())
         return refused or (yield from original_check(self, request))
 
     def read_body(self: Any, event: Any) -> Generator[Any, Any, None]:
@@ -201,7 +202,7 @@ def guard_state() -> GuardState:
 # ------------------------------------------------------------- listener seam (--workers)
 # mitmproxy 12 opens its TCP listeners in `AsyncioServerInstance.listen` with
 # `asyncio.start_server(self.handle_stream, host, port)`: no `reuse_port`, and asyncio's
-# default backlog of 100; mitmproxy has no option for either (README, "Workers"). The
+# default backlog of 100; mitmproxy has no option for either (docs/operate/workers.md). The
 # module's own name for asyncio is replaced by a proxy whose `start_server` adds both;
 # every other attribute is the real asyncio.
 

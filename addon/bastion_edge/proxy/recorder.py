@@ -15,7 +15,7 @@ from mitmproxy import ctx, http
 from bastion_edge.config.key_files import KeyFiles
 from bastion_edge.core.keys import all_key_sources, read_source
 from bastion_edge.proxy.exchange import Exchange
-from bastion_edge.proxy.flow_edit import annotate
+from bastion_edge.proxy.flow_edit import annotate, with_comment_column
 from bastion_edge.proxy.shared import Shared, keeps_flows
 from bastion_edge.telemetry.access_log import AccessRecord, loggable_body
 from bastion_edge.telemetry.otel import OtelExport
@@ -39,6 +39,11 @@ class Recorder:
 
     def running(self) -> None:
         self.keeps_flows = keeps_flows(ctx.options)
+        columns = getattr(ctx.options, "web_columns", None)  # mitmweb only
+        if columns is not None and not ctx.options.has_changed("web_columns"):  # user's own wins
+            shown = with_comment_column(columns)
+            if shown is not None:  # the annotation (what was rewritten or refused) in the list
+                ctx.options.update(web_columns=shown)
         self.otel = OtelExport.from_environment(self.shared.environ,
                                                 self.shared.metrics.model_label)
 

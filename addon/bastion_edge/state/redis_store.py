@@ -37,6 +37,21 @@ TIMEOUT_SECONDS = 2.0
 MAX_CONNECTIONS = 32
 
 
+def connect(url: str) -> redis.Redis:
+    """A client on a bounded pool that makes a burst of requests wait for a connection
+    (up to the timeout) rather than fail, as the default pool does beyond its size."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=TIMEOUT_SECONDS,
+        socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS)
+    return redis.Redis.from_pool(pool)
+
+
+def redis_location(url: str) -> str:
+    """The server a URL names, for logs (no credentials)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+
+
 class RedisStore:
     def __init__(self, url: str, retention: Retention, cipher: BodyCipher,
                  clock: Callable[[], float] = time.time, prefix: str = PREFIX) -> None:
@@ -46,17 +61,11 @@ class RedisStore:
         self._clock = clock
         self._prefix = prefix
         self._index = f"{prefix}touched"
-        # A bounded pool that makes a burst of requests wait for a connection (up to the
-        # timeout) rather than fail, as the default pool does beyond its size.
-        pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=TIMEOUT_SECONDS,
-            socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS)
-        self._redis: redis.Redis = redis.Redis.from_pool(pool)
+        self._redis = connect(url)
 
     @property
     def location(self) -> str:
-        parts = urlsplit(self._url)
-        return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+        return redis_location(self._url)
 
     def _key(self, partition: str, response_id: str) -> str:
         return f"{self._prefix}r:{partition}:{response_id}"

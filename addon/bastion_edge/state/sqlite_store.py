@@ -58,15 +58,14 @@ _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _BATCH = 500  # ids per IN (...) query, well under SQLite's variable limit
 
 
-class SqliteStore:
-    def __init__(self, path: Path, retention: Retention, cipher: BodyCipher,
-                 clock: Callable[[], float] = time.time) -> None:
+class SqliteBacked:
+    """A store in one SQLite file, on its own thread: every call is one `work`, and any
+    failure in it (SQLite, decryption, a malformed body) is a StoreError."""
+
+    def __init__(self, path: Path, schema: str, thread_name: str) -> None:
         self.path = path
-        self.retention = retention
-        self._cipher = cipher
-        self._clock = clock
         try:
-            self._sql = SqliteThread(path, _SCHEMA, 5.0, "bastion-responses-sqlite")
+            self._sql = SqliteThread(path, schema, 5.0, thread_name)
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open {path}: {e}") from e
 
@@ -79,6 +78,18 @@ class SqliteStore:
             return await self._sql.run(work)
         except (sqlite3.Error, CipherError, ValueError, KeyError) as e:
             raise StoreError(f"{self.location}: {e}") from e
+
+    async def close(self) -> None:
+        await self._sql.close()
+
+
+class SqliteStore(SqliteBacked):
+    def __init__(self, path: Path, retention: Retention, cipher: BodyCipher,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(path, _SCHEMA, "bastion-responses-sqlite")
+        self.retention = retention
+        self._cipher = cipher
+        self._clock = clock
 
     # ------------------------------------------------------------------ writes
 
@@ -183,10 +194,6 @@ class SqliteStore:
             return found
 
         return await self._run(work)
-
-    async def close(self) -> None:
-        await self._sql.close()
-
 
 def _batches(ids: Sequence[str]) -> list[Sequence[str]]:
     return [ids[i:i + _BATCH] for i in range(0, len(ids), _BATCH)]

@@ -142,3 +142,10 @@ def test_a_value_read_and_written_back_keeps_its_bytes() -> None:
     value = lower_headers(request)["authorization"]
     set_headers(request.headers, {"authorization": value})
     assert request.headers.fields == ((b"Authorization", raw),)
+
+
+def test_comment_column_added_once() -> None:
+    from bastion_edge.proxy.flow_edit import with_comment_column
+
+    assert with_comment_column(["path", "status"]) == ["path", "status", "comment"]
+    assert with_comment_column(["comment", "path"]) is None

@@ -55,6 +55,8 @@ class StoreFactory:
     TTL runs out is deleted, exactly what Redis does when it expires one).
     """
 
+    expiring = "r:"  # the keys whose TTL `advance` shortens
+
     def __init__(self, kind: str, path: Path, redis_url: str | None) -> None:
         self.kind, self.path, self.redis_url = kind, path, redis_url
         self.prefix = f"test:{uuid.uuid4().hex}:"
@@ -77,7 +79,7 @@ class StoreFactory:
             return
         client = Redis.from_url(self.redis_url)
         try:
-            async for key in client.scan_iter(match=f"{self.prefix}r:*"):
+            async for key in client.scan_iter(match=f"{self.prefix}{self.expiring}*"):
                 left = await client.pttl(key)
                 if left >= 0:
                     await client.pexpire(key, left - int(seconds * 1000))  # <= 0 deletes
