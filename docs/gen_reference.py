@@ -119,6 +119,9 @@ PROBES: dict[str, Any] = {
     "keys.select[].when": {"keys": {"select": [{"env": "X", "when": {PROBE: 1}}]}},
     "clients": {"clients": {PROBE: 1}},
     "clients.apps[]": {"clients": {"apps": [{PROBE: 1}]}},
+    "clients.apps[].quota": {"clients": {"apps": [
+        {"name": "a", "secret_sha256": "0" * 64, "quota": {PROBE: 1}}]}},
+    "clients.default_quota": {"clients": {"default_quota": {PROBE: 1}}},
     "egress": {"egress": {PROBE: 1}},
     "models.<id>[]": {"models": {"gpt-4o": [{PROBE: 1}]}},
     "models.<id>[].when": {"models": {"gpt-4o": [{"use": "x", "when": {PROBE: 1}}]}},
@@ -204,6 +207,9 @@ FIELD_OF: dict[str, str] = {
     "clients.apps[].secret_sha256": "clients.apps.[].secret_sha256",
     "clients.apps[].bastion_key_env": "clients.apps.[].bastion_key_env",
     "clients.apps[].bastion_key_file": "clients.apps.[].bastion_key_file",
+    "clients.apps[].quota": "clients.apps.[].quota",
+    **{f"clients.apps[].quota.{name}": f"clients.apps.[].quota.{name}"
+       for name in ("requests_per_minute", "tokens_per_minute", "tokens_per_day")},
 }
 # Keys with no schema field of their own (a price is a plain pair) that must be given.
 REQUIRED_KEYS = ("usage.prices.<id>.input", "usage.prices.<id>.output")
@@ -272,6 +278,21 @@ DOCS: dict[str, str | tuple[str, str]] = {
     "clients.apps[].bastion_key_env": "The app's own Bastion key, from this variable.",
     "clients.apps[].bastion_key_file": "The app's own Bastion key, from this file "
                                        "(re-read when it changes).",
+    "clients.apps[].quota": ("mapping", "The app's quota (`{}` or null: none, not the "
+                             "default); see [Quotas](../operate/quotas.md)."),
+    "clients.apps[].quota.requests_per_minute": "Requests per clock minute (UTC-aligned).",
+    "clients.apps[].quota.tokens_per_minute": "Tokens (input + output, as the upstream "
+                                              "reports them) per clock minute.",
+    "clients.apps[].quota.tokens_per_day": "Tokens per UTC day.",
+    "clients.default_quota": ("mapping", "The quota of apps without a `quota:` of their own "
+                              "(same keys as `quota:`). Default: none."),
+    "clients.default_quota.requests_per_minute": "As in `quota:`.",
+    "clients.default_quota.tokens_per_minute": "As in `quota:`.",
+    "clients.default_quota.tokens_per_day": "As in `quota:`.",
+    "clients.quota_store_outage": ("fail_open or fail_closed",
+                                   "When the quota store is unreachable: let requests through "
+                                   "unmetered (default) or refuse them with 503 "
+                                   "`quota_store_unavailable`."),
     "clients.transparent_app": "The app that traffic from transparent listeners (which "
                                "carry no credentials) belongs to.",
     "egress": "Exceptions to the egress policy for tunnels and plain-http forwards.",

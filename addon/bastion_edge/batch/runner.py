@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -40,6 +40,7 @@ from bastion_edge.core.keys import KeyFileReader
 from bastion_edge.core.plan import Plan
 from bastion_edge.core.planner import Policy
 from bastion_edge.core.reply_model import restore_model
+from bastion_edge.errors import ApiError
 from bastion_edge.state.crypto import CipherError
 from bastion_edge.telemetry.access_log import AccessRecord
 
@@ -64,6 +65,18 @@ class RunContext:
     environ: Any
     key_files: KeyFileReader | None
     client: httpx.AsyncClient
+    quota: LineQuota | None = None  # the creating app's quota (proxy/quotas.py)
+
+
+class LineQuota(Protocol):
+    """Lines draw from their creator's quota at its pace (waiting for room), and are
+    debited by what the upstream reported; an error is the line's result."""
+
+    async def admit_line(self, app: str | None, plan: Plan, body: bytes,
+                         give_up_at: float) -> tuple[ApiError | None, Any]: ...
+
+    def settle_line(self, app: str | None, verdict: Any, reply: object,
+                    status: int | None) -> None: ...
 
 
 class BatchRunner:
@@ -351,7 +364,15 @@ class BatchRunner:
         elif plan.refusal is not None:
             status, reply, error = plan.refusal.status, plan.refusal.envelope(), None
         else:
-            status, reply, error = await self._send(context, plan, body)
+            quota = context.quota
+            refusal, verdict = (None, None) if quota is None else \
+                await quota.admit_line(creator.app, plan, body, batch["expires_at"])
+            if refusal is not None:
+                status, reply, error = refusal.status, refusal.envelope(), None
+            else:
+                status, reply, error = await self._send(context, plan, body)
+            if quota is not None:
+                quota.settle_line(creator.app, verdict, reply, status)
             if isinstance(reply, dict) and context.policy.rules.reply_model == "original" \
                     and plan.resolution is not None and plan.resolution.changed \
                     and plan.original_model:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from bastion_edge.config.batch_rules import BatchRules
 from bastion_edge.config.canary_rules import CanaryRules
 from bastion_edge.config.limits import LimitsRules
+from bastion_edge.config.quota_rules import NO_QUOTA, OutageMode, Quota
 from bastion_edge.config.usage_rules import UsageRules
 
 DEFAULT_BASE_URL = "https://api.qubittron.ai/v1"
@@ -169,6 +170,7 @@ class AppRules:
     secret_sha256: str  # lower-case hex of sha256(secret)
     bastion_key_env: str | None = None
     bastion_key_file: str | None = None
+    quota: Quota | None = None  # None: not written (the default applies); NO_QUOTA: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +178,18 @@ class ClientsRules:
     apps: tuple[AppRules, ...] = ()
     # Transparent listeners carry no proxy credentials: their traffic is this app's.
     transparent_app: str | None = None
+    default_quota: Quota = NO_QUOTA  # apps without a `quota:` of their own
+    quota_store_outage: OutageMode = "fail_open"
 
     def app(self, name: str | None) -> AppRules | None:
         return next((a for a in self.apps if a.name == name), None)
+
+    def quota_of(self, name: str | None) -> Quota:
+        """An app's quota (its own, else the default); no app: nobody to count."""
+        if name is None:
+            return NO_QUOTA
+        app = self.app(name)
+        return app.quota if app is not None and app.quota is not None else self.default_quota
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from bastion_edge.config.quota_rules import OUTAGE_MODES, quota_from_rules
 from bastion_edge.config.reader import Path_, Reader
 from bastion_edge.config.schema import AppRules, ClientsRules, EgressAllow, EgressRules
 
@@ -43,7 +44,8 @@ def read_key_file(reader: Reader, value: object, path: Path_) -> str | None:
 
 def read_clients(reader: Reader, value: object, path: Path_) -> ClientsRules:
     section = reader.mapping(value, path)
-    reader.only_keys(section, path, ("apps", "transparent_app"))
+    reader.only_keys(section, path,
+                     ("apps", "transparent_app", "default_quota", "quota_store_outage"))
     items = section.get("apps") or []
     if not isinstance(items, list):
         raise reader.fail((*path, "apps"), "expected a list of {name, secret_sha256}")
@@ -54,6 +56,12 @@ def read_clients(reader: Reader, value: object, path: Path_) -> ClientsRules:
             raise reader.fail((*path, "apps", i, "name"), f"app {app.name!r} declared twice")
         apps.append(app)
     clients = ClientsRules(tuple(apps))
+    if section.get("default_quota") is not None:
+        clients = replace(clients, default_quota=quota_from_rules(
+            reader, section["default_quota"], (*path, "default_quota")))
+    if section.get("quota_store_outage") is not None:
+        clients = replace(clients, quota_store_outage=reader.choice(
+            section["quota_store_outage"], (*path, "quota_store_outage"), OUTAGE_MODES))
     if section.get("transparent_app") is not None:
         name = reader.string(section["transparent_app"], (*path, "transparent_app"))
         if clients.app(name) is None:
@@ -67,7 +75,7 @@ def _read_app(reader: Reader, value: object, path: Path_) -> AppRules:
     entry = reader.mapping(value, path)
     reject_literal_keys(reader, entry, path)
     reader.only_keys(entry, path,
-                     ("name", "secret_sha256", "bastion_key_env", "bastion_key_file"))
+                     ("name", "secret_sha256", "bastion_key_env", "bastion_key_file", "quota"))
     name = reader.string(entry.get("name"), (*path, "name"), "an app name")
     if not APP_NAME.fullmatch(name):
         raise reader.fail((*path, "name"),
@@ -88,6 +96,8 @@ def _read_app(reader: Reader, value: object, path: Path_) -> AppRules:
     if entry.get("bastion_key_file") is not None:
         app = replace(app, bastion_key_file=reader.string(
             entry["bastion_key_file"], (*path, "bastion_key_file"), "a file path"))
+    if "quota" in entry:  # null or {}: no limits at all, not the default
+        app = replace(app, quota=quota_from_rules(reader, entry["quota"], (*path, "quota")))
     return app
 
 

@@ -18,6 +18,7 @@ the flow hooks). The list order is therefore the start AND the shutdown order:
     responses      the Responses store
     batches        the Files and Batch API: its runner finishes its lines on done
     recorder       metrics, OTel and the access-log record of each exchange
+    quotas         per-app quotas: their counter store, flushed on done
     upstream       the proxy's own client to Bastion
     access_log     closes LAST: batch lines and mirror copies finished while
                    stopping still get their records
@@ -55,6 +56,7 @@ from bastion_edge.proxy.lifecycle import (
 from bastion_edge.proxy.mirror import MirrorAddon
 from bastion_edge.proxy.model_catalog import ModelCatalog
 from bastion_edge.proxy.pool_env import WORKER_ID_ENV
+from bastion_edge.proxy.quotas import QuotaKeeper
 from bastion_edge.proxy.recorder import REDACTED, Recorder
 from bastion_edge.proxy.reply_path import ReplyPath
 from bastion_edge.proxy.request_path import RequestPath
@@ -83,17 +85,19 @@ class BastionEdge:
         self.rules_source = RulesAddon(shared)
         self.access_log = AccessLogAddon()
         self.upstream = UpstreamAddon(shared)
-        self.recorder = Recorder(shared, key_files, self.access_log.write)
+        self.quotas = QuotaKeeper(shared)
+        self.recorder = Recorder(shared, key_files, self.access_log.write, self.quotas.finished)
         self.mirror = MirrorAddon(shared, self.upstream.client, self.access_log.write)
 
         def batch_context() -> RunContext:
             """What a batch line is planned and sent with: the live rules, keys, client."""
-            return RunContext(shared.policy, environ, key_files, self.upstream.client())
+            return RunContext(shared.policy, environ, key_files, self.upstream.client(),
+                              self.quotas)
 
         self.requests = RequestPath(
             shared, key_files=key_files, recorder=self.recorder, tts=tts, batches=batches,
             catalog=catalog, responses=responses, timeouts=timeouts,
-            client=self.upstream.client)
+            client=self.upstream.client, quotas=self.quotas)
         self.replies = ReplyPath(
             shared, recorder=self.recorder, responses=responses, timeouts=timeouts,
             catalog=catalog, mirror=self.mirror, client=self.upstream.client,
@@ -117,6 +121,7 @@ class BastionEdge:
             ResponsesAddon(shared, responses),
             BatchesAddon(shared, batches, batch_context, self.recorder.batch_line),
             self.recorder,
+            self.quotas,
             self.upstream,
             self.access_log,  # last: see the module docstring
         ]

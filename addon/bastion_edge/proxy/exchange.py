@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bastion_edge.core.plan import BatchAction, BodyStep, Plan, Route
+from bastion_edge.core.quota import Verdict
 from bastion_edge.core.routing import HostKind
 from bastion_edge.core.usage import SOURCE_NOT_REPORTED, SOURCE_UPSTREAM, Usage
 from bastion_edge.telemetry.access_log import AccessRecord
@@ -44,6 +45,7 @@ class Exchange:
     response_model: str | None = None  # the model the reply named (OpenTelemetry spans)
     reply_encoded: bool = False  # the reply has a content-encoding (gzip, ...)
     reply_json: bool = False  # a JSON reply whose usage is read (not the speech adapter's)
+    quota: Verdict | None = None  # the app's quota admission (proxy/quotas.py), if it has one
 
     # What the access log, metrics and tests read: derived from the plan.
 

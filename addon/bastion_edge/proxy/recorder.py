@@ -27,8 +27,10 @@ class Recorder:
     name = "bastion_recorder"
 
     def __init__(self, shared: Shared, key_files: KeyFiles,
-                 write_log: Callable[[AccessRecord], None]) -> None:
+                 write_log: Callable[[AccessRecord], None],
+                 settle: Callable[[Exchange, int | None], None] = lambda e, s: None) -> None:
         self.shared = shared
+        self.settle = settle  # the app's quota is corrected by what the exchange spent
         self.key_files = key_files
         self.write_log = write_log
         self.in_flight: set[str] = set()  # ids of our flows not finished yet
@@ -83,6 +85,7 @@ class Recorder:
             original_model=exchange.original_model, upstream_model=exchange.upstream_model,
             destination=exchange.destination, usage=exchange.usage,
             tts_characters=exchange.tts_characters)
+        self.settle(exchange, status)
         record = exchange.record(status, finished)
         if self.otel is not None:
             self.otel.exchange(exchange.genai(status, finished))

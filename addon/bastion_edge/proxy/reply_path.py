@@ -33,6 +33,7 @@ from bastion_edge.proxy.flow_edit import (
 from bastion_edge.proxy.http_guard import limit_error_of, never_empty
 from bastion_edge.proxy.mirror import MirrorAddon
 from bastion_edge.proxy.model_catalog import ModelCatalog
+from bastion_edge.proxy.quotas import put_rate_limit_headers
 from bastion_edge.proxy.recorder import REDACTED, Recorder
 from bastion_edge.proxy.request_path import refuse
 from bastion_edge.proxy.responses import ResponsesKeeper
@@ -88,6 +89,8 @@ class ReplyPath:
             ours[WORKER_HEADER] = self.worker_id
         if ours:
             set_headers(response.headers, ours)
+        if exchange.quota is not None:
+            put_rate_limit_headers(response.headers, exchange.quota)
         if self.recorder.keeps_flows and "authorization" in flow.request.headers:
             flow.request.headers["authorization"] = REDACTED  # sent already; keep it off screens
         if holds(plan, response.status_code):
@@ -153,6 +156,8 @@ class ReplyPath:
             flow.response = outcome.response
             set_headers(flow.response.headers, {UPSTREAM_MODEL_HEADER: exchange.upstream_model
                                                 or "", REWRITES_HEADER: ",".join(plan.rewrites)})
+            if exchange.quota is not None:  # one admission for all the tries
+                put_rate_limit_headers(flow.response.headers, exchange.quota)
             if flow.response.headers.get("content-type", "").startswith("text/event-stream"):
                 exchange.streamed_reply = True
                 self._buffered_stream(flow, plan)

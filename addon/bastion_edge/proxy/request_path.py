@@ -24,6 +24,7 @@ from mitmproxy import http
 from bastion_edge.batch.keeper import BatchKeeper
 from bastion_edge.batch.server import TOKEN_HEADER as BATCH_TOKEN_HEADER
 from bastion_edge.config.key_files import KeyFiles
+from bastion_edge.config.quota_rules import Quota
 from bastion_edge.core.limits import LimitError
 from bastion_edge.core.plan import BatchAction, BodyStep, Destination, Plan, Route
 from bastion_edge.core.plan_needs import (
@@ -35,6 +36,7 @@ from bastion_edge.core.plan_needs import (
     next_need,
 )
 from bastion_edge.core.planner import answered_from_store, form_model, plan_body, plan_head, refused
+from bastion_edge.core.quota import Rejected, Unavailable, rejection_error, unavailable_error
 from bastion_edge.core.request import ParsedBody, RequestHead
 from bastion_edge.errors import SERVER_ERROR, ApiError
 from bastion_edge.proxy.body_limits import bound_body
@@ -50,6 +52,7 @@ from bastion_edge.proxy.flow_edit import (
 from bastion_edge.proxy.gate import APP_METADATA_KEY
 from bastion_edge.proxy.http_guard import never_empty
 from bastion_edge.proxy.model_catalog import ModelCatalog
+from bastion_edge.proxy.quotas import UPSTREAM, QuotaKeeper, estimate_of
 from bastion_edge.proxy.recorder import Recorder
 from bastion_edge.proxy.responses import STORE_UNAVAILABLE, ResponsesKeeper
 from bastion_edge.proxy.shared import Shared
@@ -69,7 +72,7 @@ class RequestPath:
     def __init__(self, shared: Shared, *, key_files: KeyFiles, recorder: Recorder,
                  tts: TtsAdapter, batches: BatchKeeper, catalog: ModelCatalog,
                  responses: ResponsesKeeper, timeouts: ResponseTimeouts,
-                 client: Callable[[], httpx.AsyncClient]) -> None:
+                 client: Callable[[], httpx.AsyncClient], quotas: QuotaKeeper) -> None:
         self.shared = shared
         self.key_files = key_files
         self.recorder = recorder
@@ -79,6 +82,7 @@ class RequestPath:
         self.responses = responses
         self.timeouts = timeouts
         self.client = client
+        self.quotas = quotas
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
@@ -176,6 +180,7 @@ class RequestPath:
         plan = exchange.plan
         if plan.refusal is None and plan.store_action is not None:
             return self._answer_from_store(flow, exchange)
+        body: ParsedBody | None = None
         if plan.refusal is None and plan.body_step not in (BodyStep.NONE,
                                                            BodyStep.STREAMED_FORM):
             body = self._parsed_body(flow, exchange)
@@ -189,8 +194,34 @@ class RequestPath:
             self._plan_body(flow, exchange, body, need)
         elif not exchange.streamed_request:
             exchange.bytes_in = len(flow.request.raw_content or b"")
+        quota = self._quota(flow, exchange)
+        if quota is not None:
+            return self._admit_and_send(flow, exchange, body, quota)
         self.send_or_answer(flow, exchange)
         return None
+
+    def _quota(self, flow: http.HTTPFlow, exchange: Exchange) -> Quota | None:
+        """The app's quota when this request goes upstream (a model call: a POST to
+        Bastion, OpenAI or the speech adapter); local answers cost nothing."""
+        plan = exchange.plan
+        if plan.refusal is not None or flow.request.method != "POST" \
+                or plan.route.destination not in UPSTREAM:
+            return None
+        return self.quotas.quota_of(plan.facts.app)
+
+    async def _admit_and_send(self, flow: http.HTTPFlow, exchange: Exchange,
+                              body: ParsedBody | None, quota: Quota) -> None:
+        """Admit by the app's quota, then send; over it, the 429 (nothing goes upstream)."""
+        plan = exchange.plan
+        app = plan.facts.app
+        if app is not None:
+            verdict = await self.quotas.admit(app, quota, estimate_of(plan, body))
+            exchange.quota = verdict
+            if isinstance(verdict, Rejected):
+                refuse(exchange, rejection_error(verdict, app))
+            elif isinstance(verdict, Unavailable):
+                refuse(exchange, unavailable_error(app))
+        self.send_or_answer(flow, exchange)
 
     def _parsed_body(self, flow: http.HTTPFlow, exchange: Exchange) -> ParsedBody:
         request = flow.request
@@ -235,6 +266,10 @@ class RequestPath:
             self._refuse_store(exchange, e)
         else:
             self._plan_body(flow, exchange, body, need)
+        quota = self._quota(flow, exchange)
+        if quota is not None:
+            await self._admit_and_send(flow, exchange, body, quota)
+            return
         self.send_or_answer(flow, exchange)
 
     async def _answer_from_store(self, flow: http.HTTPFlow, exchange: Exchange) -> None:

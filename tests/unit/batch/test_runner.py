@@ -17,11 +17,13 @@ from bastion_edge.batch import shapes
 from bastion_edge.batch.blobs import BlobDir
 from bastion_edge.batch.metrics import BatchMetrics
 from bastion_edge.batch.pacing import BACKOFF_BASE_SECONDS
-from bastion_edge.batch.runner import BatchRunner, RunContext
+from bastion_edge.batch.runner import BatchRunner, LineQuota, RunContext
 from bastion_edge.batch.sqlite_store import SqliteBatchStore
 from bastion_edge.batch.store import Creator
 from bastion_edge.config.rules import parse_rules
+from bastion_edge.core.plan import Plan
 from bastion_edge.core.planner import Policy
+from bastion_edge.errors import ApiError
 from bastion_edge.state.crypto import BodyCipher
 from bastion_edge.telemetry.access_log import AccessRecord
 
@@ -67,7 +69,7 @@ def answer(request: httpx.Request) -> httpx.Response:
 
 async def run(tmp: Path, lines: list[dict[str, Any]], now: float, clock_at: float,
               delete_input: bool = False, policy: Policy = POLICY,
-              pace: ManualClock | None = None,
+              pace: ManualClock | None = None, quota: LineQuota | None = None,
               ) -> tuple[dict[str, Any], SqliteBatchStore, list[AccessRecord]]:
     store = SqliteBatchStore(tmp / "b.sqlite3", BlobDir(tmp / "files", BodyCipher()))
     writer = store.blobs.writer("file-in")
@@ -82,7 +84,7 @@ async def run(tmp: Path, lines: list[dict[str, Any]], now: float, clock_at: floa
     records: list[AccessRecord] = []
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
         runner = BatchRunner(lambda: store, BatchMetrics(CollectorRegistry()),
-                             lambda: RunContext(policy, ENV, None, client),
+                             lambda: RunContext(policy, ENV, None, client, quota),
                              lambda: policy.rules.batches, records.append,
                              clock=lambda: clock_at, pace=pace or ManualClock())
         assert await store.claim(runner.owner, 30, 1) == ["batch_t"]
@@ -173,6 +175,45 @@ def test_a_throttled_line_backs_off_on_the_injected_clock(tmp_path: Path) -> Non
         assert done["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
         (backoff,) = pace.slept  # one 429 without retry-after: jittered, first step
         assert BACKOFF_BASE_SECONDS / 2 <= backoff <= BACKOFF_BASE_SECONDS
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+class CreatorQuota:
+    """A LineQuota that refuses lines saying "too big" and records what it settles."""
+
+    def __init__(self) -> None:
+        self.admitted: list[tuple[str | None, float]] = []
+        self.settled: list[tuple[str | None, object, int | None]] = []
+
+    async def admit_line(self, app: str | None, plan: Plan, body: bytes,
+                         give_up_at: float) -> tuple[ApiError | None, Any]:
+        self.admitted.append((app, give_up_at))
+        if b"too big" in body:
+            return ApiError(429, "Request too large", "rate_limit_exceeded", "tokens"), None
+        return None, "verdict"
+
+    def settle_line(self, app: str | None, verdict: Any, reply: object,
+                    status: int | None) -> None:
+        self.settled.append((app, verdict, status))
+
+
+def test_lines_draw_from_the_creators_quota_and_a_refusal_is_the_lines_result(
+    tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        quota = CreatorQuota()
+        lines = [line("fits", "small"), line("never", "too big")]
+        done, store, _ = await run(tmp_path, lines, 1000.0, 1000.0, quota=quota)
+        assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+        assert {app for app, _ in quota.admitted} == {"a"}  # the creating app
+        assert {until for _, until in quota.admitted} == {done["expires_at"]}
+        (error,) = content(store, done["error_file_id"])
+        assert error["custom_id"] == "never"
+        assert error["response"]["status_code"] == 429
+        assert error["response"]["body"]["error"]["code"] == "rate_limit_exceeded"
+        assert sorted(quota.settled, key=str) == [("a", "verdict", 200), ("a", None, 429)]
         await store.close()
 
     asyncio.run(scenario())

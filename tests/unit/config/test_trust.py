@@ -98,3 +98,38 @@ def test_egress_allow_forms() -> None:
     assert parse_egress_allow("Metadata.Internal.:80").host == "metadata.internal"
     with pytest.raises(ValueError, match="bad port"):
         parse_egress_allow("host:0")
+
+
+def test_quotas_per_app_with_a_default_and_an_outage_mode() -> None:
+    from bastion_edge.config.quota_rules import NO_QUOTA, Quota
+
+    rules = parse_rules(f"""
+clients:
+  default_quota: {{requests_per_minute: 5}}
+  quota_store_outage: fail_closed
+  apps:
+    - {{name: own, secret_sha256: "{DIGEST}", quota: {{tokens_per_day: 7}}}}
+    - {{name: defaulted, secret_sha256: "{DIGEST}"}}
+    - {{name: unlimited, secret_sha256: "{DIGEST}", quota: {{}}}}
+""")
+    clients = rules.clients
+    assert clients.quota_of("own") == Quota(tokens_per_day=7)
+    assert clients.quota_of("defaulted") == Quota(requests_per_minute=5)
+    assert clients.quota_of("unlimited") == NO_QUOTA
+    assert clients.quota_of(None) == NO_QUOTA  # no app: nobody to count
+    assert clients.quota_store_outage == "fail_closed"
+    assert parse_rules("clients: {apps: []}").clients.quota_store_outage == "fail_open"
+
+
+@pytest.mark.parametrize(("text", "location"), [
+    (f"apps: [{{name: a, secret_sha256: {DIGEST}, quota: {{requests_per_minute: 0}}}}]",
+     "clients.apps[0].quota.requests_per_minute"),
+    (f"apps: [{{name: a, secret_sha256: {DIGEST}, quota: {{rpm: 3}}}}]",
+     "clients.apps[0].quota.rpm"),
+    ("default_quota: 3", "clients.default_quota"),
+    ("quota_store_outage: maybe", "clients.quota_store_outage"),
+])
+def test_bad_quotas_name_their_location(text: str, location: str) -> None:
+    with pytest.raises(RulesError) as caught:
+        parse_rules(f"clients: {{{text}}}")
+    assert location in str(caught.value)
