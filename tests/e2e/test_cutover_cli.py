@@ -64,7 +64,8 @@ def test_status_notes_a_non_canary_mode(tmp_path: Path) -> None:
 
 def test_check_shows_the_mode_and_both_upstreams(tmp_path: Path) -> None:
     (tmp_path / "rules.yaml").write_text(RULES)
-    check = subprocess.run([str(BASTION_EDGE), "check", "--rules-only", "--rules", str(tmp_path / "rules.yaml")],
+    check = subprocess.run([str(BASTION_EDGE), "check", "--rules-only",
+                            "--rules", str(tmp_path / "rules.yaml")],
                            capture_output=True, text=True, timeout=60,
                            env={"PATH": "/usr/bin:/bin",
                                 "BASTION_OPENAI_URL": "https://openai.test"})
