@@ -43,9 +43,9 @@ from bastion_edge.rehearsal.localrun import (
 )
 from bastion_edge.state.crypto import BodyCipher
 from bastion_edge.state.records import StoredResponse
-from bastion_edge.state.redis_store import RedisStore
-from bastion_edge.state.sqlite_store import SqliteStore
-from bastion_edge.state.store import ResponseStore, Retention
+from bastion_edge.state.responses_redis import RedisStore
+from bastion_edge.state.responses_sqlite import SqliteStore
+from bastion_edge.state.responses_store import ResponseStore, Retention
 
 REPO = Path(__file__).resolve().parents[1]
 URL = "https://api.openai.com/v1/responses"

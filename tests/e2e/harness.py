@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bastion_edge.cli.main import ensure_ca
+from bastion_edge.deploy.tls_bundles import ensure_ca
 from bastion_edge.rehearsal.localrun import (
     BASTION_EDGE,
     BIN,

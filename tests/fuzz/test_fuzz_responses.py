@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from strategies import JSON_VALUES
 
 from bastion_edge.core.item_refs import referenced_ids, resolve_references
-from bastion_edge.core.responses import expand_request, input_as_items, turn_from_request
+from bastion_edge.core.responses_request import expand_request, input_as_items, turn_from_request
 from bastion_edge.errors import ApiError
 
 ITEMS = st.lists(st.one_of(

@@ -10,7 +10,7 @@ from typing import Any
 
 from mitmproxy.test import taddons, tflow
 
-from bastion_edge.config.limits import LimitsRules
+from bastion_edge.config.limits_section import LimitsRules
 from bastion_edge.core.limits import LIMIT_BUFFERED_TOTAL, LIMIT_IDLE_TIMEOUT
 from bastion_edge.proxy import http_guard
 from bastion_edge.proxy.connection_guard import ConnectionGuard

@@ -29,7 +29,7 @@ from bastion_edge.proxy.conversations_addon import (
 from bastion_edge.proxy.flow_edit import exchange_of
 from bastion_edge.state.conversation_store import SqliteConversations
 from bastion_edge.state.crypto import BodyCipher
-from bastion_edge.state.store import Retention
+from bastion_edge.state.responses_store import Retention
 
 TRACE_UPLOAD = {"data": [
     {"object": "trace", "id": "trace_0123456789abcdef0123456789abcdef",

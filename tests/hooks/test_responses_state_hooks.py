@@ -20,8 +20,8 @@ from mitmproxy.test import taddons, tflow
 from bastion_edge.config.rules import ResponsesStateRules
 from bastion_edge.proxy.addon import BastionEdge
 from bastion_edge.proxy.exchange import METADATA_KEY, Exchange
-from bastion_edge.proxy.responses import ResponsesKeeper
-from bastion_edge.state.sqlite_store import SqliteStore
+from bastion_edge.proxy.responses_keeper import ResponsesKeeper
+from bastion_edge.state.responses_sqlite import SqliteStore
 
 SHIPPED_RULES = (Path(__file__).resolve().parents[2] / "rules.yaml").read_text()
 ENV = {"QUBITTRON_API_KEY": "bk-test", "BASTION_BASE_URL": "https://127.0.0.1:9443/v1"}

@@ -98,3 +98,14 @@ def test_unit_tests_mirror_the_source_packages() -> None:
         if (path.parent == UNIT_TESTS and path.name not in TOP_LEVEL_TESTS)
         or (path.parent != UNIT_TESTS and path.parent.name not in packages))
     assert not misplaced, f"unit tests outside a folder named for their package: {misplaced}"
+
+
+def test_module_names_are_unique_within_the_package() -> None:
+    """One name, one meaning: two modules of bastion_edge never share a file name
+    (the sandbox, its own package, may name its parts after the contract's)."""
+    seen: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name not in ("__init__.py", "__main__.py"):
+            seen.setdefault(path.name, []).append(str(path.relative_to(PACKAGE)))
+    repeated = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not repeated, f"module names used twice: {repeated}"

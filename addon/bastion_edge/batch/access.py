@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from bastion_edge.batch.batch_shapes import BatchLine, Json
 from bastion_edge.batch.lines import BATCH_NOTE
-from bastion_edge.batch.shapes import BatchLine, Json
 from bastion_edge.core.plan import Plan
 from bastion_edge.telemetry.access_log import AccessRecord
 

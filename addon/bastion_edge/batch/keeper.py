@@ -15,16 +15,16 @@ from pathlib import Path
 from mitmproxy import ctx
 from prometheus_client import CollectorRegistry
 
-from bastion_edge.batch.metrics import BatchMetrics
-from bastion_edge.batch.runner import BatchRunner, RunContext
-from bastion_edge.batch.server import BatchApiServer, Call
-from bastion_edge.batch.store import (
+from bastion_edge.batch.batch_metrics import BatchMetrics
+from bastion_edge.batch.batch_store import (
     BatchStore,
     BatchStoreError,
     Creator,
     open_batch_store,
     store_location,
 )
+from bastion_edge.batch.runner import BatchRunner, RunContext
+from bastion_edge.batch.server import BatchApiServer, Call
 from bastion_edge.config.batch_rules import BatchRules
 from bastion_edge.core.plan import Plan
 from bastion_edge.state.crypto import BodyCipher

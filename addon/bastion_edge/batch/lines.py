@@ -12,8 +12,8 @@ import json
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from bastion_edge.batch.shapes import BatchLine
-from bastion_edge.batch.store import Creator
+from bastion_edge.batch.batch_shapes import BatchLine
+from bastion_edge.batch.batch_store import Creator
 from bastion_edge.core.keys import KeyFileReader
 from bastion_edge.core.plan import Destination, Plan
 from bastion_edge.core.planner import Policy, plan_body, plan_head, refused

@@ -27,13 +27,13 @@ from typing import Any, Protocol
 
 import httpx
 
-from bastion_edge.batch import shapes
+from bastion_edge.batch import batch_shapes as shapes
 from bastion_edge.batch.access import line_record
+from bastion_edge.batch.batch_metrics import BatchMetrics
+from bastion_edge.batch.batch_shapes import BatchLine, Json
+from bastion_edge.batch.batch_store import BatchStore, BatchStoreError, Creator, blob_lines
 from bastion_edge.batch.lines import plan_line
-from bastion_edge.batch.metrics import BatchMetrics
 from bastion_edge.batch.pacing import MONOTONIC, PaceClock, RateLimit, backoff_seconds
-from bastion_edge.batch.shapes import BatchLine, Json
-from bastion_edge.batch.store import BatchStore, BatchStoreError, Creator, blob_lines
 from bastion_edge.batch.validate import check_input
 from bastion_edge.config.batch_rules import BatchRules
 from bastion_edge.core.keys import KeyFileReader

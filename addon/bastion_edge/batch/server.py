@@ -19,16 +19,16 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from bastion_edge.batch import shapes
-from bastion_edge.batch.metrics import BatchMetrics
-from bastion_edge.batch.shapes import Json
-from bastion_edge.batch.store import BatchStore, BatchStoreError, Creator
+from bastion_edge.batch import batch_shapes as shapes
+from bastion_edge.batch.batch_metrics import BatchMetrics
+from bastion_edge.batch.batch_shapes import Json
+from bastion_edge.batch.batch_store import BatchStore, BatchStoreError, Creator
 from bastion_edge.batch.upload import receive_upload
 from bastion_edge.config.batch_rules import BatchRules
 from bastion_edge.core.plan import BatchAction
 from bastion_edge.errors import AUTHENTICATION, SERVER_ERROR, ApiError, bad_request
 from bastion_edge.local_app import start_local_app
-from bastion_edge.tts.tokens import TokenRegistry
+from bastion_edge.one_shot_tokens import TokenRegistry
 
 log = logging.getLogger("bastion_edge")
 

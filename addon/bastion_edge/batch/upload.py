@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
 
-from bastion_edge.batch.shapes import FILE_PURPOSES
-from bastion_edge.batch.store import Blobs, BlobWriting
+from bastion_edge.batch.batch_shapes import FILE_PURPOSES
+from bastion_edge.batch.batch_store import Blobs, BlobWriting
 from bastion_edge.errors import ApiError, bad_request
 
 READ_CHUNK = 1024 * 1024

@@ -6,10 +6,10 @@ an error, skipped to its end), and reading stops at the first line past `max_lin
 
 from __future__ import annotations
 
-from bastion_edge.batch import shapes
+from bastion_edge.batch import batch_shapes as shapes
+from bastion_edge.batch.batch_shapes import Json, LineInvalid
+from bastion_edge.batch.batch_store import Blobs
 from bastion_edge.batch.blobs import MAX_LINE_BYTES, LineTooLong, split_lines
-from bastion_edge.batch.shapes import Json, LineInvalid
-from bastion_edge.batch.store import Blobs
 
 MAX_ERRORS = 100
 

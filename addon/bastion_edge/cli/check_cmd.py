@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bastion_edge.cli.cutover import describe_cutover
+from bastion_edge.cli.cutover_cmd import describe_cutover
 from bastion_edge.cli.key_advice import key_problems
 from bastion_edge.cli.rules_file import rules_path
 from bastion_edge.config.rules import Rules, RulesError, apply_environment, load_rules

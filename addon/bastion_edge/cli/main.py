@@ -16,8 +16,8 @@ from typing import Any
 from bastion_edge.cli.check_cmd import cmd_check
 from bastion_edge.cli.check_cmd import describe_condition as describe_condition
 from bastion_edge.cli.check_cmd import describe_rules as describe_rules
-from bastion_edge.cli.cutover import cutover_banner
-from bastion_edge.cli.cutover import register as register_cutover
+from bastion_edge.cli.cutover_cmd import cutover_banner
+from bastion_edge.cli.cutover_cmd import register as register_cutover
 from bastion_edge.cli.help_format import Parser
 from bastion_edge.cli.key_advice import key_problems
 from bastion_edge.cli.rules_file import packaged_rules as packaged_rules
@@ -31,7 +31,7 @@ from bastion_edge.deploy.app_env import app_environment, exported_app_env
 from bastion_edge.deploy.exposure import EXIT_EXPOSED, exposure_problem, mode_problem
 from bastion_edge.deploy.node_preload import node_env
 from bastion_edge.deploy.redirect import register as register_redirect
-from bastion_edge.deploy.tls_bundles import CLIENT_BUNDLE, PROXY_CA_CERT, client_bundle
+from bastion_edge.deploy.tls_bundles import CLIENT_BUNDLE, PROXY_CA_CERT, client_bundle, ensure_ca
 from bastion_edge.report.cli import register as register_report
 
 DEFAULT_CONFDIR = "~/.bastion-edge"
@@ -352,15 +352,6 @@ def _run_workers(args: argparse.Namespace, path: Path) -> int:
 
 
 # ---------------------------------------------------------------------------- env
-
-def ensure_ca(confdir: Path) -> Path:
-    """Create the proxy CA the way mitmproxy does, if it does not exist yet."""
-    from mitmproxy import certs
-
-    confdir.mkdir(parents=True, exist_ok=True)
-    certs.CertStore.from_store(str(confdir), "mitmproxy", 2048)
-    return confdir / PROXY_CA_CERT
-
 
 def env_lines(confdir: Path, host: str, port: int) -> str:
     if (exported := exported_app_env()) is not None:  # in the sidecar: the app's view

@@ -18,8 +18,8 @@ from bastion_edge.config.schema import (
     Condition,
     KeyRule,
     ModelCapabilities,
-    ModelChoice,
     ModelRule,
+    ModelTarget,
 )
 from bastion_edge.config.trust import read_key_file, reject_literal_keys
 
@@ -30,9 +30,9 @@ def read_models(reader: Reader, value: object, path: Path_) -> tuple[ModelRule, 
     for pattern, target in section.items():
         entry_path = (*path, str(pattern))
         if isinstance(target, str) and target:
-            choices: tuple[ModelChoice, ...] = (ModelChoice(target),)
+            choices: tuple[ModelTarget, ...] = (ModelTarget(target),)
         elif isinstance(target, list) and target:
-            choices = tuple(read_model_choice(reader, item, (*entry_path, i))
+            choices = tuple(read_model_target(reader, item, (*entry_path, i))
                             for i, item in enumerate(target))
         else:
             raise reader.fail(entry_path,
@@ -42,7 +42,7 @@ def read_models(reader: Reader, value: object, path: Path_) -> tuple[ModelRule, 
     return tuple(rules)
 
 
-def read_model_choice(reader: Reader, value: object, path: Path_) -> ModelChoice:
+def read_model_target(reader: Reader, value: object, path: Path_) -> ModelTarget:
     entry = reader.mapping(value, path)
     reader.only_keys(entry, path, ("when", "use"))
     if "use" not in entry:
@@ -50,7 +50,7 @@ def read_model_choice(reader: Reader, value: object, path: Path_) -> ModelChoice
     use = reader.string(entry["use"], (*path, "use"))
     when = read_condition(reader, entry["when"], (*path, "when")) if "when" in entry \
         else Condition()
-    return ModelChoice(use, when)
+    return ModelTarget(use, when)
 
 
 def read_keys(reader: Reader, value: object, path: Path_) -> Mapping[str, object]:

@@ -16,7 +16,7 @@ from bastion_edge.config import model_sections as models
 from bastion_edge.config import service_sections as service
 from bastion_edge.config import trust
 from bastion_edge.config.batch_rules import read_batches
-from bastion_edge.config.limits import read_limits
+from bastion_edge.config.limits_section import read_limits
 from bastion_edge.config.reader import (
     Reader,
     RulesError,

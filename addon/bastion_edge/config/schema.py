@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from bastion_edge.config.batch_rules import BatchRules
 from bastion_edge.config.canary_rules import CanaryRules
-from bastion_edge.config.limits import LimitsRules
+from bastion_edge.config.limits_section import LimitsRules
 from bastion_edge.config.quota_rules import NO_QUOTA, OutageMode, Quota
 from bastion_edge.config.usage_rules import UsageRules
 
@@ -55,7 +55,7 @@ class Condition:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelChoice:
+class ModelTarget:
     use: str
     when: Condition = Condition()
 
@@ -65,7 +65,7 @@ class ModelRule:
     """One `models:` entry: an OpenAI id (or glob) and its ordered choices."""
 
     pattern: str
-    choices: tuple[ModelChoice, ...]
+    choices: tuple[ModelTarget, ...]
 
     @property
     def is_glob(self) -> bool:

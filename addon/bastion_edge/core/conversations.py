@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from bastion_edge.core.responses import Item, input_as_items
+from bastion_edge.core.responses_request import Item, input_as_items
 from bastion_edge.errors import ApiError, bad_request
 
 PREFIX = "/v1/conversations"

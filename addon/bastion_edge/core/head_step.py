@@ -47,7 +47,7 @@ from bastion_edge.core.plan import (
     StoreAction,
 )
 from bastion_edge.core.request import RequestHead
-from bastion_edge.core.responses import (
+from bastion_edge.core.responses_request import (
     ANONYMOUS,
 )
 from bastion_edge.core.rewrite import rewrite_model_path

@@ -6,14 +6,14 @@ Clients that keep a conversation server-side send earlier items back by id only:
 so for every earlier assistant message while `store` is on). OpenAI resolves the id
 from its own store; Bastion keeps nothing, so the proxy puts the stored item itself in
 the reference's place before the request goes upstream. Lookups stay within the app's
-partition (`state/item_refs.py`); an id not found there is OpenAI's 404.
+partition (`state/item_lookup.py`); an id not found there is OpenAI's 404.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from bastion_edge.core.responses import Item
+from bastion_edge.core.responses_request import Item
 from bastion_edge.errors import ApiError
 
 REFERENCE = "item_reference"

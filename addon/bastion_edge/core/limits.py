@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
 
-from bastion_edge.config.limits import LimitsRules
+from bastion_edge.config.limits_section import LimitsRules
 from bastion_edge.errors import SERVER_ERROR, ApiError
 
 # Which limit a rejection hit: the `limit` label of bastion_edge_limit_rejections_total.

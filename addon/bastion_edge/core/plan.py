@@ -14,7 +14,7 @@ from typing import NamedTuple
 from bastion_edge.core.facts import RequestFacts
 from bastion_edge.core.keys import KeyChoice
 from bastion_edge.core.model_map import Resolution
-from bastion_edge.core.responses import ANONYMOUS, TurnRequest
+from bastion_edge.core.responses_request import ANONYMOUS, TurnRequest
 from bastion_edge.core.routing import HostKind, Target
 from bastion_edge.errors import ApiError
 

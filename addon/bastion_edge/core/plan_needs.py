@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from bastion_edge.core.plan import Plan
 from bastion_edge.core.planner import history_wanted, references_wanted
 from bastion_edge.core.request import ParsedBody
-from bastion_edge.core.responses import History, Item
+from bastion_edge.core.responses_request import History, Item
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,7 @@ from bastion_edge.core.plan import (
 )
 from bastion_edge.core.request import ParsedBody, requested_model_of
 from bastion_edge.core.request_adapt import adapt_for_bastion
-from bastion_edge.core.responses import (
+from bastion_edge.core.responses_request import (
     History,
     Item,
     expand_request,

@@ -116,7 +116,7 @@ class SidecarConfig:
 
 def export_for_app(config: SidecarConfig) -> Path | None:
     """Write the CA, the trust bundle and app.env into the shared directory."""
-    from bastion_edge.cli.main import ensure_ca
+    from bastion_edge.deploy.tls_bundles import ensure_ca
 
     ca = ensure_ca(config.confdir)
     if config.export_dir is None or config.app_ca_dir is None:

@@ -48,3 +48,12 @@ def client_bundle(confdir: Path) -> Path:
 
 def upstream_bundle(confdir: Path, ca_file: str) -> Path:
     return write_bundle(confdir / UPSTREAM_BUNDLE, [system_ca_file(), Path(ca_file)])
+
+
+def ensure_ca(confdir: Path) -> Path:
+    """Create the proxy CA the way mitmproxy does, if it does not exist yet."""
+    from mitmproxy import certs
+
+    confdir.mkdir(parents=True, exist_ok=True)
+    certs.CertStore.from_store(str(confdir), "mitmproxy", 2048)
+    return confdir / PROXY_CA_CERT

@@ -57,11 +57,11 @@ from bastion_edge.proxy.mirror import MirrorAddon
 from bastion_edge.proxy.model_catalog import ModelCatalog
 from bastion_edge.proxy.pool_env import WORKER_ID_ENV
 from bastion_edge.proxy.quotas import QuotaKeeper
-from bastion_edge.proxy.recorder import REDACTED, Recorder
+from bastion_edge.proxy.recorder import Recorder
 from bastion_edge.proxy.reply_path import ReplyPath
 from bastion_edge.proxy.request_path import RequestPath
-from bastion_edge.proxy.responses import ResponsesKeeper
-from bastion_edge.proxy.shared import Shared
+from bastion_edge.proxy.responses_keeper import ResponsesKeeper
+from bastion_edge.proxy.shared import REDACTED, Shared
 from bastion_edge.proxy.timeouts import ResponseTimeouts
 from bastion_edge.telemetry.metrics import Metrics
 from bastion_edge.tts.adapter import TtsAdapter

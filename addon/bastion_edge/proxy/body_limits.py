@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from bastion_edge.config.limits import LimitsRules
+from bastion_edge.config.limits_section import LimitsRules
 from bastion_edge.core.plan import BodyStep, Plan
 from bastion_edge.proxy.http_guard import BODY_LIMIT_KEY
 

@@ -23,7 +23,7 @@ from typing import Any
 from mitmproxy import connection, ctx, http, tcp
 from mitmproxy.proxy import layer, layers
 
-from bastion_edge.config.limits import LimitsRules
+from bastion_edge.config.limits_section import LimitsRules
 from bastion_edge.core.limits import (
     LIMIT_CONNECTIONS,
     LIMIT_HEADER_TIMEOUT,

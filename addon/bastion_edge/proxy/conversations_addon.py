@@ -43,11 +43,11 @@ from bastion_edge.core.agent_traces import (
     trace_upload_destination,
 )
 from bastion_edge.core.plan import Destination, Route
-from bastion_edge.core.responses import Item
+from bastion_edge.core.responses_request import Item
 from bastion_edge.core.routing import HostKind
 from bastion_edge.errors import ApiError, bad_request
 from bastion_edge.proxy.flow_edit import exchange_of
-from bastion_edge.proxy.responses import (  # the Responses capture, reused
+from bastion_edge.proxy.responses_keeper import (  # the Responses capture, reused
     STORE_UNAVAILABLE,
     WRITE_WAIT_SECONDS,
     _Observed,
@@ -55,7 +55,7 @@ from bastion_edge.proxy.responses import (  # the Responses capture, reused
 from bastion_edge.state.capture import JsonObserver, SseObserver, response_from_json
 from bastion_edge.state.conversation_store import ConversationStore, open_conversation_store
 from bastion_edge.state.crypto import BodyCipher, CipherError
-from bastion_edge.state.store import Retention, StoreError, store_location
+from bastion_edge.state.responses_store import Retention, StoreError, store_location
 from bastion_edge.telemetry.agent_spans import AgentSpanExport, TraceMetrics
 from bastion_edge.telemetry.otel import OtelExport
 

@@ -37,13 +37,12 @@ from bastion_edge.core.proxy_auth import (
 from bastion_edge.core.routing import classify_host
 from bastion_edge.errors import ApiError
 from bastion_edge.proxy.exchange import METADATA_KEY
-from bastion_edge.proxy.shared import Shared, keeps_flows
+from bastion_edge.proxy.shared import REDACTED, Shared, keeps_flows
 
 log = logging.getLogger("bastion_edge")
 
 APP_METADATA_KEY = "bastion_edge.app"
 PROXY_AUTHORIZATION = "proxy-authorization"
-REDACTED = "Bearer [redacted by bastion-edge]"
 PROXY_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode)
 
 

@@ -34,7 +34,7 @@ from bastion_edge.config.rules import (
 from bastion_edge.deploy.tls_bundles import upstream_bundle
 from bastion_edge.proxy.model_catalog import ModelCatalog
 from bastion_edge.proxy.pool_env import WORKER_SOCKET_ENV
-from bastion_edge.proxy.responses import ResponsesKeeper
+from bastion_edge.proxy.responses_keeper import ResponsesKeeper
 from bastion_edge.proxy.shared import Shared
 from bastion_edge.proxy.upstream_client import make_upstream_client
 from bastion_edge.telemetry.access_log import AccessLog, AccessRecord

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar
 
-from bastion_edge.config.limits import LimitsRules
+from bastion_edge.config.limits_section import LimitsRules
 from bastion_edge.proxy import gateway_errors, http_guard
 
 

@@ -16,11 +16,9 @@ from bastion_edge.config.key_files import KeyFiles
 from bastion_edge.core.keys import all_key_sources, read_source
 from bastion_edge.proxy.exchange import Exchange
 from bastion_edge.proxy.flow_edit import annotate, with_comment_column
-from bastion_edge.proxy.shared import Shared, keeps_flows
+from bastion_edge.proxy.shared import REDACTED, Shared, keeps_flows
 from bastion_edge.telemetry.access_log import AccessRecord, loggable_body
 from bastion_edge.telemetry.otel import OtelExport
-
-REDACTED = "Bearer [redacted by bastion-edge]"
 
 
 class Recorder:

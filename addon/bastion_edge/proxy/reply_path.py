@@ -34,10 +34,10 @@ from bastion_edge.proxy.http_guard import limit_error_of, never_empty
 from bastion_edge.proxy.mirror import MirrorAddon
 from bastion_edge.proxy.model_catalog import ModelCatalog
 from bastion_edge.proxy.quotas import put_rate_limit_headers
-from bastion_edge.proxy.recorder import REDACTED, Recorder
+from bastion_edge.proxy.recorder import Recorder
 from bastion_edge.proxy.request_path import refuse
-from bastion_edge.proxy.responses import ResponsesKeeper
-from bastion_edge.proxy.shared import Shared
+from bastion_edge.proxy.responses_keeper import ResponsesKeeper
+from bastion_edge.proxy.shared import REDACTED, Shared
 from bastion_edge.proxy.timeouts import ResponseTimeouts
 from bastion_edge.streams.sse import SseRewriter
 from bastion_edge.streams.usage_stream import JsonUsageTail, UsageTap

@@ -54,10 +54,10 @@ from bastion_edge.proxy.http_guard import never_empty
 from bastion_edge.proxy.model_catalog import ModelCatalog
 from bastion_edge.proxy.quotas import UPSTREAM, QuotaKeeper, estimate_of
 from bastion_edge.proxy.recorder import Recorder
-from bastion_edge.proxy.responses import STORE_UNAVAILABLE, ResponsesKeeper
+from bastion_edge.proxy.responses_keeper import STORE_UNAVAILABLE, ResponsesKeeper
 from bastion_edge.proxy.shared import Shared
 from bastion_edge.proxy.timeouts import ResponseTimeouts
-from bastion_edge.state.store import StoreError
+from bastion_edge.state.responses_store import StoreError
 from bastion_edge.streams.multipart import FormFieldRewriter, boundary_from_content_type
 from bastion_edge.tts.adapter import TOKEN_HEADER, SpeechJob, TtsAdapter
 

@@ -20,6 +20,9 @@ from bastion_edge.config.rules import Rules
 from bastion_edge.core.planner import Policy
 from bastion_edge.telemetry.metrics import Metrics
 
+# What a Bastion key is replaced with wherever a flow stays on screen (mitmweb, flow files).
+REDACTED = "Bearer [redacted by bastion-edge]"
+
 RulesListener = Callable[[Rules, bool], None]  # (the rules now, hot-reloaded?)
 
 

@@ -3,5 +3,5 @@
 Plain code, no mitmproxy: `records` (what is kept), `capture` (request + reply ->
 record), `chain` (the stored conversation behind a `previous_response_id`), `shapes`
 (OpenAI's JSON for retrieve, delete, input_items), `store` / `sqlite_store` /
-`redis_store`, `crypto`. The proxy side lives in `bastion_edge.proxy.responses`.
+`redis_store`, `crypto`. The proxy side lives in `bastion_edge.proxy.responses_keeper`.
 """

@@ -30,7 +30,7 @@ from bastion_edge.core.canary import (
     step_key,
 )
 from bastion_edge.sqlite_wal import SqliteThread
-from bastion_edge.state.store import store_location
+from bastion_edge.state.responses_store import store_location
 
 SQLITE_FILE = "canary.sqlite3"
 MAX_DECISIONS = 1000  # kept in the store's history

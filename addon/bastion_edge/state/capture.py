@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bastion_edge.core.responses import Item, TurnRequest, valid_response_id
+from bastion_edge.core.responses_request import Item, TurnRequest, valid_response_id
 from bastion_edge.state.records import StoredResponse
 from bastion_edge.streams.sse import SseEvents, SseLines
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bastion_edge.core.responses import Item
+from bastion_edge.core.responses_request import Item
 from bastion_edge.state.records import StoredResponse
 
 

@@ -17,7 +17,7 @@ from typing import Any, cast
 from redis.exceptions import RedisError
 
 from bastion_edge.core.conversations import Conversation
-from bastion_edge.core.responses import Item
+from bastion_edge.core.responses_request import Item
 from bastion_edge.state.conversation_store import (
     open_item,
     open_metadata,
@@ -25,8 +25,8 @@ from bastion_edge.state.conversation_store import (
     seal_metadata,
 )
 from bastion_edge.state.crypto import BodyCipher, CipherError
-from bastion_edge.state.redis_store import PREFIX, connect, redis_location
-from bastion_edge.state.store import Retention, StoreError
+from bastion_edge.state.responses_redis import PREFIX, connect, redis_location
+from bastion_edge.state.responses_store import Retention, StoreError
 
 
 class RedisConversations:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from bastion_edge.core.conversations import Conversation
-from bastion_edge.core.responses import Item
+from bastion_edge.core.responses_request import Item
 from bastion_edge.state.crypto import BodyCipher
-from bastion_edge.state.sqlite_store import SqliteBacked
-from bastion_edge.state.store import Retention
+from bastion_edge.state.responses_sqlite import SqliteBacked
+from bastion_edge.state.responses_store import Retention
 
 T = TypeVar("T")
 

@@ -37,7 +37,7 @@ from bastion_edge.core.quota import (
     outage_verdict,
     windows_at,
 )
-from bastion_edge.state.store import store_location
+from bastion_edge.state.responses_store import store_location
 
 SQLITE_FILE = "quotas.sqlite3"
 FLUSH_SECONDS = 1.0  # how often the owner should call QuotaGuard.flush()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from bastion_edge.core.responses import Item
+from bastion_edge.core.responses_request import Item
 
 
 @dataclass(frozen=True, slots=True)

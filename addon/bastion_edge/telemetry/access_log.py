@@ -103,7 +103,7 @@ SECRET_FIELDS = frozenset({
     "refresh_token", "id_token", "session_token", "auth_token",
 })
 _OPENAI_KEY = re.compile(r"sk-[A-Za-z0-9_\-]{8,}")
-REDACTED = "[redacted]"
+REDACTED_VALUE = "[redacted]"
 UNLOGGABLE = f"[unloggable: nested deeper than {MAX_LOGGED_DEPTH} levels]"
 
 
@@ -140,12 +140,12 @@ def redact(value: Any, secrets: tuple[str, ...], depth: int = 0) -> Any:
     if depth > MAX_LOGGED_DEPTH:
         raise TooDeep(f"JSON nested deeper than {MAX_LOGGED_DEPTH} levels")
     if isinstance(value, dict):
-        return {k: REDACTED if is_secret_field(k) else redact(v, secrets, depth + 1)
+        return {k: REDACTED_VALUE if is_secret_field(k) else redact(v, secrets, depth + 1)
                 for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, secrets, depth + 1) for v in value]
     if isinstance(value, str):
         for secret in secrets:
-            value = value.replace(secret, REDACTED)
-        return _OPENAI_KEY.sub(REDACTED, value)
+            value = value.replace(secret, REDACTED_VALUE)
+        return _OPENAI_KEY.sub(REDACTED_VALUE, value)
     return value

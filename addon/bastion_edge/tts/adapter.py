@@ -29,11 +29,11 @@ from aiohttp import web
 from bastion_edge.config.schema import TtsRules
 from bastion_edge.errors import AUTHENTICATION, NOT_FOUND, SERVER_ERROR, ApiError, bad_request
 from bastion_edge.local_app import start_local_app
+from bastion_edge.one_shot_tokens import TokenRegistry
 from bastion_edge.tts.reply import NOTE_HEADER, TTS_HEADER, SpeechReply, error_response
 from bastion_edge.tts.riva_client import synthesize
 from bastion_edge.tts.speech_plan import SpeechPlan, plan_speech
 from bastion_edge.tts.speech_request import parse_speech_request
-from bastion_edge.tts.tokens import TokenRegistry
 from bastion_edge.tts.transcoder import ChunkTranscoder
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from bastion_edge.batch import shapes
+from bastion_edge.batch import batch_shapes as shapes
+from bastion_edge.batch.batch_shapes import LineInvalid, parse_line
+from bastion_edge.batch.batch_sqlite import SqliteBatchStore
+from bastion_edge.batch.batch_store import BatchStore, Creator, blob_lines
 from bastion_edge.batch.blobs import CHUNK, BlobDir, LineTooLong, split_lines
 from bastion_edge.batch.pacing import BACKOFF_MAX_SECONDS, RateLimit, backoff_seconds
-from bastion_edge.batch.shapes import LineInvalid, parse_line
-from bastion_edge.batch.sqlite_store import SqliteBatchStore
-from bastion_edge.batch.store import BatchStore, Creator, blob_lines
 from bastion_edge.batch.validate import check_input
 from bastion_edge.errors import ApiError
 from bastion_edge.state.crypto import BodyCipher
@@ -224,7 +224,7 @@ def test_line_results_are_encrypted_at_rest_too(
             store = SqliteBatchStore(tmp_path / "b.sqlite3",
                                      BlobDir(tmp_path / "batch-files", cipher))
         else:
-            from bastion_edge.batch.redis_store import RedisBatchStore
+            from bastion_edge.batch.batch_redis import RedisBatchStore
 
             store = RedisBatchStore(request.getfixturevalue("redis_url"), cipher,
                                     prefix=f"test-{uuid.uuid4().hex}:")
@@ -256,7 +256,7 @@ def test_store_leases_are_exclusive_and_results_stored_once(
                 stores.append(SqliteBatchStore(
                     tmp_path / "b.sqlite3", BlobDir(tmp_path / "batch-files", BodyCipher())))
             else:
-                from bastion_edge.batch.redis_store import RedisBatchStore
+                from bastion_edge.batch.batch_redis import RedisBatchStore
 
                 stores.append(RedisBatchStore(request.getfixturevalue("redis_url"),
                                               BodyCipher(), prefix=prefix))
@@ -302,10 +302,10 @@ def test_a_line_backs_off_on_429_and_5xx_then_succeeds_or_gives_up() -> None:
     import httpx
     from prometheus_client import CollectorRegistry
 
+    from bastion_edge.batch.batch_metrics import BatchMetrics
+    from bastion_edge.batch.batch_shapes import BatchLine
     from bastion_edge.batch.lines import plan_line
-    from bastion_edge.batch.metrics import BatchMetrics
     from bastion_edge.batch.runner import ATTEMPTS, BatchRunner, RunContext
-    from bastion_edge.batch.shapes import BatchLine
     from bastion_edge.config.rules import parse_rules
     from bastion_edge.core.planner import Policy
 

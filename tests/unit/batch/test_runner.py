@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
-from bastion_edge.batch import shapes
+from bastion_edge.batch import batch_shapes as shapes
+from bastion_edge.batch.batch_metrics import BatchMetrics
+from bastion_edge.batch.batch_sqlite import SqliteBatchStore
+from bastion_edge.batch.batch_store import Creator
 from bastion_edge.batch.blobs import BlobDir
-from bastion_edge.batch.metrics import BatchMetrics
 from bastion_edge.batch.pacing import BACKOFF_BASE_SECONDS
 from bastion_edge.batch.runner import BatchRunner, LineQuota, RunContext
-from bastion_edge.batch.sqlite_store import SqliteBatchStore
-from bastion_edge.batch.store import Creator
 from bastion_edge.config.rules import parse_rules
 from bastion_edge.core.plan import Plan
 from bastion_edge.core.planner import Policy

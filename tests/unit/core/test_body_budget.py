@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bastion_edge.config.limits import BUFFERED_TOTAL, LimitsRules
+from bastion_edge.config.limits_section import BUFFERED_TOTAL, LimitsRules
 from bastion_edge.config.rules import RulesError, parse_rules
 from bastion_edge.core.body_budget import BodyBudget
 from bastion_edge.core.limits import LIMIT_BUFFERED_TOTAL, LIMIT_NAMES, bodies_over_budget

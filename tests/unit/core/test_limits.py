@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion_edge.config.limits import LimitsRules
+from bastion_edge.config.limits_section import LimitsRules
 from bastion_edge.config.rules import RulesError, load_rules, parse_rules
 from bastion_edge.core.limits import (
     LIMIT_BODY,

@@ -13,7 +13,7 @@ from bastion_edge.core.plan import Plan
 from bastion_edge.core.plan_needs import Gathered, NeedHistory, NeedItemRefs, Ready, next_need
 from bastion_edge.core.planner import Policy, plan_head
 from bastion_edge.core.request import ParsedBody, RequestHead
-from bastion_edge.core.responses import History
+from bastion_edge.core.responses_request import History
 from bastion_edge.errors import ApiError
 
 SHIPPED = Policy.of(parse_rules(

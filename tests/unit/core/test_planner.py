@@ -28,7 +28,7 @@ from bastion_edge.core.planner import (
     plan_head,
 )
 from bastion_edge.core.request import ParsedBody, RequestHead
-from bastion_edge.core.responses import History
+from bastion_edge.core.responses_request import History
 from bastion_edge.errors import ApiError
 
 SHIPPED_TEXT = (Path(__file__).resolve().parents[3] / "rules.yaml").read_text()

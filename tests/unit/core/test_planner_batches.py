@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from bastion_edge.batch.batch_shapes import BatchLine
+from bastion_edge.batch.batch_store import Creator
 from bastion_edge.batch.lines import plan_line
-from bastion_edge.batch.shapes import BatchLine
-from bastion_edge.batch.store import Creator
 from bastion_edge.config.rules import RulesError, parse_rules
 from bastion_edge.core.plan import BatchAction, Destination
 from bastion_edge.core.planner import Policy, plan_head

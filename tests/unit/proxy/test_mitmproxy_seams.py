@@ -123,7 +123,7 @@ def test_install_patches_once_and_takes_the_latest_state() -> None:
     from mitmproxy.proxy.layers import http as http_layer
     from mitmproxy.proxy.layers.http import _http1
 
-    from bastion_edge.config.limits import LimitsRules
+    from bastion_edge.config.limits_section import LimitsRules
 
     seen: list[str] = []
     seams.install(lambda: LimitsRules(max_header_bytes=1), seen.append)

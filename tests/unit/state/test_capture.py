@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bastion_edge.core.responses import turn_from_request
+from bastion_edge.core.responses_request import turn_from_request
 from bastion_edge.state.capture import (
     JsonObserver,
     SseObserver,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bastion_edge.core.responses import expand_request, input_as_items
+from bastion_edge.core.responses_request import expand_request, input_as_items
 from bastion_edge.state.chain import ChainBroken, conversation
 from bastion_edge.state.records import StoredResponse
 

@@ -20,8 +20,8 @@ from bastion_edge.state.conversation_store import (
 )
 from bastion_edge.state.crypto import BodyCipher, CipherError
 from bastion_edge.state.records import StoredResponse
-from bastion_edge.state.sqlite_store import SqliteStore
-from bastion_edge.state.store import Retention, StoreError
+from bastion_edge.state.responses_sqlite import SqliteStore
+from bastion_edge.state.responses_store import Retention, StoreError
 from unit.state.test_stores import KEEP, StoreFactory, redis_url, run
 
 __all__ = ["redis_url"]  # the module's redis-server fixture, shared

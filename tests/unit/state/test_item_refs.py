@@ -6,7 +6,7 @@ import pytest
 
 from bastion_edge.core.item_refs import referenced_ids, resolve_references
 from bastion_edge.errors import ApiError
-from bastion_edge.state.item_refs import items_by_id
+from bastion_edge.state.item_lookup import items_by_id
 from bastion_edge.state.records import StoredResponse
 
 ASSISTANT = {"id": "msg_a1", "type": "message", "role": "assistant", "status": "completed",

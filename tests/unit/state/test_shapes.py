@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from bastion_edge.errors import ApiError
-from bastion_edge.state import shapes
+from bastion_edge.state import responses_shapes as shapes
 from bastion_edge.state.records import StoredResponse
-from bastion_edge.state.shapes import ListParams, input_items_page, list_params
+from bastion_edge.state.responses_shapes import ListParams, input_items_page, list_params
 
 
 def items(n: int) -> list[dict[str, Any]]:

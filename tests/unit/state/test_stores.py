@@ -18,9 +18,9 @@ from redis_server import running_redis
 
 from bastion_edge.state.crypto import BodyCipher, CipherError
 from bastion_edge.state.records import StoredResponse
-from bastion_edge.state.redis_store import RedisStore
-from bastion_edge.state.sqlite_store import SqliteStore
-from bastion_edge.state.store import (
+from bastion_edge.state.responses_redis import RedisStore
+from bastion_edge.state.responses_sqlite import SqliteStore
+from bastion_edge.state.responses_store import (
     ResponseStore,
     Retention,
     StoreError,

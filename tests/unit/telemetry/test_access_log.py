@@ -6,7 +6,7 @@ import json
 
 from bastion_edge.telemetry.access_log import (
     MAX_LOGGED_DEPTH,
-    REDACTED,
+    REDACTED_VALUE,
     UNLOGGABLE,
     AccessRecord,
     loggable_body,
@@ -33,15 +33,15 @@ def test_credential_fields_are_redacted_by_exact_name() -> None:
     body = {"api_key": "k1", "Authorization": "Bearer x", "token": "t", "access_token": "a",
             "client_secret": "s", "password": "p", "nested": [{"X-Api-Key": "h"}]}
     assert loggable_body(json.dumps(body).encode(), []) == {
-        "api_key": REDACTED, "Authorization": REDACTED, "token": REDACTED,
-        "access_token": REDACTED, "client_secret": REDACTED, "password": REDACTED,
-        "nested": [{"X-Api-Key": REDACTED}]}
+        "api_key": REDACTED_VALUE, "Authorization": REDACTED_VALUE, "token": REDACTED_VALUE,
+        "access_token": REDACTED_VALUE, "client_secret": REDACTED_VALUE, "password": REDACTED_VALUE,
+        "nested": [{"X-Api-Key": REDACTED_VALUE}]}
 
 
 def test_secret_values_are_redacted_wherever_they_appear() -> None:
     body = {"messages": [{"content": "my key is bastion-k-123 and sk-abcdefghijkl"}]}
     logged = loggable_body(json.dumps(body).encode(), ["bastion-k-123"])
-    assert logged == {"messages": [{"content": f"my key is {REDACTED} and {REDACTED}"}]}
+    assert logged == {"messages": [{"content": f"my key is {REDACTED_VALUE} and {REDACTED_VALUE}"}]}
 
 
 def test_deeply_nested_body_is_marked_unloggable_and_the_record_still_serialises() -> None:

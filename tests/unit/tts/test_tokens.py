@@ -1,4 +1,4 @@
-from bastion_edge.tts.tokens import TokenRegistry
+from bastion_edge.one_shot_tokens import TokenRegistry
 
 
 def test_token_is_one_shot() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from bastion_edge.core.responses import Item
+from bastion_edge.core.responses_request import Item
 from bastion_edge.state.records import StoredResponse, item_ids_of
-from bastion_edge.state.store import ResponseStore
+from bastion_edge.state.responses_store import ResponseStore
 
 
 def items_by_id(records: Iterable[StoredResponse]) -> dict[str, Item]:

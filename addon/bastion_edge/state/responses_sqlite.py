@@ -19,7 +19,7 @@ from typing import TypeVar
 from bastion_edge.sqlite_wal import SqliteThread
 from bastion_edge.state.crypto import BodyCipher, CipherError
 from bastion_edge.state.records import RecordMeta, StoredResponse, body_of, item_ids_of, record_from
-from bastion_edge.state.store import Retention, StoreError
+from bastion_edge.state.responses_store import Retention, StoreError
 
 T = TypeVar("T")
 

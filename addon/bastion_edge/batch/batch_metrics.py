@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from bastion_edge.batch.shapes import ACTIVE, TERMINAL
+from bastion_edge.batch.batch_shapes import ACTIVE, TERMINAL
 
 
 class BatchMetrics:

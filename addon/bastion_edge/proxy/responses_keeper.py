@@ -32,9 +32,9 @@ from prometheus_client import CollectorRegistry
 
 from bastion_edge.config.schema import ResponsesStateRules
 from bastion_edge.core.plan import Plan, StoreAction
-from bastion_edge.core.responses import History, Item, TurnRequest, valid_response_id
+from bastion_edge.core.responses_request import History, Item, TurnRequest, valid_response_id
 from bastion_edge.errors import SERVER_ERROR, ApiError
-from bastion_edge.state import shapes
+from bastion_edge.state import responses_shapes as shapes
 from bastion_edge.state.capture import (
     JsonObserver,
     SseObserver,
@@ -42,16 +42,16 @@ from bastion_edge.state.capture import (
 )
 from bastion_edge.state.chain import ChainBroken, conversation
 from bastion_edge.state.crypto import BodyCipher, CipherError
-from bastion_edge.state.item_refs import stored_items
-from bastion_edge.state.metrics import StateMetrics
+from bastion_edge.state.item_lookup import stored_items
 from bastion_edge.state.records import StoredResponse
-from bastion_edge.state.store import (
+from bastion_edge.state.responses_store import (
     ResponseStore,
     Retention,
     StoreError,
     open_store,
     store_location,
 )
+from bastion_edge.state.state_metrics import StateMetrics
 
 log = logging.getLogger("bastion_edge")
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bastion_edge.batch.batch_shapes import Json
 from bastion_edge.batch.blobs import split_lines
-from bastion_edge.batch.shapes import Json
 from bastion_edge.state.crypto import BodyCipher
-from bastion_edge.state.store import store_location as responses_store_location
+from bastion_edge.state.responses_store import store_location as responses_store_location
 
 SQLITE_FILE = "batches.sqlite3"
 BLOB_DIR = "batch-files"
@@ -148,11 +148,11 @@ def store_location(setting: str, confdir: Path) -> str:
 
 def open_batch_store(location: str, cipher: BodyCipher) -> BatchStore:
     if location.startswith("sqlite:///"):
+        from bastion_edge.batch.batch_sqlite import SqliteBatchStore
         from bastion_edge.batch.blobs import BlobDir
-        from bastion_edge.batch.sqlite_store import SqliteBatchStore
 
         path = Path(location.removeprefix("sqlite://"))
         return SqliteBatchStore(path, BlobDir(path.parent / BLOB_DIR, cipher))
-    from bastion_edge.batch.redis_store import RedisBatchStore
+    from bastion_edge.batch.batch_redis import RedisBatchStore
 
     return RedisBatchStore(location, cipher)

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bastion_edge.batch.batch_shapes import ACTIVE, Json
+from bastion_edge.batch.batch_store import BatchStoreError, Creator, StoredFile
 from bastion_edge.batch.blobs import BlobDir
-from bastion_edge.batch.shapes import ACTIVE, Json
-from bastion_edge.batch.store import BatchStoreError, Creator, StoredFile
 from bastion_edge.sqlite_wal import SqliteThread
 
 T = TypeVar("T")

@@ -31,9 +31,9 @@ import redis as sync_redis
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from bastion_edge.batch.batch_shapes import ACTIVE, Json
+from bastion_edge.batch.batch_store import BatchStoreError, Creator, StoredFile
 from bastion_edge.batch.blobs import CHUNK
-from bastion_edge.batch.shapes import ACTIVE, Json
-from bastion_edge.batch.store import BatchStoreError, Creator, StoredFile
 from bastion_edge.state.crypto import BodyCipher
 
 PREFIX = "bastion-edge:batches:"

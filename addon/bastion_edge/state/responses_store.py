@@ -78,9 +78,9 @@ def store_location(setting: str, confdir: Path, sqlite_file: str = SQLITE_FILE) 
 
 def open_store(location: str, retention: Retention, cipher: BodyCipher) -> ResponseStore:
     if location.startswith("sqlite:///"):
-        from bastion_edge.state.sqlite_store import SqliteStore
+        from bastion_edge.state.responses_sqlite import SqliteStore
 
         return SqliteStore(Path(location.removeprefix("sqlite://")), retention, cipher)
-    from bastion_edge.state.redis_store import RedisStore
+    from bastion_edge.state.responses_redis import RedisStore
 
     return RedisStore(location, retention, cipher)

@@ -30,7 +30,7 @@ from bastion_edge.state.records import (
     meta_of,
     record_from,
 )
-from bastion_edge.state.store import Retention, StoreError
+from bastion_edge.state.responses_store import Retention, StoreError
 
 PREFIX = "bastion-edge:responses:"
 TIMEOUT_SECONDS = 2.0
