@@ -8,9 +8,10 @@ Settings are mitmproxy options (`--set bastion_rules=rules.yaml`,
 from bastion_edge.proxy.addon import BastionEdge
 from bastion_edge.proxy.connection_guard import ConnectionGuard
 from bastion_edge.proxy.gate import ProxyGate
+from bastion_edge.proxy.key_screen import KeyScreen
 
 # ProxyGate first: it authenticates apps and checks egress before BastionEdge acts.
 # Both read the shared rules snapshot, not the root.
 edge = BastionEdge()
 addons = [ConnectionGuard(lambda: edge.shared.rules.limits, edge.shared.metrics),
-          ProxyGate(edge.shared), edge]
+          ProxyGate(edge.shared), edge, KeyScreen()]  # KeyScreen last: key_screen.py

@@ -11,12 +11,24 @@ import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 import test_trust_round2 as round2
-from harness import APP_KEY, REPO, Proxy, Sandbox, proxy_env, start_proxy, wait_until
+from harness import (
+    APP_KEY,
+    BASTION_KEY,
+    REPO,
+    Proxy,
+    Sandbox,
+    free_port,
+    proxy_env,
+    start_proxy,
+    wait_until,
+)
+from test_batches import _hold
 from trust_support import BILLING_KEY, REPORTS_SECRET, curl, rules_with_apps
 
 from bastion_edge.core.auth_failures import THRESHOLD
@@ -183,3 +195,41 @@ def test_guessing_proxy_secrets_is_logged_and_refused_per_source(guessed: Proxy)
     throttled = [line for line in guessed.metrics().splitlines()
                  if line.startswith('bastion_edge_proxy_errors_total{code="proxy_auth_throttled"')]
     assert throttled and float(throttled[0].rsplit(" ", 1)[1]) == 11, throttled
+
+
+# ---------------------------------------------------------------- row 14
+
+def test_a_flow_in_flight_shows_no_bastion_key_in_mitmweb(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    web_port = free_port()
+    proxy = start_proxy(tmp_path, proxy_env(sandbox), extra=["--web", "--web-port", str(web_port)])
+    token = next(line for line in proxy.process.log().splitlines()
+                 if line.startswith("mitmweb")).split("token=", 1)[1]
+    web = httpx.Client(base_url=f"http://127.0.0.1:{web_port}",
+                       headers={"Authorization": f"Bearer {token}"})
+    _hold(sandbox, "PUT", body={"path": "/v1/chat/completions", "pass": 0})
+    try:
+        with ThreadPoolExecutor(1) as pool, httpx.Client(
+                proxy=proxy.url, verify=proxy.app_env()["SSL_CERT_FILE"], timeout=60) as app:
+            slow = pool.submit(app.post, "https://api.openai.com/v1/chat/completions",
+                               content=CHAT, headers={"authorization": f"Bearer {APP_KEY}"})
+            try:
+                # Sent to Bastion (the key went out) and waiting there for its answer.
+                wait_until(lambda: _hold(sandbox, "GET")["waiting"] == 1,
+                           what="chat in flight")
+                flows = web.get("/flows").json()
+                dump = web.get("/flows/dump").content
+            finally:
+                _hold(sandbox, "DELETE")
+            assert slow.result().status_code == 200
+        assert any(f["request"]["path"] == "/v1/chat/completions" and not f.get("response")
+                   for f in flows), flows
+        assert BASTION_KEY not in json.dumps(flows)
+        assert BASTION_KEY.encode() not in dump
+        # Bastion got the real key, not the redacted one.
+        assert sandbox.journal()[-1]["headers"]["authorization"] == f"Bearer {BASTION_KEY}"
+    finally:
+        _hold(sandbox, "DELETE")
+        web.close()
+        proxy.process.stop()

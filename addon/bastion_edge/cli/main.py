@@ -181,6 +181,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     from bastion_edge.proxy.addon import BastionEdge
     from bastion_edge.proxy.connection_guard import ConnectionGuard
     from bastion_edge.proxy.gate import ProxyGate
+    from bastion_edge.proxy.key_screen import KeyScreen
 
     confdir = Path(os.path.expanduser(args.confdir))
     confdir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +200,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     addon = BastionEdge()
     state_files: list[Path] = []
     guard = ConnectionGuard(lambda: addon.shared.rules.limits, addon.shared.metrics)
-    master.addons.add(guard, ProxyGate(addon.shared), addon)
+    master.addons.add(guard, ProxyGate(addon.shared), addon, KeyScreen())  # screen: last
     if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent announces the pool
         master.addons.add(_StartupBanner(args, confdir, state_files))
     opts.update(
