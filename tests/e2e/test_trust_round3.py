@@ -210,8 +210,9 @@ def test_a_flow_in_flight_shows_no_bastion_key_in_mitmweb(
                        headers={"Authorization": f"Bearer {token}"})
     _hold(sandbox, "PUT", body={"path": "/v1/chat/completions", "pass": 0})
     try:
-        with ThreadPoolExecutor(1) as pool, httpx.Client(
-                proxy=proxy.url, verify=proxy.app_env()["SSL_CERT_FILE"], timeout=60) as app:
+        trust = ssl.create_default_context(cafile=proxy.app_env()["SSL_CERT_FILE"])
+        with ThreadPoolExecutor(1) as pool, httpx.Client(proxy=proxy.url, verify=trust,
+                                                         timeout=60) as app:
             slow = pool.submit(app.post, "https://api.openai.com/v1/chat/completions",
                                content=CHAT, headers={"authorization": f"Bearer {APP_KEY}"})
             try:
