@@ -29,7 +29,7 @@ from harness import (
     wait_until,
 )
 from test_batches import _hold
-from trust_support import BILLING_KEY, REPORTS_SECRET, curl, rules_with_apps
+from trust_support import BILLING_KEY, BILLING_SECRET, REPORTS_SECRET, curl, rules_with_apps
 
 from bastion_edge.core.auth_failures import THRESHOLD
 
@@ -188,6 +188,10 @@ def test_guessing_proxy_secrets_is_logged_and_refused_per_source(guessed: Proxy)
             "host": "api.openai.com", "proxy-authorization": basic("reports", REPORTS_SECRET)})
         assert right.status_code == 429 and int(right.headers["retry-after"]) > 0
         assert right.json()["error"]["code"] == "proxy_auth_throttled"
+        # Another app on the same address (a pod's containers share loopback) is not.
+        neighbour = plain.get(f"http://127.0.0.1:{guessed.port}/v1/models", headers={
+            "host": "api.openai.com", "proxy-authorization": basic("billing", BILLING_SECRET)})
+        assert neighbour.status_code not in (407, 429), neighbour.text
     log = guessed.process.log()
     failures = re.findall(r"failed proxy authentication from 127\.0\.0\.1 \(app 'reports'", log)
     assert len(failures) == THRESHOLD, log[-3000:]

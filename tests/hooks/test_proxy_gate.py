@@ -275,3 +275,7 @@ def test_guessing_secrets_is_refused_per_source_after_the_threshold(tmp_path: Pa
         assert int(right.response.headers["retry-after"]) > 0
         throttled = edge.shared.metrics.proxy_errors.labels("proxy_auth_throttled")
         assert throttled._value.get() == 3
+        # Keyed by address and app name: another app from the same address still gets in.
+        other = connect_flow("api.openai.com", 443, basic("someone-else", "x"))
+        asyncio.run(front.http_connect(other))
+        assert other.response is not None and other.response.status_code == 407

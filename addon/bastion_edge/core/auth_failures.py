@@ -1,13 +1,17 @@
-"""Guessing proxy secrets: a per-source failure window and a cool-down.
+"""Guessing proxy secrets: a failure window per source and a cool-down.
 
 Each failed proxy authentication (wrong name or secret, malformed credentials) is
-counted per source address (the client's IP, not its port). Once a source has
-`threshold` failures within `window_seconds`, it is refused outright for
-`cooldown_seconds`: 429 `proxy_auth_throttled` with `retry-after`, its credentials
-not even checked (so a correct guess during the cool-down is not confirmed either).
-A success does not clear the window: guesses interleaved with a valid secret still
-count. At most `max_sources` sources are remembered (the oldest forgotten first), so a
-spray of addresses cannot grow memory without bound.
+counted against its source: the client's address (its IP, not its port) and the app
+name it tried (`failure_key`). Once a source has `threshold` failures within
+`window_seconds`, it is refused outright for `cooldown_seconds`: 429
+`proxy_auth_throttled` with `retry-after`, its credentials not even checked (so a
+correct guess during the cool-down is not confirmed either). Keyed by address AND app
+name because the containers of a pod share one loopback address: an app with a stale
+secret cools down only itself, not its neighbours, while guesses at any one app stay
+bounded to `threshold` per window per address. A success does not clear the window.
+The gate keeps a second window per address alone to bound its log lines (a spray of
+made-up names). At most `max_sources` sources are remembered (the oldest forgotten
+first), so a spray of addresses or names cannot grow memory without bound.
 
 Pure: the caller passes the time (monotonic seconds); no mitmproxy here.
 """
@@ -61,6 +65,11 @@ class AuthFailures:
             for old in [s for s, until in self._blocked_until.items() if until <= now]:
                 del self._blocked_until[old]
         return False
+
+
+def failure_key(address: str, app: str | None) -> str:
+    """What a failure is counted against: the address and the app name tried."""
+    return f"{address} app={app or '-'}"
 
 
 def source_of(peer: tuple[str, int] | None) -> str:

@@ -32,6 +32,7 @@ from mitmproxy.proxy import mode_specs, server_hooks
 from bastion_edge.core.auth_failures import (
     AuthFailures,
     auth_throttled,
+    failure_key,
     retry_after_header,
     shown_name,
     source_of,
@@ -65,7 +66,8 @@ class ProxyGate:
         self.shared = shared  # the rules snapshot, metrics, internal listener ports
         self.keeps_flows = False  # mitmweb or a flow file: redact what stays on screen
         self.authenticated: MutableMapping[connection.Client, str] = weakref.WeakKeyDictionary()
-        self.failures = AuthFailures()  # per source: failed proxy authentications
+        self.failures = AuthFailures()  # per address and app name: failed authentications
+        self.noisy = AuthFailures()  # per address: past its threshold, failures go unlogged
         self.pool = pool_ports.pool_dir(shared.environ)  # a `--workers` pool's, or None
         self._published: frozenset[int] | None = None
         self._publisher: asyncio.Task[None] | None = None
@@ -135,8 +137,11 @@ class ProxyGate:
 
     def _authenticate(self, flow: http.HTTPFlow, header: str | None) -> str | None:
         """The app named by valid credentials; None after answering 407 or 429."""
-        source, now = source_of(flow.client_conn.peername), time.monotonic()
-        wait = self.failures.blocked_for(source, now)
+        address, now = source_of(flow.client_conn.peername), time.monotonic()
+        tried = parse_basic(header)
+        name = shown_name(tried[0] if tried else None)
+        key = failure_key(address, name)
+        wait = self.failures.blocked_for(key, now)
         if wait:  # cooling down: the credentials are not even checked
             self.shared.metrics.proxy_errors.labels("proxy_auth_throttled").inc()
             _refuse(flow, auth_throttled(wait), retry_after_header(wait))
@@ -148,16 +153,25 @@ class ProxyGate:
         if found.reason == "missing":
             log.info("bastion-edge: 407 for %s (no credentials)", _peer(flow))
         else:
-            tried = parse_basic(header)
-            log.warning("bastion-edge: failed proxy authentication from %s (app %r, %s "
-                        "credentials)", source, shown_name(tried[0] if tried else None),
-                        found.reason)
-            if self.failures.failed(source, now):
-                log.warning("bastion-edge: %s failed proxy authentication %s times within "
-                            "%.0f s; refused for %.0f s", source, self.failures.threshold,
-                            self.failures.window_seconds, self.failures.cooldown_seconds)
+            self._failed(address, name, found.reason, now)
+            if self.failures.failed(key, now):
+                log.warning("bastion-edge: %s failed proxy authentication as app %r %s times "
+                            "within %.0f s; refused for %.0f s", address, name,
+                            self.failures.threshold, self.failures.window_seconds,
+                            self.failures.cooldown_seconds)
         _refuse(flow, proxy_auth_required(found), dict([PROXY_AUTHENTICATE]))
         return None
+
+    def _failed(self, address: str, name: str, reason: str, now: float) -> None:
+        """Log a failure (never the secret), until the address has logged its threshold."""
+        if self.noisy.blocked_for(address, now):
+            return
+        log.warning("bastion-edge: failed proxy authentication from %s (app %r, %s "
+                    "credentials)", address, name, reason)
+        if self.noisy.failed(address, now):
+            log.warning("bastion-edge: further failed proxy authentications from %s are "
+                        "counted, not logged, for %.0f s", address,
+                        self.noisy.cooldown_seconds)
 
     def _origin_form(self, flow: http.HTTPFlow) -> bool:
         """An absolute-form request line inside a tunnel (or on a transparent listener)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bastion_edge.core.auth_failures import (
     AuthFailures,
     auth_throttled,
+    failure_key,
     retry_after_header,
     shown_name,
     source_of,
@@ -49,3 +50,8 @@ def test_log_and_reply_helpers() -> None:
     assert (error.status, error.code) == (429, "proxy_auth_throttled")
     assert retry_after_header(0.2) == {"retry-after": "1"}
     assert retry_after_header(59.5) == {"retry-after": "60"}
+
+
+def test_a_failure_is_counted_per_address_and_app_name() -> None:
+    assert failure_key("127.0.0.1", "billing") != failure_key("127.0.0.1", "reports")
+    assert failure_key("127.0.0.1", None) == "127.0.0.1 app=-"
