@@ -5,14 +5,20 @@
   that authenticated marks its client connection, so the requests inside the tunnel
   belong to that app. Transparent listeners carry no credentials: their traffic is
   `clients.transparent_app` (refused if apps are declared and none is named).
-  The app name is left in `flow.metadata[APP_METADATA_KEY]`.
+  The app name is left in `flow.metadata[APP_METADATA_KEY]`. Failed authentications
+  are logged and, per address and app name, cooled down (core/auth_failures.py).
+- Whose authority: an absolute-form request line inside a tunnel goes on in origin
+  form if it names the tunnel's host, else 400 (core/request_target.py).
 - Where: CONNECT targets and plain-http forwards that are not intercepted are checked
   against the egress policy (egress.py) with a clean 403, and every server connection
   a regular-mode client causes is checked again at connect time and pinned to the
   address that was checked, so DNS cannot point it elsewhere afterwards. The proxy's
-  own upstreams (Bastion, Riva, the TTS adapter, OpenAI in cutover modes) are exempt.
+  own dials (Bastion, Riva, the TTS adapter, OpenAI in cutover modes) are exempt; an
+  app's CONNECT or forward to an in-process listener never is. In a `--workers` pool
+  the own ports are every process's (pool_ports.py).
 - What shows: `Proxy-Authorization` is removed before anything goes upstream, and a
-  finished flow keeps no Bastion key on screen (mitmweb, flow files).
+  finished flow keeps no Bastion key on screen (mitmweb, flow files; while in flight,
+  key_screen.py keeps it off the flow).
 """
 
 from __future__ import annotations
