@@ -8,6 +8,7 @@ Settings are mitmproxy options (`--set bastion_rules=rules.yaml`,
 from bastion_edge.proxy.addon import BastionEdge
 from bastion_edge.proxy.connection_guard import ConnectionGuard
 from bastion_edge.proxy.gate import ProxyGate
+from bastion_edge.proxy.key_screen import KeyScreen
 from bastion_edge.proxy.tls_advice import TlsAdvice
 
 # ProxyGate first: it authenticates apps and checks egress before BastionEdge acts.
@@ -15,4 +16,5 @@ from bastion_edge.proxy.tls_advice import TlsAdvice
 edge = BastionEdge()
 addons = [ConnectionGuard(lambda: edge.shared.rules.limits, edge.shared.metrics),
           ProxyGate(edge.shared), edge,
-          TlsAdvice(edge.shared.metrics.registry)]  # an app without the proxy CA: the fix, once
+          TlsAdvice(edge.shared.metrics.registry),  # an app without the proxy CA: the fix, once
+          KeyScreen()]  # last: key_screen.py

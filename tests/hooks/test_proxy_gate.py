@@ -221,3 +221,61 @@ def test_own_ports_and_upstreams_come_from_the_listeners_owners(tmp_path: Path) 
         assert {4101, 4102} <= front.own_ports()
         assert ("127.0.0.1", 4101) in front.own_upstreams()
         assert ("127.0.0.1", 4102) not in front.own_upstreams()  # /metrics is not dialed
+
+
+def test_an_absolute_form_line_in_a_tunnel_goes_on_in_origin_form_or_is_refused(
+    tmp_path: Path
+) -> None:
+    with gate(tmp_path, "") as (front, _):
+        own = api_flow()
+        own.request.authority = "api.openai.com:443"
+        hook(front.requestheaders(own))
+        assert own.response is None and own.request.authority == ""  # origin form upstream
+        foreign = api_flow()
+        foreign.request.authority = "evil.example"
+        hook(front.requestheaders(foreign))
+        assert foreign.response is not None and foreign.response.status_code == 400
+        assert json.loads(foreign.response.content or b"")["error"]["code"] == \
+            "foreign_authority"
+
+
+def test_an_apps_connect_cannot_ride_the_own_upstream_exemption(tmp_path: Path) -> None:
+    with gate(tmp_path, "egress:\n  allow: [\"127.0.0.1/32\"]\n") as (front, edge):
+        edge.shared.listener(lambda: 4101, dialed=True)  # the TTS adapter, dialed by us
+        assert ("127.0.0.1", 4101) in front.own_upstreams()
+        flow = connect_flow("127.0.0.1", 4101)
+        asyncio.run(front.http_connect(flow))
+        assert flow.response is not None and flow.response.status_code == 403
+
+
+def test_a_pool_workers_egress_check_knows_every_processs_ports(tmp_path: Path) -> None:
+    from bastion_edge.proxy import pool_ports
+
+    with gate(tmp_path, "egress:\n  allow: [\"127.0.0.1/32\"]\n") as (front, _):
+        front.pool = tmp_path
+        pool_ports.publish(tmp_path, "w1", [4999])  # another worker's TTS adapter
+        assert 4999 in front.own_ports()
+        flow = connect_flow("127.0.0.1", 4999)
+        asyncio.run(front.http_connect(flow))
+        assert flow.response is not None and flow.response.status_code == 403
+
+
+def test_guessing_secrets_is_refused_per_source_after_the_threshold(tmp_path: Path) -> None:
+    with gate(tmp_path) as (front, edge):
+        codes = []
+        for i in range(front.failures.threshold + 2):
+            flow = connect_flow("api.openai.com", 443, basic("billing", f"guess{i}"))
+            asyncio.run(front.http_connect(flow))
+            assert flow.response is not None
+            codes.append(flow.response.status_code)
+        assert codes == [407] * front.failures.threshold + [429, 429]
+        right = connect_flow("api.openai.com", 443, basic("billing", SECRET))
+        asyncio.run(front.http_connect(right))
+        assert right.response is not None and right.response.status_code == 429
+        assert int(right.response.headers["retry-after"]) > 0
+        throttled = edge.shared.metrics.proxy_errors.labels("proxy_auth_throttled")
+        assert throttled._value.get() == 3
+        # Keyed by address and app name: another app from the same address still gets in.
+        other = connect_flow("api.openai.com", 443, basic("someone-else", "x"))
+        asyncio.run(front.http_connect(other))
+        assert other.response is not None and other.response.status_code == 407

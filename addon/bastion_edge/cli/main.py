@@ -229,6 +229,7 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     from bastion_edge.proxy.addon import BastionEdge
     from bastion_edge.proxy.connection_guard import ConnectionGuard
     from bastion_edge.proxy.gate import ProxyGate
+    from bastion_edge.proxy.key_screen import KeyScreen
     from bastion_edge.proxy.tls_advice import TlsAdvice
 
     confdir = Path(os.path.expanduser(args.confdir))
@@ -248,9 +249,9 @@ async def _run_proxy(args: argparse.Namespace, path: Path) -> int:
     addon = BastionEdge()
     state_files: list[Path] = []
     guard = ConnectionGuard(lambda: addon.shared.rules.limits, addon.shared.metrics)
-    master.addons.add(guard, ProxyGate(addon.shared), addon)
-    if master.addons.get("tlsadvice") is None:  # unless BastionEdge carries it as a child
-        master.addons.add(TlsAdvice(addon.shared.metrics.registry, f"{self_command()} env"))
+    master.addons.add(guard, ProxyGate(addon.shared), addon,
+                      TlsAdvice(addon.shared.metrics.registry, f"{self_command()} env"),
+                      KeyScreen())  # the key screen last: key_screen.py
     if not os.environ.get("BASTION_WORKER_ID"):  # a pool's parent announces the pool
         master.addons.add(_StartupBanner(args, confdir, state_files))
     opts.update(

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bastion_edge.proxy import pool_ports
 from bastion_edge.proxy.pool_env import WORKER_ID_ENV, WORKER_SOCKET_ENV
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -240,6 +241,7 @@ async def _run_pool(args: argparse.Namespace, path: Path, announce: Callable[[in
     if a.metrics_port:
         admin = AdminServer(registry, pool.readiness)
         await admin.start(a.metrics_host, a.metrics_port)
+    pool_ports.publish(socket_dir, "pool", [port, *([admin.port] if admin and admin.port else [])])
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
 

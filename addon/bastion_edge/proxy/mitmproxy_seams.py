@@ -265,3 +265,73 @@ def uninstall_reuse_port() -> None:
     current = getattr(mode_servers, "asyncio")  # noqa: B009 - not re-exported
     if isinstance(current, _ReusePortAsyncio):
         setattr(mode_servers, "asyncio", current._real)  # noqa: B010
+
+
+# ------------------------------------------------- key screen seam (mitmweb, flow files)
+# With flows kept on screen, the Bastion key is never on a flow (proxy/key_screen.py puts
+# a redacted value there); it is written into the request head only as mitmproxy
+# serialises it: `http1.assemble_request_head` (HTTP/1) and `format_h2_request_headers`
+# (HTTP/2 and HTTP/3). `revealed(request)` is the real `authorization` value, or None.
+
+def _assemble() -> ModuleType:
+    from mitmproxy.net.http import http1
+
+    return http1
+
+
+def _http2_layer() -> ModuleType:
+    from mitmproxy.proxy.layers.http import _http2
+
+    return _http2
+
+
+H1_REQUEST_HEAD = Seam(
+    "h1_request_head", "mitmproxy.net.http.http1.assemble_request_head",
+    lambda: _assemble().assemble_request_head,
+    _known("e034304c8d8989d1aea0bc0171c9604af4974cf14f294f5505a6e466f5bc47ae"))
+H2_REQUEST_HEADERS = Seam(
+    "h2_request_headers", "mitmproxy.proxy.layers.http._http2.format_h2_request_headers",
+    lambda: _http2_layer().format_h2_request_headers,
+    _known("0bbc986d90823fbed50d0aa9fba3b4e6f051ef5c58cda705cda419771254c39b"))
+
+
+def install_key_screen(revealed: Callable[[Any], str | None]) -> None:
+    """Check and install the key screen seams, once per process."""
+    if H1_REQUEST_HEAD.name in _Installed.originals:
+        return
+    version = mitmproxy_version()
+    verify(H1_REQUEST_HEAD, version)
+    verify(H2_REQUEST_HEADERS, version)
+    from mitmproxy.proxy.layers.http import _http3
+
+    http1, http2 = _assemble(), _http2_layer()
+    original_head = http1.assemble_request_head
+    original_h2 = http2.format_h2_request_headers
+    _Installed.originals.update({H1_REQUEST_HEAD.name: original_head,
+                                 H2_REQUEST_HEADERS.name: original_h2})
+
+    def assemble_request_head(request: Any) -> bytes:
+        real = revealed(request)
+        if real is None:
+            return bytes(original_head(request))
+        shown = request.headers["authorization"]
+        request.headers["authorization"] = real  # for these bytes only: no await here
+        try:
+            return bytes(original_head(request))
+        finally:
+            request.headers["authorization"] = shown
+
+    def format_h2_request_headers(
+        context: Any, event: Any
+    ) -> Generator[Any, Any, list[tuple[bytes, bytes]]]:
+        headers: list[tuple[bytes, bytes]] = yield from original_h2(context, event)
+        real = revealed(event.request)
+        if real is None:
+            return headers
+        return [(name, real.encode() if name.lower() == b"authorization" else value)
+                for name, value in headers]
+
+    setattr(http1, "assemble_request_head", assemble_request_head)  # noqa: B010
+    setattr(http2, "format_h2_request_headers", format_h2_request_headers)  # noqa: B010
+    # _http3 imported it by name
+    setattr(_http3, "format_h2_request_headers", format_h2_request_headers)  # noqa: B010
