@@ -298,10 +298,10 @@ class _StartupBanner:
         server = ctx.master.addons.get("proxyserver")
         addrs = server.listen_addrs() if server else []
         port = addrs[0][1] if addrs else self.args.listen_port
+        self.state_files += record_run(  # first: what it says precedes "listening"
+            RunState(self.args.listen_host, port, str(self.confdir), os.getpid()))
         print(f"bastion-edge listening on {self.args.listen_host}:{port}", flush=True)
         print(cutover_banner(rules_path(self.args.rules)), flush=True)
-        self.state_files += record_run(
-            RunState(self.args.listen_host, port, str(self.confdir), os.getpid()))
         web_url = getattr(ctx.master, "web_url", None)
         if web_url:
             print(f"mitmweb (rewritten flows annotated): {web_url}", flush=True)
