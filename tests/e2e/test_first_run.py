@@ -65,6 +65,7 @@ def test_port_in_use_and_a_second_run_on_the_same_confdir(
 ) -> None:
     first = start_proxy(tmp_path / "first", proxy_env(sandbox))
     state = first.confdir / "run-state.json"
+    second = None
     try:
         recorded = json.loads(state.read_text())
         assert recorded["pid"] == first.process.popen.pid
@@ -86,6 +87,8 @@ def test_port_in_use_and_a_second_run_on_the_same_confdir(
         assert second.stop() == 0, second.log()
         assert json.loads(state.read_text()) == recorded  # the first's record survives
     finally:
+        if second is not None and second.popen.poll() is None:
+            second.stop()  # a failed assertion above must not leave it running
         assert first.process.stop() == 0, first.process.log()
     assert not state.exists()  # removed by its owner
 
