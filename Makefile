@@ -130,7 +130,7 @@ bench: install-test
 	$(BIN)/python bench/run.py --readme docs/development/benchmarks.md
 
 # Longer property-based fuzzing of the parsers the proxy owns (tests/fuzz): random
-# seeds, many examples; `make test` runs the same properties in a bounded ~60 s profile.
+# seeds, many examples; `make test` runs the same properties in a bounded profile (200 examples a property).
 fuzz: install-test
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/fuzz
 
