@@ -27,10 +27,12 @@ class Recorder:
     name = "bastion_recorder"
 
     def __init__(self, shared: Shared, key_files: KeyFiles,
-                 write_log: Callable[[AccessRecord], None]) -> None:
+                 write_log: Callable[[AccessRecord], None],
+                 observe: Callable[[AccessRecord], None] = lambda record: None) -> None:
         self.shared = shared
         self.key_files = key_files
         self.write_log = write_log
+        self.observe = observe  # the canary's evidence: every finished exchange
         self.in_flight: set[str] = set()  # ids of our flows not finished yet
         self.keeps_flows = False  # mitmweb or a flow file: redact keys on flow objects
         self.otel: OtelExport | None = None  # OTLP spans and gen_ai metrics, when configured
@@ -84,6 +86,7 @@ class Recorder:
             destination=exchange.destination, usage=exchange.usage,
             tts_characters=exchange.tts_characters)
         record = exchange.record(status, finished)
+        self.observe(record)
         if self.otel is not None:
             self.otel.exchange(exchange.genai(status, finished))
         if ctx.options.bastion_access_log_bodies:
