@@ -463,6 +463,9 @@ def _register_try(sub: Any) -> None:
                       help="rules file (default: $BASTION_RULES, else ./rules.yaml)")
     try_.add_argument("--confdir", default=DEFAULT_CONFDIR)
     try_.add_argument("--listen-port", type=int, default=8080)
+    try_.add_argument("--cutover", choices=("split", "mirror", "canary"), default=None,
+                      help="rehearse a cutover: a second sandbox poses as OpenAI, the proxy "
+                           "runs in this mode; Ctrl-C prints the report command")
     try_.set_defaults(handler=_cmd_try)
 
 
@@ -470,7 +473,7 @@ def _cmd_try(args: argparse.Namespace) -> int:
     from bastion_edge.cli.try_it import run_try
 
     return run_try(rules_path(args.rules), Path(os.path.expanduser(args.confdir)),
-                   args.listen_port)
+                   args.listen_port, args.cutover)
 
 
 def _cmd_key_hash(args: argparse.Namespace) -> int:
