@@ -33,16 +33,19 @@ def test_try_cutover_reaches_both_sandboxes_and_prints_the_report(
         out = process.log()
         assert f"cutover rehearsal: {mode}" in out and "stands in for OpenAI" in out, out
         env = exports(out)
-        models = set()
+        served = {"gpt-4o": 0, "gpt-oss-120b": 0}  # OpenAI's sandbox, Bastion's
+        # The canary's first tick may come after the first request; split goes on until
+        # each side has the 30 exchanges the report's verdicts need.
+        wanted = 30 if mode == "split" else 1
         with httpx.Client(proxy=env["HTTPS_PROXY"], verify=env["SSL_CERT_FILE"]) as http:
-            for i in range(300):  # the canary's first tick may come after the first request
-                if len(models) == 2 and i >= 30:
+            for i in range(600):
+                if min(served.values()) >= wanted and i >= 30:
                     break
                 reply = http.post("https://api.openai.com/v1/chat/completions", json=BODY,
                                   headers={"authorization": f"Bearer sk-try-app-{i % 30}"})
                 assert reply.status_code == 200, reply.text
-                models.add(reply.json()["model"])
-        assert models == {"gpt-4o", "gpt-oss-120b"}  # OpenAI's sandbox and Bastion's
+                served[reply.json()["model"]] += 1
+        assert min(served.values()) >= wanted, served
         if mode == "canary":
             command = re.search(r"watch it: (bastion-edge cutover status .*)", out)
             assert command is not None, out
@@ -61,3 +64,6 @@ def test_try_cutover_reaches_both_sandboxes_and_prints_the_report(
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
     assert html.is_file()
+    error_kpi = next(line for line in report.stdout.splitlines() if "] Error rate" in line)
+    if mode == "split":  # 30 a side: a verdict, with its interval
+        assert "95 % CI" in error_kpi and "not enough data" not in error_kpi, error_kpi
