@@ -144,9 +144,9 @@ def test_canary_rolls_back_on_bastion_failures_and_stays_rolled_back_after_resta
     finally:
         proxy.process.stop()
 
-    again = start_proxy(tmp_path, proxy_env(
-        sandbox, BASTION_OPENAI_URL=f"https://127.0.0.1:{openai_standin.port}",
-        **{TICK_ENV: "0.2"}), rules=proxy.rules)
+    env = proxy_env(sandbox, BASTION_OPENAI_URL=f"https://127.0.0.1:{openai_standin.port}",
+                    **{TICK_ENV: "0.2"})
+    again = start_proxy(tmp_path, env, rules=proxy.rules)
     try:
         assert again.confdir == proxy.confdir
         wait_until(lambda: "bastion_edge_cutover_percent 0.0" in again.metrics(),
@@ -156,3 +156,17 @@ def test_canary_rolls_back_on_bastion_failures_and_stays_rolled_back_after_resta
             assert {served_by(ask(http, app)) for app in failing[:10]} == {"openai"}
     finally:
         again.process.stop()
+
+    pool = start_proxy(tmp_path, env, rules=proxy.rules, extra=["--workers", "2"])
+    try:  # both workers read the same store: neither restarts the canary at 50 %
+        wait_until(lambda: "bastion_edge_cutover_percent 0.0" in pool.metrics(),
+                   what="the workers' first tick")
+        workers, sides = set(), set()
+        for n in range(64):  # a new connection each: the kernel picks the worker
+            with client(pool) as http:
+                reply = ask(http, failing[n % len(failing)])
+            workers.add(reply.headers.get("x-bastion-edge-worker"))
+            sides.add(served_by(reply))
+        assert workers == {"0", "1"} and sides == {"openai"}
+    finally:
+        pool.process.stop()
