@@ -1,5 +1,5 @@
 """The canary as a child addon of the root: a background tick, the percent the request
-path reads, and the exchanges it counts (WIRING-26.md says where the root calls it).
+path reads, and the exchanges it counts (the root, proxy/addon.py, wires all three).
 
 Dependencies come in as callables (the current rules, the confdir, where a decision line
 goes), so the child reaches into no other addon. The store opens on the first tick that
