@@ -129,6 +129,7 @@ def test_instructions_accepted_and_logged_as_ignored(client: openai.OpenAI, prox
     speech = [r for r in records if r["endpoint"] == "audio.speech"][-1]
     assert "instructions-ignored" in speech["notes"]
     assert "tts" in speech["rewrites"] and speech["upstream_model"] == "English-US.Female-Calm"
+    assert speech["original_model"] == "gpt-4o-mini-tts"  # the app's model, not null
 
 
 def test_curl_download_with_streaming_response(proxy: Proxy, tmp_path: Path) -> None:

@@ -408,6 +408,9 @@ def _register_try(sub: Any) -> None:
     try_.add_argument("--confdir", default=DEFAULT_CONFDIR,
                       help="the proxy's CA, the sandbox's CA and the logs (in try/)")
     try_.add_argument("--listen-port", type=int, default=8080, help="the proxy's port")
+    try_.add_argument("--cutover", choices=("split", "mirror", "canary"), default=None,
+                      help="rehearse a cutover: a second sandbox poses as OpenAI, the proxy "
+                           "runs in this mode; Ctrl-C prints the report command")
     try_.set_defaults(handler=_cmd_try)
 
 
@@ -415,7 +418,7 @@ def _cmd_try(args: argparse.Namespace) -> int:
     from bastion_edge.cli.try_it import run_try
 
     return run_try(rules_path(args.rules), Path(os.path.expanduser(args.confdir)),
-                   args.listen_port)
+                   args.listen_port, args.cutover)
 
 
 def _cmd_key_hash(args: argparse.Namespace) -> int:

@@ -5,6 +5,11 @@ sandbox's CA and a sandbox key), the env lines an app needs printed to paste (an
 full path of `bastion-edge env`, which is not on PATH after `make install`), the access
 log `report` reads, then one line per request until SIGINT/SIGTERM and stop both
 (exit 0). Either child dying early is exit 1 with its log.
+
+`--cutover split|mirror|canary` rehearses a cutover: a second sandbox poses as OpenAI
+(`--persona openai`, sharing the first one's CA), the proxy runs in that mode with an
+access log (rehearsal/cutover_rehearsal.py writes its rules), and Ctrl-C prints the
+`bastion-edge report` command for what was recorded.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from types import FrameType
 from typing import Any
 
 from bastion_edge.cli.self_command import self_command
+from bastion_edge.rehearsal.cutover_rehearsal import write_rehearsal
 from bastion_edge.rehearsal.localrun import Process, proxy_env, start_proxy, start_sandbox
 
 READY_MARK = "# bastion-edge try: ready"
 
 
-def run_try(rules: Path, confdir: Path, listen_port: int) -> int:
+def run_try(rules: Path, confdir: Path, listen_port: int, cutover: str | None = None) -> int:
     if not rules.is_file():
         print(f"bastion-edge try: no rules file at {rules} (give --rules, or run it where "
               "rules.yaml is)")
@@ -41,13 +47,23 @@ def run_try(rules: Path, confdir: Path, listen_port: int) -> int:
         try:
             sandbox = start_sandbox(logs, tls_dir=confdir / "sandbox")
             children["sandbox"] = sandbox.process
-            proxy = start_proxy(logs, proxy_env(sandbox), rules.resolve(), port=listen_port,
+            env = proxy_env(sandbox)
+            if cutover is not None:
+                openai = start_sandbox(logs, ["--persona", "openai"],
+                                       tls_dir=confdir / "sandbox")
+                children["OpenAI sandbox"] = openai.process
+                env["BASTION_OPENAI_URL"] = f"https://127.0.0.1:{openai.port}"
+                logs = logs / f"cutover-{cutover}"
+                rules = write_rehearsal(rules, cutover, logs)
+            proxy = start_proxy(logs, env, rules.resolve(), port=listen_port,
                                 confdir=confdir)
             children["proxy"] = proxy.process
-        except (RuntimeError, TimeoutError) as e:  # a child did not come up
+        except (RuntimeError, TimeoutError, OSError, ValueError) as e:  # did not come up
             print(f"bastion-edge try: {e}")
             return 1
         requests = AccessLogTail(proxy.access_log)
+        if cutover is not None:
+            _print_cutover(cutover, env, rules, confdir)
         _print_recipe(sandbox.base_url, proxy.url, proxy.env_lines, rules, confdir, logs,
                       proxy.access_log)
         while not stop.wait(0.5):
@@ -57,12 +73,32 @@ def run_try(rules: Path, confdir: Path, listen_port: int) -> int:
                 if child.popen.poll() is not None:
                     print(f"bastion-edge try: the {name} exited:\n{child.log()}")
                     return 1
+        if cutover is not None:
+            html = logs / "report.html"
+            print(f"\nthe rehearsal's access log: {proxy.access_log}\nits report:\n"
+                  f"  bastion-edge report {shlex.quote(str(proxy.access_log))} --html "
+                  f"{shlex.quote(str(html))}\n  (the page: {html})", flush=True)
         return 0
     finally:
         for child in reversed(children.values()):
             child.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _print_cutover(mode: str, env: dict[str, str], rules: Path, confdir: Path) -> None:
+    from bastion_edge.cli.cutover_cmd import describe_cutover
+    from bastion_edge.config.rules import apply_environment, load_rules
+
+    print(f"cutover rehearsal: {mode}; a second sandbox stands in for OpenAI: "
+          f"{env['BASTION_OPENAI_URL']}")
+    for line in describe_cutover(apply_environment(load_rules(rules), env)):
+        print(f"  {line}")
+    if mode == "canary":
+        print("  watch it: bastion-edge cutover status --rules "
+              f"{shlex.quote(str(rules))} --confdir {shlex.quote(str(confdir))}")
+        print("  (rehearsal gates are loose so a few hundred requests from several app "
+              "keys promote it; real rules keep the shipped gates)")
 
 
 def _print_recipe(sandbox_url: str, proxy_url: str, env_lines: dict[str, str], rules: Path,

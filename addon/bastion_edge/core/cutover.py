@@ -22,6 +22,7 @@ from bastion_edge.config.schema import StickyBy as StickyBy
 
 BASTION = "bastion"
 OPENAI = "openai"
+SPLITS = ("split", "canary")  # the modes that send each sticky key to one side
 
 
 def split_bucket(sticky_key: str) -> float:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from bastion_edge.config.rules import Rules
-from bastion_edge.core.cutover import OPENAI, CutoverRules, destination_for
+from bastion_edge.core.cutover import OPENAI, SPLITS, CutoverRules, destination_for
 from bastion_edge.core.facts import (
     BATCHES,
     CHAT,
@@ -79,12 +79,14 @@ class Policy:
 
 def plan_head(head: RequestHead, policy: Policy, environ: Mapping[str, str],
               files: KeyFileReader | None = None, app_key_sha256: str | None = None,
-              ) -> Plan | None:
+              canary_percent: float = 0.0) -> Plan | None:
     """The plan before the body arrives; None for traffic that is not ours.
 
     Keys come from `environ` and, for `keys.default_file` / `bastion_key_file`, `files`.
     `app_key_sha256` stands in for an app key the head does not carry (a batch line runs
-    with its creator's key hash, never the key itself).
+    with its creator's key hash, never the key itself). `canary_percent` is Bastion's share
+    under `cutover.mode: canary` (the canary's cached step; 0, the default, sends all to
+    OpenAI).
     """
     rules = policy.rules
     kind = classify_host(rules, head.host)
@@ -115,7 +117,7 @@ def plan_head(head: RequestHead, policy: Policy, environ: Mapping[str, str],
     if violation is not None:  # never forwarded, never given a key
         return refused(plan, violation)
     try:
-        return _plan_openai_head(plan, head, policy, environ, files)
+        return _plan_openai_head(plan, head, policy, environ, files, canary_percent)
     except ApiError as e:
         return refused(plan, e)
 
@@ -152,27 +154,28 @@ def sticky_key(facts: RequestFacts) -> str:
 
 def _plan_openai_head(
     plan: Plan, head: RequestHead, policy: Policy, environ: Mapping[str, str],
-    files: KeyFileReader | None,
+    files: KeyFileReader | None, canary_percent: float,
 ) -> Plan:
     rules = policy.rules
     cutover = rules.cutover
-    by_conversation = cutover.mode == "split" and cutover.sticky_by == "conversation"
+    by_conversation = cutover.mode in SPLITS and cutover.sticky_by == "conversation"
     if cutover.mode != "rewrite":
         if by_conversation:
             if plan.body_step is BodyStep.JSON and plan.endpoint != RESPONSES:
                 key = select_key(rules, plan.facts, environ, files)
                 return plan._replace(key=key, body_step=BodyStep.CONVERSATION)
-            if plan.body_step is not BodyStep.STREAMED_FORM and _goes_to_openai(plan, cutover):
+            if (plan.body_step is not BodyStep.STREAMED_FORM
+                    and _goes_to_openai(plan, cutover, canary_percent)):
                 return to_openai(plan, head.query, rules, environ, files)
-        elif _goes_to_openai(plan, cutover):
+        elif _goes_to_openai(plan, cutover, canary_percent):
             return to_openai(plan, head.query, rules, environ, files)
     key = select_key(rules, plan.facts, environ, files)
     return _to_bastion(plan, head, policy, key)
 
 
-def _goes_to_openai(plan: Plan, cutover: CutoverRules) -> bool:
+def _goes_to_openai(plan: Plan, cutover: CutoverRules, canary_percent: float) -> bool:
     """Sticky per app."""
-    return destination_for(cutover, sticky_key(plan.facts)) == OPENAI
+    return destination_for(cutover, sticky_key(plan.facts), canary_percent) == OPENAI
 
 
 def _to_bastion(plan: Plan, head: RequestHead, policy: Policy, key: KeyChoice) -> Plan:

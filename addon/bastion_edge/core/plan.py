@@ -44,6 +44,7 @@ class Decision(StrEnum):
     OBSERVE = "observe"
     MIRROR = "mirror"
     SPLIT = "split"
+    CANARY = "canary"  # split at the canary's current step (core/canary.py moves it)
 
 
 class BodyStep(StrEnum):

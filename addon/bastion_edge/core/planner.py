@@ -120,18 +120,20 @@ def plan_body(
     plan: Plan, body: ParsedBody, policy: Policy, environ: Mapping[str, str],
     history: History | None = None, files: KeyFileReader | None = None,
     referenced: Mapping[str, Item] | None = None, available: frozenset[str] | None = None,
+    canary_percent: float = 0.0,
 ) -> Plan:
     """The plan once the body is known (a streamed body keeps its head plan).
 
     `history` is the stored conversation of a `previous_response_id`; `referenced` the
     stored items that `references_wanted` named; `available` the Bastion models listed
-    now (a snapshot of the live list; None: not read yet, every model counts as listed).
+    now (a snapshot of the live list; None: not read yet, every model counts as listed);
+    `canary_percent` Bastion's share under `cutover.mode: canary` (as in `plan_head`).
     """
     if plan.refusal is not None:
         return plan
     try:
         if plan.body_step is BodyStep.CONVERSATION:
-            plan = _split_by_conversation(plan, body, policy, environ, files)
+            plan = _split_by_conversation(plan, body, policy, environ, files, canary_percent)
         if plan.body_step is BodyStep.JSON:
             return _rewrite_json(plan, body, policy, history, referenced, available)
         if plan.body_step is BodyStep.FORM:
@@ -145,13 +147,13 @@ def plan_body(
 
 def _split_by_conversation(
     plan: Plan, body: ParsedBody, policy: Policy, environ: Mapping[str, str],
-    files: KeyFileReader | None,
+    files: KeyFileReader | None, canary_percent: float,
 ) -> Plan:
     parsed = body.json_or_none()
     key = conversation_key(parsed) if parsed is not None else None
     sticky = key or sticky_key(plan.facts)
     cutover = policy.rules.cutover
-    if destination_for(cutover, sticky) == OPENAI:
+    if destination_for(cutover, sticky, canary_percent) == OPENAI:
         return to_openai(plan._replace(body_step=BodyStep.JSON), _query(plan.route.target),
                          policy.rules, environ, files)
     assert plan.key is not None

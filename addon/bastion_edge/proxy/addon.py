@@ -17,6 +17,8 @@ the flow hooks). The list order is therefore the start AND the shutdown order:
     mirror         mirrored copies to Bastion: drained on done
     responses      the Responses store
     batches        the Files and Batch API: its runner finishes its lines on done
+    canary         the canary's tick (cutover.mode: canary): its percent feeds the
+                   request path, the recorder's records its evidence; flushed on done
     recorder       metrics, OTel and the access-log record of each exchange
     quotas         per-app quotas: their counter store, flushed on done
     upstream       the proxy's own client to Bastion
@@ -41,6 +43,7 @@ from bastion_edge.config.key_files import KeyFiles
 from bastion_edge.config.rules import Rules
 from bastion_edge.core.planner import Policy
 from bastion_edge.proxy import mitmproxy_seams
+from bastion_edge.proxy.canary_addon import CanaryChild, canary_tick_seconds
 from bastion_edge.proxy.conversations_addon import ConversationsAddon
 from bastion_edge.proxy.lifecycle import (
     AccessLogAddon,
@@ -52,6 +55,7 @@ from bastion_edge.proxy.lifecycle import (
     RulesAddon,
     TtsAddon,
     UpstreamAddon,
+    confdir,
 )
 from bastion_edge.proxy.mirror import MirrorAddon
 from bastion_edge.proxy.model_catalog import ModelCatalog
@@ -86,7 +90,10 @@ class BastionEdge:
         self.access_log = AccessLogAddon()
         self.upstream = UpstreamAddon(shared)
         self.quotas = QuotaKeeper(shared)
-        self.recorder = Recorder(shared, key_files, self.access_log.write, self.quotas.finished)
+        self.canary = CanaryChild(lambda: shared.rules, confdir, registry,
+                                  self._write_line, canary_tick_seconds(environ))
+        self.recorder = Recorder(shared, key_files, self.access_log.write,
+                                 self.quotas.finished, self.canary.observe_record)
         self.mirror = MirrorAddon(shared, self.upstream.client, self.access_log.write)
 
         def batch_context() -> RunContext:
@@ -97,7 +104,8 @@ class BastionEdge:
         self.requests = RequestPath(
             shared, key_files=key_files, recorder=self.recorder, tts=tts, batches=batches,
             catalog=catalog, responses=responses, timeouts=timeouts,
-            client=self.upstream.client, quotas=self.quotas)
+            client=self.upstream.client, quotas=self.quotas,
+            canary_percent=lambda: self.canary.percent)
         self.replies = ReplyPath(
             shared, recorder=self.recorder, responses=responses, timeouts=timeouts,
             catalog=catalog, mirror=self.mirror, client=self.upstream.client,
@@ -120,11 +128,17 @@ class BastionEdge:
             self.mirror,
             ResponsesAddon(shared, responses),
             BatchesAddon(shared, batches, batch_context, self.recorder.batch_line),
+            self.canary,
             self.recorder,
             self.quotas,
             self.upstream,
             self.access_log,  # last: see the module docstring
         ]
+
+    def _write_line(self, line: str) -> None:
+        """A record that is not an exchange (the canary's decisions) into the access log."""
+        if self.access_log.log is not None:
+            self.access_log.log.write_line(line)
 
     @property
     def rules(self) -> Rules:

@@ -1,5 +1,5 @@
 """The canary as a child addon of the root: a background tick, the percent the request
-path reads, and the exchanges it counts (WIRING-26.md says where the root calls it).
+path reads, and the exchanges it counts (the root, proxy/addon.py, wires all three).
 
 Dependencies come in as callables (the current rules, the confdir, where a decision line
 goes), so the child reaches into no other addon. The store opens on the first tick that
@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -31,7 +31,18 @@ from bastion_edge.telemetry.cutover_metrics import CutoverMetrics, cutover_recor
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 5.0
+# Test-only: the e2e tests shorten the tick (seconds, > 0); not part of the interface.
+TICK_ENV = "BASTION_EDGE_TEST_CANARY_TICK_SECONDS"
 SIDES = ("bastion", "openai")
+
+
+def canary_tick_seconds(environ: Mapping[str, str]) -> float:
+    """`TICK_SECONDS`, or the test-only override in `TICK_ENV`."""
+    try:
+        seconds = float(environ.get(TICK_ENV, ""))
+    except ValueError:
+        return TICK_SECONDS
+    return seconds if seconds > 0 else TICK_SECONDS
 
 
 class CanaryChild:

@@ -26,11 +26,13 @@ class Recorder:
 
     def __init__(self, shared: Shared, key_files: KeyFiles,
                  write_log: Callable[[AccessRecord], None],
-                 settle: Callable[[Exchange, int | None], None] = lambda e, s: None) -> None:
+                 settle: Callable[[Exchange, int | None], None] = lambda e, s: None,
+                 observe: Callable[[AccessRecord], None] = lambda record: None) -> None:
         self.shared = shared
         self.settle = settle  # the app's quota is corrected by what the exchange spent
         self.key_files = key_files
         self.write_log = write_log
+        self.observe = observe  # the canary's evidence: every finished exchange
         self.in_flight: set[str] = set()  # ids of our flows not finished yet
         self.keeps_flows = False  # mitmweb or a flow file: redact keys on flow objects
         self.otel: OtelExport | None = None  # OTLP spans and gen_ai metrics, when configured
@@ -85,6 +87,7 @@ class Recorder:
             tts_characters=exchange.tts_characters)
         self.settle(exchange, status)
         record = exchange.record(status, finished)
+        self.observe(record)
         if self.otel is not None:
             self.otel.exchange(exchange.genai(status, finished))
         if ctx.options.bastion_access_log_bodies:

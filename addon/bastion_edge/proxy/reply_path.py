@@ -125,6 +125,7 @@ class ReplyPath:
         details = dict(part.split("=", 1) for part in
                        headers.get(TTS_HEADER, "").split(";") if "=" in part)
         exchange.tts_voice = details.get("riva_voice")
+        exchange.speech_model = details.get("model")  # the app's model: its record's
         characters = details.get("characters", "")
         exchange.tts_characters = int(characters) if characters.isdigit() else None
         exchange.reply_notes += [n for n in headers.get(NOTE_HEADER, "").split(",") if n]

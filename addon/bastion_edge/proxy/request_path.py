@@ -72,8 +72,10 @@ class RequestPath:
     def __init__(self, shared: Shared, *, key_files: KeyFiles, recorder: Recorder,
                  tts: TtsAdapter, batches: BatchKeeper, catalog: ModelCatalog,
                  responses: ResponsesKeeper, timeouts: ResponseTimeouts,
-                 client: Callable[[], httpx.AsyncClient], quotas: QuotaKeeper) -> None:
+                 client: Callable[[], httpx.AsyncClient], quotas: QuotaKeeper,
+                 canary_percent: Callable[[], float] = lambda: 0.0) -> None:
         self.shared = shared
+        self.canary_percent = canary_percent  # the canary's cached step: never a store call
         self.key_files = key_files
         self.recorder = recorder
         self.tts = tts
@@ -95,7 +97,8 @@ class RequestPath:
             client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
             app=flow.metadata.get(APP_METADATA_KEY), header_fields=request.headers.fields)
         shared = self.shared
-        plan = plan_head(head, shared.policy, shared.environ, self.key_files)
+        plan = plan_head(head, shared.policy, shared.environ, self.key_files,
+                         canary_percent=self.canary_percent())
         if plan is None:
             return  # not ours: untouched
         exchange = Exchange(
@@ -236,7 +239,8 @@ class RequestPath:
         shared = self.shared
         try:
             plan = plan_body(exchange.plan, body, shared.policy, shared.environ, ready.history,
-                             self.key_files, ready.referenced, self.available(exchange.plan))
+                             self.key_files, ready.referenced, self.available(exchange.plan),
+                             canary_percent=self.canary_percent())
         except Exception as e:
             log.exception("bastion-edge: request rewrite failed")
             plan = refused(exchange.plan, internal_error(e))

@@ -107,3 +107,11 @@ def test_inactive_outside_canary_mode(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert not (tmp_path / "canary.sqlite3").exists()
+
+
+def test_tick_is_five_seconds_unless_the_test_only_variable_shortens_it() -> None:
+    from bastion_edge.proxy.canary_addon import TICK_ENV, TICK_SECONDS, canary_tick_seconds
+
+    assert canary_tick_seconds({}) == TICK_SECONDS == 5.0
+    assert canary_tick_seconds({TICK_ENV: "0.5"}) == 0.5
+    assert canary_tick_seconds({TICK_ENV: "x"}) == canary_tick_seconds({TICK_ENV: "-1"}) == 5.0
