@@ -49,6 +49,14 @@ def test_core_does_no_io_and_imports_no_higher_layer(refused: str) -> None:
     assert offending("core", (refused,)) == {}
 
 
+def test_streams_are_codecs_that_import_nothing_of_ours_above_them() -> None:
+    """streams/ is the bottom layer (bytes in, bytes out): core may use it, not the reverse."""
+    above = tuple(f"bastion_edge.{p.name}" for p in PACKAGE.iterdir()
+                  if p.is_dir() and p.name not in ("streams", "__pycache__", "data"))
+    assert "bastion_edge.core" in above
+    assert offending("streams", above) == {}
+
+
 def test_the_layering_check_can_see_an_offending_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import os\nfrom bastion_edge.core.facts import CHAT\n")

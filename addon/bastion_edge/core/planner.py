@@ -263,7 +263,7 @@ def _rewrite_json(plan: Plan, body: ParsedBody, policy: Policy,
             raise bad_request(f"Invalid 'input': {e}", "invalid_value", "input") from e
     new_body = None
     strip_usage = adds_stream_usage(plan.endpoint, mapped.body, policy.rules.usage.stream_usage)
-    if strip_usage:  # the app's stream stays as it was (streams/usage_stream.py)
+    if strip_usage:  # the app's stream stays as it was (core/usage_stream.py)
         mapped = replace(mapped, body=with_stream_usage(mapped.body),
                          notes=(*mapped.notes, STREAM_USAGE_NOTE))
     if mapped.changed or expanded is not None or strip_usage:

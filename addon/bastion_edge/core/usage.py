@@ -122,7 +122,7 @@ STREAM_OPTIONS_ENDPOINTS = frozenset({CHAT, COMPLETIONS})
 def adds_stream_usage(endpoint: str, body: dict[str, Any], enabled: bool) -> bool:
     """Should the request going upstream ask for the stream's usage chunk? Only for a
     streamed chat or completions request that did not ask itself; the app then gets
-    the stream it would have had (see `streams/usage_stream.py`)."""
+    the stream it would have had (see `core/usage_stream.py`)."""
     if not enabled or endpoint not in STREAM_OPTIONS_ENDPOINTS or body.get("stream") is not True:
         return False
     options = body.get("stream_options")

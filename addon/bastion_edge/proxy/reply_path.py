@@ -18,6 +18,7 @@ from mitmproxy import http
 from bastion_edge.core.plan import Decision, Destination, Plan
 from bastion_edge.core.reply_model import model_bytes_restorer, restore_model
 from bastion_edge.core.usage import model_in_json
+from bastion_edge.core.usage_stream import JsonUsageTail, UsageTap
 from bastion_edge.proxy import gateway_errors
 from bastion_edge.proxy.exchange import Exchange
 from bastion_edge.proxy.fallback import fall_back, holds, wants_retry
@@ -40,7 +41,6 @@ from bastion_edge.proxy.responses_keeper import ResponsesKeeper
 from bastion_edge.proxy.shared import REDACTED, Shared
 from bastion_edge.proxy.timeouts import ResponseTimeouts
 from bastion_edge.streams.sse import SseRewriter
-from bastion_edge.streams.usage_stream import JsonUsageTail, UsageTap
 from bastion_edge.tts.reply import NOTE_HEADER, TTS_HEADER
 
 log = logging.getLogger("bastion_edge")

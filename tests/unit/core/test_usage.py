@@ -1,5 +1,5 @@
 """Token usage read from replies (`core/usage.py`) and from streams
-(`streams/usage_stream.py`): plain values, every vocabulary, every chunking."""
+(`core/usage_stream.py`): plain values, every vocabulary, every chunking."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from bastion_edge.core.usage import (
     usage_of,
     with_stream_usage,
 )
-from bastion_edge.streams.usage_stream import JsonUsageTail, UsageTap
+from bastion_edge.core.usage_stream import JsonUsageTail, UsageTap
 
 CHAT_USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
               "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
