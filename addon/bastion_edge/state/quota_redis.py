@@ -25,7 +25,6 @@ import asyncio
 import math
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
@@ -42,10 +41,9 @@ from bastion_edge.core.quota import (
     windows_at,
 )
 from bastion_edge.state.quota_store import Correction, QuotaStoreError
+from bastion_edge.state.responses_redis import connect, redis_location
 
 PREFIX = "bastion-edge:quota:"
-TIMEOUT_SECONDS = 2.0
-MAX_CONNECTIONS = 32
 MINUTE_MARGIN_SECONDS = 60
 DAY_MARGIN_SECONDS = 3600
 NO_LIMIT = -1
@@ -170,19 +168,13 @@ class RedisQuotaStore:
     def __init__(self, url: str, prefix: str = PREFIX) -> None:
         self._url = url
         self._prefix = prefix
-        # Like the Responses store: a bounded pool that makes a burst wait for a
-        # connection (up to the timeout) rather than fail.
-        pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=TIMEOUT_SECONDS,
-            socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS)
-        self._redis: redis.Redis = redis.Redis.from_pool(pool)
+        self._redis: redis.Redis = connect(url)  # the Responses store's bounded pool
         self._admit = ScriptBatcher(self._redis, ADMIT_SCRIPT)
         self._debit = self._redis.register_script(DEBIT_SCRIPT)
 
     @property
     def location(self) -> str:
-        parts = urlsplit(self._url)
-        return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+        return redis_location(self._url)
 
     def _keys(self, app: str, windows: Windows) -> list[str]:
         minute = f"{self._prefix}{app}:m:{windows.minute}"
