@@ -60,8 +60,8 @@ def _notes(use: QuotaUse) -> list[str]:
         notes.append(f"Counted requests without a reported usage: {use.unreported:,} (their "
                      "tokens are not in the token figures).")
     if use.no_method:
-        notes.append(f"{fmt.count(use.no_method, 'upstream exchange')} have no method in "
-                     "the log: not counted.")
+        notes.append("Upstream exchanges without a method in the log (not counted): "
+                     f"{use.no_method:,}.")
     notes.append(SCOPE_NOTE)
     return notes
 
