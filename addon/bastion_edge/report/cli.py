@@ -34,7 +34,8 @@ def rules_from(explicit: str | None) -> Rules | None:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `report` subcommand to the main parser's subparsers."""
     report = subparsers.add_parser(
-        "report", help="cutover report from an access log: terminal table and HTML page",
+        "report", help="cutover report and per-app quota use from an access log: terminal "
+                       "table and HTML page",
         description="Per endpoint and model, by destination (Bastion, OpenAI, mirror copies): "
                     "requests, error rate, p50/p95 latency and time to first byte, "
                     "mirror agreement, tokens; with a rules file, estimated cost and each "
