@@ -42,7 +42,8 @@ def window_text(peak: Peak) -> str:
     when = peak.start.strftime("%Y-%m-%d %H:%MZ" if minute else "%Y-%m-%d")
     text = f"busiest {'minute' if minute else 'day'} {when}"
     if peak.partial:
-        text += f" (partial: the log covers {fmt.span(peak.covered_s)} of it)"
+        covers = fmt.span(peak.covered_s) if peak.covered_s >= 1 else "under a second"
+        text += f" (partial: the log covers {covers} of it)"
     return text
 
 

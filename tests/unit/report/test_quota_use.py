@@ -152,6 +152,9 @@ def test_a_window_shorter_than_a_minute_is_partial() -> None:
     text = terminal.render(build_report(LoadResult(records=records), clients=clients()))
     assert "busiest minute 2026-01-01 00:00Z (partial: the log covers 15s of it)" in text
     assert "A partial window is one the log does not cover whole" in text
+    one = terminal.render(build_report(LoadResult(records=[rec(5)]), clients=clients()))
+    assert "busiest minute 2026-01-01 00:00Z (partial: the log covers under a second of it)" \
+        in one
 
 
 def test_without_quotas_no_row_and_without_rules_the_hint() -> None:
