@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from html import escape as e
 
+from bastion_edge.core.quota import DAY_SECONDS
 from bastion_edge.report import fmt
 from bastion_edge.report.quota_use import DEFAULT, OWN, AppQuotaUse, Peak, QuotaUse, percent
 
@@ -22,9 +23,8 @@ REFUSED_NOTE = ("Refused 429: over the quota (rate_limit_exceeded); refused 503:
                 "store was unreachable (quota_store_unavailable, outage mode fail_closed).")
 WRAP = 100  # terminal notes
 SOURCES = {OWN: "own", DEFAULT: "default"}
-LABELS = {"requests_per_minute": ("requests/min", "minute"),
-          "tokens_per_minute": ("tokens/min", "minute"),
-          "tokens_per_day": ("tokens/day", "day")}
+LABELS = {"requests_per_minute": "requests/min", "tokens_per_minute": "tokens/min",
+          "tokens_per_day": "tokens/day"}
 
 
 def use_text(peak: Peak, limit: int | None) -> str:
@@ -38,7 +38,7 @@ def window_text(peak: Peak) -> str:
     """Which window the peak was in, and whether the log covers all of it."""
     if peak.start is None:
         return "nothing counted"
-    minute = peak.seconds < 86_400
+    minute = peak.seconds < DAY_SECONDS
     when = peak.start.strftime("%Y-%m-%d %H:%MZ" if minute else "%Y-%m-%d")
     text = f"busiest {'minute' if minute else 'day'} {when}"
     if peak.partial:
@@ -88,7 +88,7 @@ def terminal_lines(use: QuotaUse | None) -> list[str]:
              *(use_text(p, limit) for p, limit in _dims(a))] for a in use.apps]
     out.extend(table(rows, header, frozenset({2, 3, 4, 5})))
     for a in use.apps:
-        out.extend(f"  {a.app} {LABELS[name][0]}: {window_text(p)}"
+        out.extend(f"  {a.app} {LABELS[name]}: {window_text(p)}"
                    for name, p, _ in a.limited())
     notes = [REFUSED_NOTE, *_notes(use)]
     out.extend(line for note in notes
@@ -123,7 +123,7 @@ def quota_panel(use: QuotaUse | None) -> str:
     if not use.apps:
         return f'<p class="note">No quota use shown: {e(RULES_HINT)}.</p>'
     rows = "".join(
-        f"<tr><td>{e(a.app)}</td><td class=\"num\" style=\"text-align:left\">"
+        f"<tr><td>{e(a.app)}</td><td style=\"white-space:nowrap\">"
         f"{SOURCES.get(a.source, '&#8211;')}</td>"
         + "".join(f'<td class="num">{n:,}</td>' for n in
                   (a.counted, a.refused_quota, a.refused_outage, a.unreported))
