@@ -12,8 +12,10 @@ import collections
 import concurrent.futures
 import hashlib
 import io
+import json
 import re
 import ssl
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +24,16 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from harness import APP_KEY, REPO, Proxy, Sandbox, proxy_env, start_proxy, wait_until
+from harness import (
+    APP_KEY,
+    BASTION_EDGE,
+    REPO,
+    Proxy,
+    Sandbox,
+    proxy_env,
+    start_proxy,
+    wait_until,
+)
 from redis_server import running_redis
 from trust_support import BILLING_SECRET, REPORTS_SECRET, with_credentials
 
@@ -135,6 +146,29 @@ def test_over_its_quota_an_app_gets_openais_429_and_nothing_goes_upstream(
                            r'kind="requests"\}') >= 1
     assert 'bastion_edge_quota_remaining{app="billing",limit="requests_per_minute"} 0.0' \
         in limited.metrics()
+    # The report reads the same story from the access log: billing's busiest minute at its
+    # limit and its refusal; reports (no quota, never refused) gets no row.
+    row = report_row(limited, "billing", records=3 + 4)
+    assert row[:6] == ["billing", "own", "2", "1", "0", "0"]  # counted, 429, 503, no usage
+    assert row[6] == "2/2 (100.0%)"
+
+
+def report_row(proxy: Proxy, app: str, records: int) -> list[str]:
+    """`app`'s row of `bastion-edge report`'s quota table over the proxy's access log,
+    once the log holds `records` exchanges."""
+    def logged() -> int:
+        return sum(1 for line in proxy.access_log.read_text().splitlines()
+                   if "event" not in json.loads(line))
+    wait_until(lambda: logged() >= records, what="access log records")
+    done = subprocess.run([BASTION_EDGE, "report", str(proxy.access_log), "--rules",
+                           str(proxy.rules)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    table = done.stdout.partition("quota use per app")[2]
+    assert not re.search(r"(?m)^reports\s", table), done.stdout
+    rows = [re.split(r"\s{2,}", line) for line in table.splitlines()]
+    found = [cells for cells in rows if cells[0] == app]
+    assert len(found) == 1, done.stdout
+    return found[0]
 
 
 def test_the_sdk_retries_after_the_retry_after_it_was_given(

@@ -1,4 +1,5 @@
-"""`bastion-edge report ACCESS_LOG [--html OUT.html] [--since ISO] [--until ISO]`."""
+"""`bastion-edge report ACCESS_LOG [--html OUT.html] [--since ISO] [--until ISO]
+[--rules rules.yaml]`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from bastion_edge.config.rules import RulesError, load_rules
+from bastion_edge.config.rules import Rules, RulesError, load_rules
 from bastion_edge.config.usage_rules import UsageRules
 from bastion_edge.report.load import load_log, parse_time
 
@@ -21,21 +22,24 @@ def _iso(text: str) -> datetime:
             f"not an ISO 8601 time: {text!r} (e.g. 2025-06-01T14:30:00Z)") from None
 
 
-def prices_from(explicit: str | None) -> UsageRules:
-    """The price table: from --rules, else $BASTION_RULES, else ./rules.yaml if present."""
+def rules_from(explicit: str | None) -> Rules | None:
+    """The rules file: --rules, else $BASTION_RULES, else ./rules.yaml if present; None
+    when there is none (no prices, no quotas)."""
     path = explicit or os.environ.get("BASTION_RULES") or "rules.yaml"
     if explicit is None and not Path(path).is_file():
-        return UsageRules()
-    return load_rules(path).usage
+        return None
+    return load_rules(path)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `report` subcommand to the main parser's subparsers."""
     report = subparsers.add_parser(
-        "report", help="cutover report from an access log: terminal table and HTML page",
+        "report", help="cutover report and per-app quota use from an access log: terminal "
+                       "table and HTML page",
         description="Per endpoint and model, by destination (Bastion, OpenAI, mirror copies): "
                     "requests, error rate, p50/p95 latency and time to first byte, "
-                    "mirror agreement.")
+                    "mirror agreement, tokens; with a rules file, estimated cost and each "
+                    "app's use against its quota (busiest minute and day, refusals).")
     report.add_argument("access_log", metavar="ACCESS_LOG",
                         help="JSON-lines access log written by `run --access-log` ('-': stdin)")
     report.add_argument("--html", metavar="OUT.html", default=None,
@@ -46,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="only exchanges that started before this time")
     report.add_argument("--rules", default=None, metavar="rules.yaml",
                         help="rules file whose usage.prices (per million tokens) give the "
-                             "estimated cost and saving (default: $BASTION_RULES, else "
+                             "estimated cost and saving, and whose clients' quotas the "
+                             "apps' use is shown against (default: $BASTION_RULES, else "
                              "./rules.yaml when it exists)")
     report.set_defaults(handler=run)
 
@@ -65,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"bastion-edge report: {args.access_log}: {e.strerror or e}", file=sys.stderr)
         return 1
     try:
-        usage = prices_from(args.rules)
+        rules = rules_from(args.rules)
     except (RulesError, OSError) as e:
         print(f"bastion-edge report: rules: {e}", file=sys.stderr)
         return 1
-    report = build_report(loaded, usage.prices, usage.currency)
+    usage = rules.usage if rules is not None else UsageRules()
+    report = build_report(loaded, usage.prices, usage.currency,
+                          rules.clients if rules is not None else None)
     try:
         sys.stdout.write(render_text(report))
         sys.stdout.flush()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from bastion_edge.report import charts, fmt
 from bastion_edge.report.agreement import html_panel as agreement_panel
 from bastion_edge.report.charts import colour, e, model_label, text_colour
+from bastion_edge.report.quota_render import quota_panel
 from bastion_edge.report.stats import (
     AGREEMENT_OK,
     AGREEMENT_WARN,
@@ -317,7 +318,7 @@ def render(report: Report) -> str:
     if report.groups:
         body = (f'<div class="cards">{"".join(_kpi_card(k) for k in report.kpis)}</div>'
                 + _distributions(report) + _percentiles(report) + _over_time(report)
-                + tokens_panel(report.tokens)
+                + tokens_panel(report.tokens) + quota_panel(report.quotas)
                 + _mirror(report) + agreement_panel(report.agreement) + _table(report)
                 + _notes(report))
     else:

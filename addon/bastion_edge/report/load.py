@@ -73,6 +73,7 @@ class Record:
     mirror_skipped: str | None = None  # mirror mode did not send a copy, and why
     app: str | None = None
     tokens: Tokens | None = None  # as the upstream reported them; None: not reported
+    method: str | None = None  # the HTTP method (upper case); None: a log without it
 
     @property
     def failed(self) -> bool:
@@ -125,6 +126,11 @@ def _float(value: Any) -> float | None:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _method(value: Any) -> str | None:
+    text = _str(value)
+    return text.upper() if text is not None else None
 
 
 def _mirror(value: Any) -> MirrorResult | None:
@@ -198,6 +204,7 @@ def parse_line(line: str) -> Record:
         mirror_skipped=_skipped(data.get("mirror")),
         app=_str(data.get("app")),
         tokens=_tokens(data.get("tokens")),
+        method=_method(data.get("method")),
     )
 
 

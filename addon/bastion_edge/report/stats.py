@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from bastion_edge.config.schema import ClientsRules
 from bastion_edge.config.usage_rules import Price
 from bastion_edge.report.load import LoadResult, Record, is_error
+from bastion_edge.report.quota_use import QuotaUse, build_quota_use
 from bastion_edge.report.tokens import TokenReport, build_tokens, served_model
 
 if TYPE_CHECKING:
@@ -331,6 +333,7 @@ class Report:
     kpis: list[Kpi] = field(default_factory=list)
     tokens: TokenReport | None = None  # the tokens section (report/tokens.py)
     agreement: list[AgreementSummary] = field(default_factory=list)  # per model
+    quotas: QuotaUse | None = None  # each app's use against its quota (report/quota_use.py)
 
     @property
     def requests(self) -> int:
@@ -343,7 +346,8 @@ class Report:
 
 
 def build_report(loaded: LoadResult, prices: Mapping[str, Price] | None = None,
-                 currency: str = "USD") -> Report:
+                 currency: str = "USD", clients: ClientsRules | None = None) -> Report:
+    """`clients`: the rules' apps and quotas; None when no rules file was read."""
     from bastion_edge.report.agreement import agreement_summaries  # these read this
     from bastion_edge.report.verdicts import kpis  # module's types
 
@@ -374,4 +378,4 @@ def build_report(loaded: LoadResult, prices: Mapping[str, Price] | None = None,
         endpoint_durations=endpoint_durations, endpoint_totals=endpoint_totals, mirror=mirror,
         timeline=timeline(series_obs), kpis=kpis(totals, mirror, durations, ttfbs),
         tokens=build_tokens(records, prices, currency),
-        agreement=agreement_summaries(records))
+        agreement=agreement_summaries(records), quotas=build_quota_use(records, clients))

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from bastion_edge.report import fmt
 from bastion_edge.report.agreement import terminal_lines as agreement_lines
+from bastion_edge.report.quota_render import terminal_lines as quota_lines
 from bastion_edge.report.stats import (
     MIRROR,
     MirrorStats,
@@ -92,4 +93,5 @@ def render(report: Report) -> str:
     out.extend(agreement_lines(report.agreement))
     if report.tokens is not None:
         out.extend(terminal_lines(report.tokens))
+    out.extend(quota_lines(report.quotas))
     return "\n".join(out) + "\n"

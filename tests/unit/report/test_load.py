@@ -57,6 +57,15 @@ def test_malformed_mirror_values_become_unknown() -> None:
     assert parse_line(line(mirror="not an object")).mirror is None
 
 
+def test_method_is_read_and_logs_without_it_still_load() -> None:
+    assert parse_line(line()).method == "POST"
+    assert parse_line(line(method="get")).method == "GET"
+    assert parse_line(line(method=7)).method is None
+    older = json.loads(line())
+    del older["method"]
+    assert parse_line(json.dumps(older)).method is None
+
+
 @pytest.mark.parametrize(("status", "failed"), [
     (200, False), (399, False), (400, True), (503, True), (None, True)])
 def test_errors_are_400_and_up_or_no_status(status: int | None, failed: bool) -> None:
