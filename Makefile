@@ -4,6 +4,9 @@
 SHELL := /bin/bash
 VENV  := .venv
 BIN   := $(VENV)/bin
+# Test processes (pytest-xdist): the end-to-end tests mostly wait on their proxies, so
+# one more process than a 2-core machine has cores keeps both busy.
+TEST_PROCESSES ?= 3
 
 # A Python >= 3.12 (mitmproxy 12 needs it): PATH first, then pyenv's versions folder.
 define FIND_PYTHON
@@ -77,7 +80,7 @@ system-deps:
 test: system-deps image-deps install-test
 	$(BIN)/ruff check addon tests bench sidecar
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup
 
 # ---------------------------------------------------------------------------- the image
 # `make image`: the sidecar image with docker or podman, whichever is present (ENGINE=...

@@ -1,9 +1,11 @@
 """Per-app quotas, end to end: a real `bastion-edge run` with apps that have a `quota:`,
 the real openai SDK with credentials in its proxy URL, the sandbox as Bastion.
 
-Windows are aligned on the clock's minutes, so a test that counts requests in one
-minute first waits for a fresh minute when too little of the current one is left
-(`fresh_minute`): that wait is about where the windows fall, never a time bound.
+Windows are aligned on the proxy clock's minutes. Each proxy here runs on a clock
+shifted so that its minute ends where the test needs it (`proxy_clock`): far off for a
+test that counts requests within one minute, seconds away for one that waits for the
+next. A test still checks that enough of the minute is left (`fresh_minute`), so a
+proxy slow to start costs a wait, never a wrong result: no time bound anywhere.
 """
 
 from __future__ import annotations
@@ -34,18 +36,17 @@ from harness import (
     start_proxy,
     wait_until,
 )
+from proxy_clock import ProxyClock, minute_ending_in
 from redis_server import running_redis
 from trust_support import BILLING_SECRET, REPORTS_SECRET, with_credentials
 
 CONCURRENCY = 8  # requests in flight at once when counting admissions
-SECONDS_NEEDED = 20  # of the current minute, for a test that counts within one minute
+SECONDS_NEEDED = 20  # of the proxy's minute, for a test that counts within one minute
 
 
-def fresh_minute(needed: float = SECONDS_NEEDED) -> None:
-    """Wait for the next minute when fewer than `needed` seconds are left of this one."""
-    left = 60 - time.time() % 60
-    if left < needed:
-        time.sleep(left + 0.05)
+def whole_minute() -> ProxyClock:
+    """A clock whose minute has just begun: room for a start and a count within it."""
+    return minute_ending_in(59.5)
 
 
 def rules(tmp: Path, billing_quota: str, *, store: str | None = None,
@@ -108,19 +109,23 @@ def stop(proxy: Proxy) -> None:
 
 
 @pytest.fixture(scope="module")
-def limited(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def limited(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[Proxy, ProxyClock]]:
     tmp = tmp_path_factory.mktemp("quota")
-    running = start_proxy(tmp, proxy_env(sandbox), rules(tmp, "{requests_per_minute: 2}"))
-    yield running
+    clock = whole_minute()
+    running = start_proxy(tmp, proxy_env(sandbox) | clock.env(),
+                          rules(tmp, "{requests_per_minute: 2}"))
+    yield running, clock
     stop(running)
 
 
 def test_over_its_quota_an_app_gets_openais_429_and_nothing_goes_upstream(
-    limited: Proxy, sandbox: Sandbox
+    limited: tuple[Proxy, ProxyClock], sandbox: Sandbox
 ) -> None:
-    fresh_minute()
+    proxy, clock = limited
+    clock.fresh_minute(SECONDS_NEEDED)
     marker = uuid.uuid4().hex
-    billing, reports = app_client(limited, "billing"), app_client(limited, "reports")
+    billing, reports = app_client(proxy, "billing"), app_client(proxy, "reports")
     first = chat(billing, f"{marker} one")
     unlimited = [chat(reports, f"{marker} reports {i}") for i in range(4)]  # at the same time
     second = chat(billing, f"{marker} two")
@@ -142,13 +147,13 @@ def test_over_its_quota_an_app_gets_openais_429_and_nothing_goes_upstream(
     assert upstream_hits(sandbox, f"{marker} three") == 0
     assert upstream_hits(sandbox, marker) == 2 + 4  # billing's two, all of reports'
     assert all("x-ratelimit-limit-requests" not in h for h in unlimited)
-    assert metric(limited, r'bastion_edge_quota_rejections_total\{app="billing",'
+    assert metric(proxy, r'bastion_edge_quota_rejections_total\{app="billing",'
                            r'kind="requests"\}') >= 1
     assert 'bastion_edge_quota_remaining{app="billing",limit="requests_per_minute"} 0.0' \
-        in limited.metrics()
+        in proxy.metrics()
     # The report reads the same story from the access log: billing's busiest minute at its
     # limit and its refusal; reports (no quota, never refused) gets no row.
-    row = report_row(limited, "billing", records=3 + 4)
+    row = report_row(proxy, "billing", records=3 + 4)
     assert row[:6] == ["billing", "own", "2", "1", "0", "0"]  # counted, 429, 503, no usage
     assert row[6] == "2/2 (100.0%)"
 
@@ -174,15 +179,17 @@ def report_row(proxy: Proxy, app: str, records: int) -> list[str]:
 def test_the_sdk_retries_after_the_retry_after_it_was_given(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    proxy = start_proxy(tmp_path, proxy_env(sandbox), rules(tmp_path, "{requests_per_minute: 1}"))
+    clock = minute_ending_in(12)  # a start, one chat, then a retry-after of seconds
+    proxy = start_proxy(tmp_path, proxy_env(sandbox) | clock.env(),
+                        rules(tmp_path, "{requests_per_minute: 1}"))
     try:
-        fresh_minute(5)
+        clock.fresh_minute(4)
         marker = uuid.uuid4().hex
         client = app_client(proxy, max_retries=1)
         chat(client, f"{marker} one")
         before = time.time()
         headers = chat(client, f"{marker} two")  # 429 first, then the retry in the next minute
-        assert int(before // 60) < int(time.time() // 60)  # it waited for the next window
+        assert clock.minute(before) < clock.minute(time.time())  # it waited for the next one
         assert headers["x-ratelimit-remaining-requests"] == "0"
         assert upstream_hits(sandbox, marker) == 2
         assert metric(proxy, r'bastion_edge_quota_rejections_total\{app="billing"') == 1
@@ -193,10 +200,11 @@ def test_the_sdk_retries_after_the_retry_after_it_was_given(
 def test_a_streamed_chat_is_admitted_by_estimate_and_debited_by_its_usage(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    proxy = start_proxy(tmp_path, proxy_env(sandbox),
+    clock = whole_minute()
+    proxy = start_proxy(tmp_path, proxy_env(sandbox) | clock.env(),
                         rules(tmp_path, "{tokens_per_minute: 100000}"))
     try:
-        fresh_minute()
+        clock.fresh_minute(SECONDS_NEEDED)
         client = app_client(proxy)
         stream = client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "count me"}],
@@ -218,9 +226,10 @@ def test_a_streamed_chat_is_admitted_by_estimate_and_debited_by_its_usage(
 
 def test_a_reload_that_raises_a_quota_admits_at_once(sandbox: Sandbox, tmp_path: Path) -> None:
     path = rules(tmp_path, "{requests_per_minute: 1}")
-    proxy = start_proxy(tmp_path, proxy_env(sandbox), path)
+    clock = whole_minute()
+    proxy = start_proxy(tmp_path, proxy_env(sandbox) | clock.env(), path)
     try:
-        fresh_minute()
+        clock.fresh_minute(SECONDS_NEEDED)
         client = app_client(proxy)
         chat(client, "before the reload")
         with pytest.raises(openai.RateLimitError):
@@ -253,11 +262,12 @@ def count_admitted(proxies: list[Proxy], marker: str, attempts: int) -> tuple[in
 
 def test_workers_share_one_quota(sandbox: Sandbox, tmp_path: Path) -> None:
     quota = 5
-    proxy = start_proxy(tmp_path, proxy_env(sandbox),
+    clock = whole_minute()
+    proxy = start_proxy(tmp_path, proxy_env(sandbox) | clock.env(),
                         rules(tmp_path, f"{{requests_per_minute: {quota}}}"),
                         extra=["--workers", "2"])
     try:
-        fresh_minute(30)
+        clock.fresh_minute(30)
         marker = uuid.uuid4().hex
         passed, refused = count_admitted([proxy], marker, 3 * quota)
         assert (passed, refused) == (quota, 2 * quota)
@@ -277,10 +287,11 @@ def test_two_proxies_share_one_quota_over_redis(
 ) -> None:
     quota = 5
     path = rules(tmp_path, f"{{requests_per_minute: {quota}}}", store=redis_url)
-    one = start_proxy(tmp_path / "one", proxy_env(sandbox), path)
-    two = start_proxy(tmp_path / "two", proxy_env(sandbox), path)
+    clock = whole_minute()  # both proxies on one clock, as replicas are
+    one = start_proxy(tmp_path / "one", proxy_env(sandbox) | clock.env(), path)
+    two = start_proxy(tmp_path / "two", proxy_env(sandbox) | clock.env(), path)
     try:
-        fresh_minute(30)
+        clock.fresh_minute(30)
         marker = uuid.uuid4().hex
         passed, refused = count_admitted([one, two], marker, 3 * quota)
         assert (passed, refused) == (quota, 2 * quota)
@@ -327,23 +338,25 @@ def test_a_batch_runs_at_its_creators_quota_instead_of_failing_lines(
 ) -> None:
     from test_batches import chat_line, finished, jsonl
 
-    proxy = start_proxy(tmp_path, proxy_env(sandbox), rules(tmp_path, "{requests_per_minute: 2}"))
+    clock = minute_ending_in(20)  # a start, two lines, then the third waits seconds
+    proxy = start_proxy(tmp_path, proxy_env(sandbox) | clock.env(),
+                        rules(tmp_path, "{requests_per_minute: 2}"))
     try:
-        fresh_minute(30)
+        clock.fresh_minute(10)
         marker = uuid.uuid4().hex
         client = app_client(proxy)
         uploaded = client.files.create(file=("in.jsonl", io.BytesIO(jsonl(
             [chat_line(f"line-{i}", f"{marker} {i}") for i in range(3)]))), purpose="batch")
         batch = client.batches.create(input_file_id=uploaded.id,
                                       endpoint="/v1/chat/completions", completion_window="24h")
-        done = finished(client, batch.id, timeout=150)  # the third line waits for a minute
+        done = finished(client, batch.id, timeout=150)  # the third waits for the next minute
         assert done.status == "completed"
         assert done.request_counts is not None
         assert (done.request_counts.completed, done.request_counts.failed) == (3, 0)
         sent = sorted(entry["time"] for entry in sandbox.journal()
                       if marker in str(entry.get("body")))
         assert len(sent) == 3
-        per_minute = collections.Counter(int(at // 60) for at in sent)
+        per_minute = collections.Counter(clock.minute(at) for at in sent)
         assert max(per_minute.values()) <= 2  # sent at the quota's pace, never 3 in a minute
     finally:
         stop(proxy)

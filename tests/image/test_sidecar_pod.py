@@ -4,6 +4,8 @@ given only the documented variables and the exported CA bundle."""
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import time
 from collections.abc import Iterator
@@ -79,10 +81,15 @@ def test_rules_directory_mount_sees_an_atomic_replace(deployment: Stack) -> None
     general = "- use: gpt-oss-120b                             # general-purpose chat"
     assert general in text
     temporary = deployment.rules / ".rules.yaml.tmp"  # an editor's save: write, then rename
-    temporary.write_text(text.replace(general, "- use: gpt-oss-20b", 1))
+    replaced = text.replace(general, "- use: gpt-oss-20b", 1)
+    temporary.write_text(replaced)
     temporary.rename(rules)
     wait_for(lambda: deployment.chat("after the reload").stdout.strip() == "gpt-oss-20b",
              "the replaced rules to be served", attempts=30)
+    # Each of the two workers reloads on its own: both have, before a later test relies on it.
+    loaded = f"(sha256 {hashlib.sha256(replaced.encode()).hexdigest()[:12]})"
+    wait_for(lambda: deployment.pod.logs("sidecar").count(loaded) == 2,
+             "both workers to load the replaced rules", attempts=100)
 
 
 def test_sigterm_lets_a_request_in_flight_finish(deployment: Stack) -> None:
