@@ -5,7 +5,6 @@ given only the documented variables and the exported CA bundle."""
 from __future__ import annotations
 
 import hashlib
-
 import json
 import time
 from collections.abc import Iterator
