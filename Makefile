@@ -7,6 +7,8 @@ BIN   := $(VENV)/bin
 # Test processes (pytest-xdist): the end-to-end tests mostly wait on their proxies, so
 # one more process than a 2-core machine has cores keeps both busy.
 TEST_PROCESSES ?= 3
+# More pytest arguments for `make test`, e.g. PYTEST_ARGS=--ignore=tests/image
+PYTEST_ARGS ?=
 
 # A Python >= 3.12 (mitmproxy 12 needs it): PATH first, then pyenv's versions folder.
 define FIND_PYTHON
@@ -80,7 +82,7 @@ system-deps:
 test: system-deps image-deps install-test
 	$(BIN)/ruff check addon tests bench sidecar
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------- the image
 # `make image`: the sidecar image with docker or podman, whichever is present (ENGINE=...

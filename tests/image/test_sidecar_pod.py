@@ -4,7 +4,6 @@ given only the documented variables and the exported CA bundle."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -85,10 +84,15 @@ def test_rules_directory_mount_sees_an_atomic_replace(deployment: Stack) -> None
     temporary.rename(rules)
     wait_for(lambda: deployment.chat("after the reload").stdout.strip() == "gpt-oss-20b",
              "the replaced rules to be served", attempts=30)
-    # Each of the two workers reloads on its own: both have, before a later test relies on it.
-    loaded = f"(sha256 {hashlib.sha256(replaced.encode()).hexdigest()[:12]})"
-    wait_for(lambda: deployment.pod.logs("sidecar").count(loaded) == 2,
+    # Each of the two workers reloads on its own: both have (two starts and two reloads,
+    # summed over the workers), before a later test relies on it.
+    wait_for(lambda: 'bastion_edge_rules_reloads_total{result="success"} 4.0'
+             in deployment.pod.exec("sidecar", "python", "-c", METRICS),
              "both workers to load the replaced rules", attempts=100)
+
+
+METRICS = ("import urllib.request as u; print(u.build_opener(u.ProxyHandler({}))"
+           ".open('http://127.0.0.1:9191/metrics').read().decode())")
 
 
 def test_sigterm_lets_a_request_in_flight_finish(deployment: Stack) -> None:
