@@ -12,11 +12,15 @@ same loop awaiting a no-op coroutine. Rounds are interleaved (off, sqlite, redis
 ...) so a busy machine disturbs all three alike.
 CPU is this process's (`time.process_time`: the event loop and the SQLite thread);
 the redis-server's own CPU is read from `INFO cpu` and reported apart.
+`make bench` (bench/run.py, or `--only quota`) puts the figures in
+docs/development/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -134,14 +138,30 @@ def describe(samples: dict[str, list[float]], server_us: float | None, requests:
     return "\n".join(lines)
 
 
-def main() -> None:
-    requests = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+def run_bench(requests: int, rounds: int) -> tuple[dict[str, list[float]], float | None]:
+    """The measurement with a throwaway redis-server (SQLite alone without one)."""
+    if shutil.which("redis-server") is None:
+        return asyncio.run(measure(None, requests, rounds))
     sys.path.insert(0, str(REPO / "tests" / "e2e"))
     from redis_server import running_redis
 
     with tempfile.TemporaryDirectory() as workdir, running_redis(Path(workdir)) as url:
-        samples, server_us = asyncio.run(measure(url, requests, rounds))
+        return asyncio.run(measure(url, requests, rounds))
+
+
+def report(requests: int, rounds: int) -> str:
+    """The figures as Markdown, for docs/development/benchmarks.md."""
+    samples, server_us = run_bench(requests, rounds)
+    missing = "" if "redis" in samples else " (no redis-server here: SQLite only)"
+    return (f"Measured {time.strftime('%Y-%m-%d %H:%M')} UTC on {os.cpu_count()} cores, one "
+            f"run{missing} (`python bench/quota_cost.py`):\n\n```text\n"
+            f"{describe(samples, server_us, requests)}\n```")
+
+
+def main() -> None:
+    requests = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+    samples, server_us = run_bench(requests, rounds)
     print(describe(samples, server_us, requests))
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import aiohttp
 import canary_sim
 import fallback_bench
+import quota_cost
 import responses_bench
 import streams_bench
 import token_cost
@@ -410,10 +411,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--readme", type=Path)
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
-    parser.add_argument("--only", choices=("all", "requests", "streams", "canary"),
+    parser.add_argument("--only", choices=("all", "requests", "streams", "canary", "quota"),
                         default="all",
                         help="requests: the single-request table; streams: long streams "
-                             "and --workers; canary: the canary's error rates (simulated)")
+                             "and --workers; canary: the canary's error rates (simulated); "
+                             "quota: the CPU a quota adds per request")
     args = parser.parse_args()
     if args.only in ("all", "canary"):
         canary_text = canary_sim.run(50 if args.quick else 200)
@@ -421,6 +423,13 @@ def main() -> int:
         if args.readme:
             write_readme(args.readme, canary_text, "bench-canary")
         if args.only == "canary":
+            return 0
+    if args.only in ("all", "quota"):
+        quota_text = quota_cost.report(500 if args.quick else 2000, 3 if args.quick else 7)
+        print(quota_text)
+        if args.readme:
+            write_readme(args.readme, quota_text, "bench-quota")
+        if args.only == "quota":
             return 0
     if args.only in ("all", "streams"):
         streams_text = run_streams(args.quick)

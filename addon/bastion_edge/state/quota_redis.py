@@ -10,24 +10,21 @@ and its estimate, setting the expiry of a counter it creates. The script answers
 counters as they were before, and `core.quota.admit` over them builds the verdict, so
 the details (which limit, retry-after) come from the one pure function.
 
-Admissions waiting at the same time go out together: while one pipeline of scripts is
-on the wire, the next ones queue, and are sent as one pipeline when it returns. A
-round trip costs the proxy ~100 µs of CPU in redis-py and the kernel; shared by 32
-admissions it is ~35 µs each (bench/quota_cost.py), and a lone admission goes out
-alone, at once. A script the server lost (a restart) is loaded again. A debit only
+Admissions run over a connection of their own (`quota_redis_line.ScriptLine`): a lone
+admission goes out at once; those waiting while one is on the wire go out together as
+one pipeline when it returns. A script the server lost (a restart) is loaded again.
+Debits, usage reads and the report use the Responses store's bounded pool. A debit only
 touches counters that still exist, so a late correction never leaves a key without
 expiry behind; all corrections of one flush are one script call.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from bastion_edge.config.quota_rules import Quota
 from bastion_edge.core.quota import (
@@ -40,6 +37,7 @@ from bastion_edge.core.quota import (
     seconds_to_minute_end,
     windows_at,
 )
+from bastion_edge.state.quota_redis_line import ScriptLine
 from bastion_edge.state.quota_store import Correction, QuotaStoreError
 from bastion_edge.state.responses_redis import connect, redis_location
 
@@ -83,93 +81,12 @@ def _limit(value: int | None) -> int:
     return NO_LIMIT if value is None else value
 
 
-Call = tuple[list[str], list[int], "asyncio.Future[list[Any]]"]
-
-
-class ScriptBatcher:
-    """Runs one Lua script for many callers, pipelining those that wait together."""
-
-    def __init__(self, client: redis.Redis, script: str) -> None:
-        self._client = client
-        self._script = script
-        self._sha: str | None = None
-        self._waiting: list[Call] = []
-        self._sender: asyncio.Task[None] | None = None
-
-    async def __call__(self, keys: list[str], args: list[int]) -> list[Any]:
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((keys, args, future))
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send())
-        return await future
-
-    async def _send(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    replies = await self._run(batch)
-                except BaseException as e:
-                    for *_, future in batch:
-                        if not future.done():
-                            future.set_exception(e)
-                    if not isinstance(e, Exception):
-                        raise
-                    continue
-                for (*_, future), reply in zip(batch, replies, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(reply, Exception):
-                        future.set_exception(reply)
-                    else:
-                        future.set_result(reply)
-        finally:
-            self._sender = None
-
-    async def _run(self, batch: list[Call]) -> list[Any]:
-        """The replies in order (an exception for a call that failed on the server).
-        Calls answered NOSCRIPT did not run: they are sent again after a reload."""
-        replies: list[Any] = [None] * len(batch)
-        todo = list(range(len(batch)))
-        for _ in range(2):
-            if self._sha is None:
-                self._sha = str(await self._client.script_load(self._script))
-            if len(todo) == 1:
-                keys, args, _ = batch[todo[0]]
-                try:
-                    replies[todo[0]] = await self._client.evalsha(
-                        self._sha, len(keys), *keys, *args)
-                    return replies
-                except NoScriptError:
-                    self._sha = None
-                    continue
-            async with self._client.pipeline(transaction=False) as pipe:
-                for i in todo:
-                    keys, args, _ = batch[i]
-                    pipe.evalsha(self._sha, len(keys), *keys, *args)
-                results: list[Any] = await pipe.execute(raise_on_error=False)
-            missing = []
-            for i, result in zip(todo, results, strict=True):
-                if isinstance(result, NoScriptError):
-                    missing.append(i)
-                else:
-                    replies[i] = result
-            if not missing:
-                return replies
-            todo, self._sha = missing, None
-        raise RedisError("the quota script could not be loaded")
-
-    async def close(self) -> None:
-        if self._sender is not None:
-            self._sender.cancel()
-
-
 class RedisQuotaStore:
     def __init__(self, url: str, prefix: str = PREFIX) -> None:
         self._url = url
         self._prefix = prefix
         self._redis: redis.Redis = connect(url)  # the Responses store's bounded pool
-        self._admit = ScriptBatcher(self._redis, ADMIT_SCRIPT)
+        self._admit = ScriptLine(self._redis.connection_pool, ADMIT_SCRIPT)  # its own
         self._debit = self._redis.register_script(DEBIT_SCRIPT)
 
     @property
@@ -191,8 +108,8 @@ class RedisQuotaStore:
             reply = await self._admit(self._keys(app, windows), args)
         except (RedisError, OSError) as e:
             raise QuotaStoreError(f"{self.location}: {e}") from e
-        passed, *before = (int(v) for v in reply)
-        verdict = admit(quota, Usage(*before), estimate, now)
+        passed, requests, tokens, today = reply  # integers (RESP integer replies)
+        verdict = admit(quota, Usage(requests, tokens, today), estimate, now)
         if isinstance(verdict, Admitted) != bool(passed):  # the script and admit() differ
             raise QuotaStoreError(f"{self.location}: quota script disagrees with admit()")
         return verdict
