@@ -82,7 +82,7 @@ system-deps:
 test: system-deps image-deps install-test
 	$(BIN)/ruff check addon tests bench sidecar
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------- the image
 # `make image`: the sidecar image with docker or podman, whichever is present (ENGINE=...

@@ -1,14 +1,16 @@
-"""How `make test` spreads the suite over processes (pytest-xdist, `--dist loadgroup`).
+"""How `make test` spreads the suite over processes (pytest-xdist, `-n`).
 
-Each test file is one group, run whole by one worker: module fixtures (a proxy, a
-sandbox) start once, as they do in a plain `pytest` run. The image tests are one group
-together, since they share one image built per session. A test file may name its own
-group with `pytest.mark.xdist_group` (none does today).
+Each test file is one unit of work, run whole by one process: module fixtures (a proxy,
+a sandbox) start once and a module's tests keep their order, as in a plain `pytest`
+run. The image tests are one unit together, since they share one image built per
+session and one podman. Units start longest first: the image tests, the end-to-end
+files, then the rest.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,24 +18,30 @@ TESTS = Path(__file__).resolve().parent
 IMAGE_TESTS = TESTS / "image"
 
 
-def group_of(path: Path) -> str:
-    """The xdist group of a test file: `image` for the image tests, else the file."""
-    if IMAGE_TESTS in path.parents:
-        return "image"
-    return str(path.relative_to(TESTS))
+def unit_of(nodeid: str) -> str:
+    """The unit of work of a test (its node id): `image` for the image tests, else its
+    file. xdist's own `loadgroup` cannot do this on pytest 9.2 (it renames node ids
+    through an attribute pytest no longer reads)."""
+    path = nodeid.split("::", 1)[0]
+    return "image" if path.startswith("tests/image/") else path
 
 
 def start_rank(path: Path) -> int:
-    """Longest groups first, so no worker is left with a long one at the end: the image
-    tests (a build, then pods), the end-to-end files, then the quick ones."""
+    """Longest units first, so no process is left with a long one at the end."""
     if IMAGE_TESTS in path.parents:
         return 0
     return 1 if (TESTS / "e2e") in path.parents else 2
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: start_rank(Path(str(item.path))))  # stable: files keep order
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group_of(Path(str(item.path)))))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return ByUnit(config, log)
