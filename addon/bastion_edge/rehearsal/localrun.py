@@ -26,6 +26,10 @@ BIN = Path(sys.executable).parent
 BASTION_EDGE = str(BIN / "bastion-edge")
 DEMO_BASTION_KEY = "bastion-sandbox-key"
 _LOG_IDS = count(1)
+# The proxies' own plain-HTTP endpoints (/readyz, /metrics), polled often: one client,
+# since each new one builds a TLS context (~30 ms of CPU) even for http://, and no
+# proxy settings from the environment (those are the app's, not ours).
+LOCAL_HTTP = httpx.Client(trust_env=False, timeout=10)
 
 
 def printed_port(process: Process, pattern: str, what: str) -> int:
@@ -171,7 +175,7 @@ class Proxy:
         return f"http://127.0.0.1:{self.port}"
 
     def metrics(self) -> str:
-        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics").text
+        return LOCAL_HTTP.get(f"http://127.0.0.1:{self.metrics_port}/metrics").text
 
     def app_env(self) -> dict[str, str]:
         """What an app gets: exactly the lines `bastion-edge env` prints."""
@@ -215,7 +219,7 @@ def _start_proxy_once(
     def ready() -> bool:
         if process.popen.poll() is not None:
             raise RuntimeError(f"proxy exited:\n{process.log()}")
-        return httpx.get(f"http://127.0.0.1:{metrics_port}/readyz").status_code == 200
+        return LOCAL_HTTP.get(f"http://127.0.0.1:{metrics_port}/readyz").status_code == 200
 
     wait_until(ready, what="proxy readiness")
     return proxy
