@@ -9,9 +9,10 @@ import os
 import shlex
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bastion_edge.cli.check_cmd import cmd_check
 from bastion_edge.cli.check_cmd import describe_condition as describe_condition
@@ -35,6 +36,28 @@ from bastion_edge.deploy.tls_bundles import CLIENT_BUNDLE, PROXY_CA_CERT, client
 from bastion_edge.report.cli import register as register_report
 
 DEFAULT_CONFDIR = "~/.bastion-edge"
+
+
+def console_main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The `bastion-edge` command: `main`, then an exit without the interpreter's teardown.
+
+    By the time `main` returns, the command has closed what it opened (the proxy: every
+    addon's `done`, logs and stores closed). What is left is Python freeing ~1,150 modules
+    one by one, ~0.2 s of CPU at every proxy stop. While another non-daemon thread still
+    runs, the exit is the ordinary one, which waits for it."""
+    code = main(argv)
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.main_thread()):
+        sys.exit(code)
+    import logging
+
+    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):  # `| head` has gone; a stream closed on purpose
+        pass
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

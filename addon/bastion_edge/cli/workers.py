@@ -47,8 +47,8 @@ _WORKER_MAIN = (
     "import ctypes, os, signal, sys\n"
     "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
     "if os.getppid() != int(sys.argv[1]): sys.exit(0)\n"
-    "from bastion_edge.cli.main import main\n"
-    "sys.exit(main(sys.argv[2:]))"
+    "from bastion_edge.cli.main import console_main\n"
+    "console_main(sys.argv[2:])"
 )
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import os
 import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,3 +231,20 @@ def test_try_shows_new_access_log_records_one_line_each(tmp_path: Path) -> None:
         f.write('dings", "status": 400, "original_model": "nope", "destination": "proxy", '
                 '"error": "model_not_mapped"}\n')
     assert tail.new_lines() == ["POST /v1/embeddings 400  nope  (proxy, model_not_mapped)"]
+
+
+
+@pytest.mark.parametrize(("rules", "code"), [(SHIPPED, 0), (Path("/nonexistent/rules.yaml"), 1)])
+def test_the_console_command_keeps_the_exit_code_and_every_line_it_printed(
+        rules: Path, code: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """`console_main` leaves by os._exit (no interpreter teardown): what it printed into a
+    pipe still arrives whole, and the exit code is main's."""
+    argv = ["check", "--rules-only", "--rules", str(rules)]
+    assert cli.main(argv) == code
+    expected = capsys.readouterr()
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from bastion_edge.cli.main import console_main; "
+         "console_main(sys.argv[1:])", *argv], capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})  # buffered
+    assert done.returncode == code, done.stderr
+    assert (done.stdout, done.stderr) == (expected.out, expected.err)
