@@ -37,6 +37,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: start_rank(Path(str(item.path))))  # stable: files keep order
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: pytest without it runs on
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
